@@ -1,0 +1,81 @@
+package ssehub
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Defaults for Config fields left at zero.
+const (
+	DefaultHeartbeat       = 15 * time.Second
+	DefaultRetry           = 3 * time.Second
+	DefaultQueueSize       = 256
+	DefaultMaxMessageBytes = 1 << 20
+	DefaultMaxChannels     = 32
+	DefaultWriteTimeout    = 10 * time.Second
+	subscribeTimeout       = 10 * time.Second
+)
+
+// Config configures a Hub. The zero value is ready to use: an in-memory
+// broker and the Default* values. For durations and sizes, zero means the
+// default and a negative value turns the feature off where that makes sense.
+type Config struct {
+	// Broker carries events between publishers and hubs. Nil means a
+	// MemoryBroker that the Hub creates, owns and closes. A Broker passed in
+	// is not closed by the Hub.
+	Broker Broker
+	// Heartbeat is the interval of the comment lines that keep idle
+	// streams open through proxies. Negative disables them.
+	Heartbeat time.Duration
+	// Retry is sent as "retry:" when a stream opens: how long a browser
+	// waits before reconnecting. Negative sends none.
+	Retry time.Duration
+	// QueueSize is how many events may wait for one subscriber. A
+	// subscriber whose queue is full is disconnected, to reconnect and
+	// resume; publishers and other subscribers never wait for it.
+	QueueSize int
+	// MaxMessageBytes bounds a published message's data, and the body of a
+	// publish request.
+	MaxMessageBytes int
+	// MaxChannels bounds how many channels one subscription may name.
+	MaxChannels int
+	// WriteTimeout bounds each write to a stream; a client that does not
+	// read for that long is disconnected. Negative disables it.
+	WriteTimeout time.Duration
+	// Logger receives one record per stream opened and closed, and broker
+	// errors. Nil discards them.
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() (Config, error) {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.Heartbeat, DefaultHeartbeat)
+	def(&c.Retry, DefaultRetry)
+	def(&c.WriteTimeout, DefaultWriteTimeout)
+	if c.QueueSize == 0 {
+		c.QueueSize = DefaultQueueSize
+	}
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if c.MaxChannels == 0 {
+		c.MaxChannels = DefaultMaxChannels
+	}
+	switch {
+	case c.QueueSize < 0:
+		return c, fmt.Errorf("ssehub: QueueSize %d is negative", c.QueueSize)
+	case c.MaxMessageBytes < 0:
+		return c, fmt.Errorf("ssehub: MaxMessageBytes %d is negative", c.MaxMessageBytes)
+	case c.MaxChannels < 0:
+		return c, fmt.Errorf("ssehub: MaxChannels %d is negative", c.MaxChannels)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c, nil
+}

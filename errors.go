@@ -1,0 +1,39 @@
+package ssehub
+
+import "errors"
+
+// Errors returned by the library. Callers match them with errors.Is; the
+// returned errors usually wrap these with the offending value.
+var (
+	// ErrInvalidChannel means a channel name is empty, too long, or holds a
+	// character outside the allowed set (see ValidChannel).
+	ErrInvalidChannel = errors.New("ssehub: invalid channel name")
+	// ErrInvalidID means an event id holds CR, LF or NUL, is not valid
+	// UTF-8, or is longer than MaxIDLen.
+	ErrInvalidID = errors.New("ssehub: invalid event id")
+	// ErrInvalidType means an event type holds CR, LF or NUL, is not valid
+	// UTF-8, is longer than MaxTypeLen, or uses the reserved "ssehub." prefix.
+	ErrInvalidType = errors.New("ssehub: invalid event type")
+	// ErrInvalidRetry means a retry is negative.
+	ErrInvalidRetry = errors.New("ssehub: invalid retry")
+	// ErrInvalidData means a message's data is missing or not valid UTF-8 JSON.
+	ErrInvalidData = errors.New("ssehub: invalid data")
+	// ErrMessageTooLarge means a message is larger than the configured limit.
+	ErrMessageTooLarge = errors.New("ssehub: message too large")
+	// ErrTooManyChannels means a subscription asked for more channels than allowed.
+	ErrTooManyChannels = errors.New("ssehub: too many channels")
+	// ErrClosed is returned by every call on a Hub or Broker that has been closed.
+	ErrClosed = errors.New("ssehub: closed")
+	// ErrSlowSubscriber ends a subscription whose queue filled up. The
+	// subscriber is expected to reconnect and resume from its last event id.
+	ErrSlowSubscriber = errors.New("ssehub: subscriber too slow")
+	// ErrUnknownID is returned by a Replayer when the last event id is unknown
+	// or events after it have already been evicted from history.
+	ErrUnknownID = errors.New("ssehub: unknown or evicted last event id")
+	// ErrBadRequest means a request body is not a JSON object of the
+	// expected shape.
+	ErrBadRequest = errors.New("ssehub: bad request")
+	// ErrUnavailable means the broker cannot be reached right now; the
+	// message was not published and may be sent again.
+	ErrUnavailable = errors.New("ssehub: broker unavailable")
+)

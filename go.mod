@@ -1,0 +1,3 @@
+module github.com/ssehub/ssehub
+
+go 1.25

@@ -1,0 +1,350 @@
+package ssehub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ssehub/ssehub/internal/sse"
+)
+
+// ServeHTTP serves the hub's default routes:
+//
+//	GET  /sse?channel=NAME   the event stream (see StreamHandler)
+//	POST /publish            publish a message (see PublishHandler)
+//	GET  /healthz            liveness (see HealthHandler)
+//
+// To serve them under other paths, mount the handlers one by one.
+func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/sse":
+		h.serveStream(w, r)
+	case "/publish":
+		h.servePublish(w, r)
+	case "/healthz":
+		h.serveHealth(w, r)
+	default:
+		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path)
+	}
+}
+
+// StreamHandler returns the handler of the event stream. A GET request
+// names its channels with repeated "channel" query parameters (none means
+// DefaultChannel) and may resume with a Last-Event-ID header or a
+// "last_event_id" query parameter.
+func (h *Hub) StreamHandler() http.Handler { return http.HandlerFunc(h.serveStream) }
+
+// PublishHandler returns the handler that publishes the JSON message in a
+// POST body: {"channel", "data", "type", "id", "retry"}. It answers
+// {"id", "channel"}.
+func (h *Hub) PublishHandler() http.Handler { return http.HandlerFunc(h.servePublish) }
+
+// HealthHandler returns a handler that answers 200 {"status":"ok"} while the
+// hub runs and 503 once it is closing.
+func (h *Hub) HealthHandler() http.Handler { return http.HandlerFunc(h.serveHealth) }
+
+func (h *Hub) serveHealth(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		methodNotAllowed(w, "GET, HEAD")
+		return
+	}
+	select {
+	case <-h.done:
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "closing"})
+	default:
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	}
+}
+
+func (h *Hub) serveStream(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		methodNotAllowed(w, "GET")
+		return
+	}
+	q := r.URL.Query()
+	lastID := r.Header.Get("Last-Event-ID")
+	if lastID == "" {
+		lastID = q.Get("last_event_id")
+	}
+	ctx := r.Context()
+	sub, err := h.Subscribe(ctx, q["channel"], lastID)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	defer sub.Close()
+
+	hdr := w.Header()
+	hdr.Set("Content-Type", "text/event-stream")
+	hdr.Set("Cache-Control", "no-cache")
+	hdr.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+
+	st := stream{w: w, rc: http.NewResponseController(w), timeout: h.cfg.WriteTimeout}
+	started := time.Now()
+	reason := h.runStream(ctx, &st, sub)
+	h.log.LogAttrs(ctx, slog.LevelInfo, "stream closed",
+		slog.String("remote", r.RemoteAddr),
+		slog.Any("channels", channelNames(sub)),
+		slog.Duration("duration", time.Since(started)),
+		slog.Int64("events", st.events),
+		slog.String("reason", reason))
+}
+
+func channelNames(s *Subscription) []string {
+	names := make([]string, len(s.channels))
+	for i, c := range s.channels {
+		names[i] = c.name
+	}
+	return names
+}
+
+// maxBatch bounds how many queued events go out in one flush, so a busy
+// stream still flushes regularly.
+const maxBatch = 64
+
+// runStream writes sub to st until either ends, and says why it ended.
+func (h *Hub) runStream(ctx context.Context, st *stream, sub *Subscription) string {
+	var buf []byte
+	if h.cfg.Retry > 0 {
+		buf = sse.AppendRetry(buf, int(h.cfg.Retry/time.Millisecond))
+	} else {
+		buf = append(buf, sse.Heartbeat...)
+	}
+	st.write(buf)
+	for e := sub.nextPending(); e != nil; e = sub.nextPending() {
+		st.event(e)
+	}
+	if err := st.flush(); err != nil {
+		return "write: " + err.Error()
+	}
+
+	var tick <-chan time.Time
+	if h.cfg.Heartbeat > 0 {
+		t := time.NewTicker(h.cfg.Heartbeat)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case e := <-sub.queue:
+			if !sub.replayed(e) {
+				st.event(e)
+			}
+			// Coalesce: whatever else is queued goes out in the same write.
+			for i := 0; i < maxBatch; i++ {
+				e := sub.tryNext()
+				if e == nil {
+					break
+				}
+				st.event(e)
+			}
+		case <-tick:
+			st.write(sse.Heartbeat)
+		case <-sub.ended:
+			return sub.err.Error()
+		case <-h.done:
+			for e := sub.tryNext(); e != nil; e = sub.tryNext() {
+				st.event(e)
+			}
+			st.flush()
+			return "hub closed"
+		case <-ctx.Done():
+			return "client gone"
+		}
+		if err := st.flush(); err != nil {
+			return "write: " + err.Error()
+		}
+	}
+}
+
+// stream writes frames to one response, keeping the first error.
+type stream struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+	events  int64
+	err     error
+	armed   bool
+}
+
+func (st *stream) write(p []byte) {
+	if st.err != nil {
+		return
+	}
+	if !st.armed && st.timeout > 0 {
+		// One deadline covers the writes of a batch and its flush. A
+		// ResponseWriter that cannot set one (a test recorder) is fine.
+		if err := st.rc.SetWriteDeadline(time.Now().Add(st.timeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			st.err = err
+			return
+		}
+		st.armed = true
+	}
+	_, st.err = st.w.Write(p)
+}
+
+func (st *stream) event(e *Event) {
+	st.write(e.frame)
+	st.events++
+}
+
+func (st *stream) flush() error {
+	if st.err == nil {
+		st.err = st.rc.Flush()
+	}
+	st.armed = false
+	return st.err
+}
+
+// publishRequest is the body of POST /publish. ID accepts a JSON string or
+// number, as invenio-sse publishers send numeric ids.
+type publishRequest struct {
+	Channel string          `json:"channel"`
+	Data    json.RawMessage `json:"data"`
+	Type    string          `json:"type"`
+	ID      json.RawMessage `json:"id"`
+	Retry   int             `json:"retry"`
+}
+
+// DecodePublishRequest reads one publish request body from r into a
+// Message, checking and normalizing it.
+func DecodePublishRequest(r io.Reader) (Message, error) {
+	var req publishRequest
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return Message{}, bodyError(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return Message{}, fmt.Errorf("%w: body holds more than one JSON value", ErrBadRequest)
+	}
+	if req.Data == nil {
+		return Message{}, fmt.Errorf("%w: data is missing", ErrInvalidData)
+	}
+	m := Message{Channel: req.Channel, Data: req.Data, Type: req.Type, Retry: req.Retry}
+	id, err := idFromJSON(req.ID)
+	if err != nil {
+		return Message{}, err
+	}
+	m.ID = id
+	return m, m.Normalize()
+}
+
+func bodyError(err error) error {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return fmt.Errorf("%w: body over %d bytes", ErrMessageTooLarge, mbe.Limit)
+	}
+	if err == io.EOF {
+		return fmt.Errorf("%w: empty body", ErrBadRequest)
+	}
+	return fmt.Errorf("%w: %v", ErrBadRequest, err)
+}
+
+// idFromJSON turns a JSON string or number into an event id; null or
+// nothing means none.
+func idFromJSON(raw json.RawMessage) (string, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return "", nil
+	}
+	if raw[0] == '"' {
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return "", fmt.Errorf("%w: %v", ErrInvalidID, err)
+		}
+		return s, nil
+	}
+	var n json.Number
+	if err := json.Unmarshal(raw, &n); err != nil {
+		return "", fmt.Errorf("%w: must be a string or a number", ErrInvalidID)
+	}
+	return n.String(), nil
+}
+
+func (h *Hub) servePublish(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		methodNotAllowed(w, "POST")
+		return
+	}
+	// The body also carries the envelope's other fields.
+	body := http.MaxBytesReader(w, r.Body, int64(h.cfg.MaxMessageBytes)+4096)
+	m, err := DecodePublishRequest(body)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	e, err := h.publish(r.Context(), m)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"id": e.ID, "channel": e.Channel})
+}
+
+// ErrorStatus maps an error from this package to an HTTP status and a
+// short machine-readable code.
+func ErrorStatus(err error) (status int, code string) {
+	switch {
+	case errors.Is(err, ErrInvalidChannel):
+		return http.StatusBadRequest, "invalid_channel"
+	case errors.Is(err, ErrInvalidID):
+		return http.StatusBadRequest, "invalid_id"
+	case errors.Is(err, ErrInvalidType):
+		return http.StatusBadRequest, "invalid_type"
+	case errors.Is(err, ErrInvalidRetry):
+		return http.StatusBadRequest, "invalid_retry"
+	case errors.Is(err, ErrInvalidData):
+		return http.StatusBadRequest, "invalid_data"
+	case errors.Is(err, ErrTooManyChannels):
+		return http.StatusBadRequest, "too_many_channels"
+	case errors.Is(err, ErrBadRequest):
+		return http.StatusBadRequest, "bad_request"
+	case errors.Is(err, ErrMessageTooLarge):
+		return http.StatusRequestEntityTooLarge, "too_large"
+	case errors.Is(err, ErrClosed):
+		return http.StatusServiceUnavailable, "closing"
+	case errors.Is(err, ErrUnavailable):
+		return http.StatusServiceUnavailable, "unavailable"
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusServiceUnavailable, "timeout"
+	}
+	return http.StatusInternalServerError, "internal"
+}
+
+func writeErr(w http.ResponseWriter, err error) {
+	status, code := ErrorStatus(err)
+	msg := err.Error()
+	if status == http.StatusInternalServerError {
+		msg = "internal error"
+	}
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeError(w, status, code, strings.TrimPrefix(msg, "ssehub: "))
+}
+
+func methodNotAllowed(w http.ResponseWriter, allow string) {
+	w.Header().Set("Allow", allow)
+	writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed; use "+allow)
+}
+
+// writeError writes a JSON error body {"error": msg, "code": code}.
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg, "code": code})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, _ := json.Marshal(v)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}

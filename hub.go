@@ -1,0 +1,396 @@
+package ssehub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Hub fans events out from a Broker to local subscribers: HTTP streams (it
+// is an http.Handler) and Go subscriptions. It holds one broker subscription
+// per channel, however many local subscribers the channel has.
+//
+// All methods are safe for concurrent use.
+type Hub struct {
+	cfg       Config
+	broker    Broker
+	replayer  Replayer // nil when the broker keeps no history
+	ownBroker bool
+	log       *slog.Logger
+
+	mu         sync.Mutex
+	channels   map[string]*hubChannel
+	closing    bool
+	publishing sync.WaitGroup
+	streams    sync.WaitGroup
+
+	done chan struct{} // closed when Close tells subscriptions to end
+}
+
+// hubChannel is the local state of one channel: its broker subscription and
+// the subscribers it feeds.
+type hubChannel struct {
+	name  string
+	refs  int           // guarded by Hub.mu
+	ready chan struct{} // closed once the broker subscription is settled
+	err   error         // set before ready is closed
+	stop  func()
+
+	mu   sync.RWMutex
+	subs map[*Subscription]struct{}
+}
+
+// dispatch hands e to every subscriber of the channel without blocking.
+func (c *hubChannel) dispatch(e *Event) {
+	c.mu.RLock()
+	for s := range c.subs {
+		s.offer(e)
+	}
+	c.mu.RUnlock()
+}
+
+// New returns a Hub configured by cfg.
+func New(cfg Config) (*Hub, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	h := &Hub{cfg: cfg, broker: cfg.Broker, log: cfg.Logger, channels: map[string]*hubChannel{}, done: make(chan struct{})}
+	if h.broker == nil {
+		h.broker = NewMemoryBroker(MemoryConfig{})
+		h.ownBroker = true
+	}
+	h.replayer, _ = h.broker.(Replayer)
+	return h, nil
+}
+
+// Broker returns the broker the hub publishes through.
+func (h *Hub) Broker() Broker { return h.broker }
+
+// Publish validates m, publishes it through the broker and returns the id
+// of the event. Errors wrap ErrInvalidChannel, ErrInvalidData and the other
+// validation sentinels, ErrMessageTooLarge, ErrUnavailable or ErrClosed.
+func (h *Hub) Publish(ctx context.Context, m Message) (string, error) {
+	e, err := h.publish(ctx, m)
+	if err != nil {
+		return "", err
+	}
+	return e.ID, nil
+}
+
+func (h *Hub) publish(ctx context.Context, m Message) (*Event, error) {
+	if err := m.Normalize(); err != nil {
+		return nil, err
+	}
+	if len(m.Data) > h.cfg.MaxMessageBytes {
+		return nil, fmt.Errorf("%w: %d bytes of data, limit %d", ErrMessageTooLarge, len(m.Data), h.cfg.MaxMessageBytes)
+	}
+	h.mu.Lock()
+	if h.closing {
+		h.mu.Unlock()
+		return nil, ErrClosed
+	}
+	h.publishing.Add(1)
+	h.mu.Unlock()
+	defer h.publishing.Done()
+	return h.broker.Publish(ctx, m)
+}
+
+// Close ends the hub: it refuses new publishes and subscriptions, waits for
+// publishes in flight (or for ctx), then ends every subscription once it has
+// passed on what it has already queued, and closes the broker if the hub
+// created it. Use it with http.Server.RegisterOnShutdown, since Shutdown
+// waits for streams to end and a stream does not end by itself.
+func (h *Hub) Close(ctx context.Context) error {
+	h.mu.Lock()
+	if h.closing {
+		h.mu.Unlock()
+		return ErrClosed
+	}
+	h.closing = true
+	h.mu.Unlock()
+
+	waited := make(chan struct{})
+	go func() { h.publishing.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-ctx.Done():
+	}
+	close(h.done)
+
+	streams := make(chan struct{})
+	go func() { h.streams.Wait(); close(streams) }()
+	select {
+	case <-streams:
+	case <-ctx.Done():
+	}
+	if h.ownBroker {
+		return h.broker.Close(ctx)
+	}
+	return ctx.Err()
+}
+
+// Subscription is one subscriber's view of the hub: retained events after
+// its last event id, then live events, on one or more channels.
+type Subscription struct {
+	hub      *Hub
+	channels []*hubChannel
+	queue    chan *Event
+	pending  []*Event // replayed events, sent before the queue
+	skip     uint64   // queued events with 0 < Seq <= skip were replayed
+
+	endOnce     sync.Once
+	ended       chan struct{}
+	err         error // why the subscription ended; set before ended is closed
+	releaseOnce sync.Once
+	stopCtx     func() bool
+}
+
+// Subscribe subscribes to channels (DefaultChannel when empty). With a
+// non-empty lastEventID, the subscription first yields every retained event
+// published after it, in order, then live events, each once. When the hub
+// cannot resume from lastEventID, the first event has type ResetType.
+//
+// The subscription ends when ctx ends, when it falls QueueSize events
+// behind (ErrSlowSubscriber), or when the hub closes (ErrClosed). Call
+// Close when done with it.
+func (h *Hub) Subscribe(ctx context.Context, channels []string, lastEventID string) (*Subscription, error) {
+	names, err := h.checkChannels(channels)
+	if err != nil {
+		return nil, err
+	}
+	s := &Subscription{hub: h, queue: make(chan *Event, h.cfg.QueueSize), ended: make(chan struct{})}
+	h.mu.Lock()
+	if h.closing {
+		h.mu.Unlock()
+		return nil, ErrClosed
+	}
+	h.streams.Add(1)
+	h.mu.Unlock()
+
+	// Live first, then history: an event published meanwhile is either
+	// in the replay or queued, and the queue skips what the replay covered.
+	for _, name := range names {
+		c, err := h.acquire(ctx, name)
+		if err != nil {
+			s.release()
+			return nil, err
+		}
+		c.mu.Lock()
+		c.subs[s] = struct{}{}
+		c.mu.Unlock()
+		s.channels = append(s.channels, c)
+	}
+	if lastEventID != "" {
+		if err := s.replay(ctx, names, lastEventID); err != nil {
+			s.release()
+			return nil, err
+		}
+	}
+	s.stopCtx = context.AfterFunc(ctx, func() { s.end(ctx.Err()) })
+	return s, nil
+}
+
+func (s *Subscription) replay(ctx context.Context, names []string, lastEventID string) error {
+	h := s.hub
+	if h.replayer == nil {
+		s.pending = append(s.pending, resetEvent(Cursor{}))
+		return nil
+	}
+	head, err := h.replayer.Replay(ctx, names, lastEventID, func(e *Event) error {
+		s.pending = append(s.pending, e)
+		return nil
+	})
+	switch {
+	case errors.Is(err, ErrUnknownID):
+		s.pending = append(s.pending[:0], resetEvent(head))
+	case err != nil:
+		return fmt.Errorf("replay after %q: %w", lastEventID, err)
+	}
+	s.skip = head.Seq
+	return nil
+}
+
+// resetEvent tells a subscriber that it missed events the hub cannot
+// replay. Its id is the broker's head, so a reconnect after it resumes
+// from there.
+func resetEvent(head Cursor) *Event {
+	return NewEvent("", head.ID, ResetType, []byte("{}"), 0, 0, time.Now())
+}
+
+func (h *Hub) checkChannels(channels []string) ([]string, error) {
+	if len(channels) == 0 {
+		return []string{DefaultChannel}, nil
+	}
+	names := make([]string, 0, len(channels))
+	for _, name := range channels {
+		if err := ValidChannel(name); err != nil {
+			return nil, err
+		}
+		if !slices.Contains(names, name) {
+			names = append(names, name)
+		}
+	}
+	if len(names) > h.cfg.MaxChannels {
+		return nil, fmt.Errorf("%w: %d channels, limit %d", ErrTooManyChannels, len(names), h.cfg.MaxChannels)
+	}
+	return names, nil
+}
+
+// acquire returns the named channel with its broker subscription in place,
+// taking a reference on it.
+func (h *Hub) acquire(ctx context.Context, name string) (*hubChannel, error) {
+	h.mu.Lock()
+	c := h.channels[name]
+	first := c == nil
+	if first {
+		c = &hubChannel{name: name, ready: make(chan struct{}), subs: map[*Subscription]struct{}{}}
+		h.channels[name] = c
+	}
+	c.refs++
+	h.mu.Unlock()
+
+	if first {
+		// The broker subscription outlives this caller, so it must not end
+		// with the caller's context.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), subscribeTimeout)
+		c.stop, c.err = h.broker.Subscribe(sctx, name, c.dispatch)
+		cancel()
+		if c.err != nil {
+			c.err = fmt.Errorf("subscribe %q: %w", name, c.err)
+		}
+		close(c.ready)
+	} else {
+		select {
+		case <-c.ready:
+		case <-ctx.Done():
+			h.unref(c)
+			return nil, ctx.Err()
+		}
+	}
+	if c.err != nil {
+		h.unref(c)
+		return nil, c.err
+	}
+	return c, nil
+}
+
+// unref drops a reference on c, ending its broker subscription with the last.
+func (h *Hub) unref(c *hubChannel) {
+	h.mu.Lock()
+	c.refs--
+	last := c.refs == 0
+	if last {
+		delete(h.channels, c.name)
+	}
+	h.mu.Unlock()
+	if last && c.stop != nil {
+		c.stop()
+	}
+}
+
+// offer queues e for s, ending s when its queue is full.
+func (s *Subscription) offer(e *Event) {
+	select {
+	case s.queue <- e:
+	default:
+		if s.end(ErrSlowSubscriber) {
+			// Not here: offer runs under the channel's read lock.
+			go s.release()
+		}
+	}
+}
+
+// end marks s ended with err and reports whether this call did it.
+func (s *Subscription) end(err error) bool {
+	ended := false
+	s.endOnce.Do(func() {
+		s.err = err
+		close(s.ended)
+		ended = true
+	})
+	return ended
+}
+
+// release detaches s from its channels.
+func (s *Subscription) release() {
+	s.releaseOnce.Do(func() {
+		for _, c := range s.channels {
+			c.mu.Lock()
+			delete(c.subs, s)
+			c.mu.Unlock()
+			s.hub.unref(c)
+		}
+		s.hub.streams.Done()
+	})
+}
+
+// Close ends the subscription and releases its resources. It is safe to
+// call more than once and concurrently with Next.
+func (s *Subscription) Close() {
+	s.end(ErrClosed)
+	if s.stopCtx != nil {
+		s.stopCtx()
+	}
+	s.release()
+}
+
+// Next returns the next event: replayed ones first, then live ones. It
+// returns an error once the subscription has ended (the context's error,
+// ErrSlowSubscriber or ErrClosed) or when ctx ends.
+func (s *Subscription) Next(ctx context.Context) (*Event, error) {
+	if e := s.nextPending(); e != nil {
+		return e, nil
+	}
+	for {
+		select {
+		case e := <-s.queue:
+			if s.replayed(e) {
+				continue
+			}
+			return e, nil
+		case <-s.ended:
+			return nil, s.err
+		case <-s.hub.done:
+			// The hub is closing: hand over what is queued, then end.
+			if e := s.tryNext(); e != nil {
+				return e, nil
+			}
+			s.end(ErrClosed)
+			return nil, ErrClosed
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (s *Subscription) nextPending() *Event {
+	if len(s.pending) == 0 {
+		return nil
+	}
+	e := s.pending[0]
+	s.pending[0] = nil
+	s.pending = s.pending[1:]
+	return e
+}
+
+// tryNext returns a queued event without waiting, or nil.
+func (s *Subscription) tryNext() *Event {
+	for {
+		select {
+		case e := <-s.queue:
+			if s.replayed(e) {
+				continue
+			}
+			return e
+		default:
+			return nil
+		}
+	}
+}
+
+func (s *Subscription) replayed(e *Event) bool { return e.Seq != 0 && e.Seq <= s.skip }

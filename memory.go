@@ -1,0 +1,302 @@
+package ssehub
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ssehub/ssehub/internal/ring"
+)
+
+// Defaults for MemoryConfig.
+const (
+	DefaultHistorySize = 1000
+	DefaultHistoryAge  = time.Hour
+)
+
+// MemoryConfig configures a MemoryBroker. The zero value is ready to use.
+type MemoryConfig struct {
+	// HistorySize is how many events each channel keeps for replay.
+	// Zero means DefaultHistorySize; negative disables history.
+	HistorySize int
+	// HistoryAge is how long an event stays replayable. Zero means
+	// DefaultHistoryAge; negative keeps events until HistorySize evicts them.
+	HistoryAge time.Duration
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+}
+
+// MemoryBroker is a Broker and Replayer for a single process: the Hub's
+// default. Each channel keeps a bounded ring of recent events.
+//
+// Ids it assigns are decimal numbers of 16 or more digits that grow with
+// every publish and start from the microsecond clock when the broker is
+// created. They sort in publish order both as numbers and as strings, and an
+// id left over from an earlier process is recognised as unknown.
+type MemoryBroker struct {
+	size int
+	age  time.Duration
+	now  func() time.Time
+
+	mu        sync.Mutex
+	closed    bool
+	start     uint64 // the first seq this broker can issue
+	seq       uint64 // the last seq issued
+	channels  map[string]*memChannel
+	lastSweep time.Time
+	forgotten uint64 // highest seq evicted from a channel since forgotten
+}
+
+// sweepEvery is how often Publish walks all channels to drop expired events
+// and forget channels that have neither events nor subscribers.
+const sweepEvery = time.Minute
+
+type memChannel struct {
+	ring    *ring.Ring[*Event] // nil when history is off
+	evicted uint64             // highest seq evicted from ring
+	subs    []*memSub
+}
+
+func (ch *memChannel) retained() int {
+	if ch.ring == nil {
+		return 0
+	}
+	return ch.ring.Len()
+}
+
+type memSub struct {
+	deliver func(*Event)
+}
+
+var (
+	_ Broker   = (*MemoryBroker)(nil)
+	_ Replayer = (*MemoryBroker)(nil)
+)
+
+// NewMemoryBroker returns a MemoryBroker.
+func NewMemoryBroker(cfg MemoryConfig) *MemoryBroker {
+	b := &MemoryBroker{size: cfg.HistorySize, age: cfg.HistoryAge, now: cfg.Now, channels: map[string]*memChannel{}}
+	if b.size == 0 {
+		b.size = DefaultHistorySize
+	}
+	if b.age == 0 {
+		b.age = DefaultHistoryAge
+	}
+	if b.now == nil {
+		b.now = time.Now
+	}
+	b.start = uint64(b.now().UnixMicro())
+	b.seq = b.start - 1
+	return b
+}
+
+func formatSeq(seq uint64) string { return fmt.Sprintf("%016d", seq) }
+
+// Publish implements Broker.
+func (b *MemoryBroker) Publish(ctx context.Context, m Message) (*Event, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, ErrClosed
+	}
+	now := b.now()
+	// Keep ids close to the clock so that they stay unique across restarts.
+	b.seq = max(b.seq+1, uint64(now.UnixMicro()))
+	id := m.ID
+	if id == "" {
+		id = formatSeq(b.seq)
+	}
+	e := NewEvent(m.Channel, id, m.Type, m.Data, m.Retry, b.seq, now)
+	if now.Sub(b.lastSweep) > sweepEvery {
+		b.sweep(now)
+	}
+	ch := b.channels[m.Channel]
+	if ch == nil {
+		if b.size < 0 {
+			return e, nil // no history and no subscriber
+		}
+		ch = b.channel(m.Channel)
+	}
+	if ch.ring != nil {
+		if old, ok := ch.ring.Push(e); ok {
+			ch.evicted = old.Seq
+		}
+		b.expire(ch, now)
+	}
+	// Delivery under the lock keeps every channel in publish order;
+	// deliver never blocks.
+	for _, s := range ch.subs {
+		s.deliver(e)
+	}
+	return e, nil
+}
+
+// channel returns the state of the named channel, creating it. b.mu must be held.
+func (b *MemoryBroker) channel(name string) *memChannel {
+	ch := b.channels[name]
+	if ch == nil {
+		ch = &memChannel{}
+		if b.size > 0 {
+			ch.ring = ring.New[*Event](b.size)
+		}
+		b.channels[name] = ch
+	}
+	return ch
+}
+
+// expire drops events older than the history age from ch. b.mu must be held.
+func (b *MemoryBroker) expire(ch *memChannel, now time.Time) {
+	if b.age < 0 || ch.ring == nil {
+		return
+	}
+	for ch.ring.Len() > 0 && now.Sub(ch.ring.At(0).Time) > b.age {
+		ch.evicted = ch.ring.PopFront().Seq
+	}
+}
+
+// sweep expires every channel and forgets those left with neither events
+// nor subscribers. What a forgotten channel had evicted is folded into
+// b.forgotten, so a resume from before it still learns that it missed
+// events. b.mu must be held.
+func (b *MemoryBroker) sweep(now time.Time) {
+	b.lastSweep = now
+	for name, ch := range b.channels {
+		b.expire(ch, now)
+		if ch.retained() == 0 && len(ch.subs) == 0 {
+			b.forgotten = max(b.forgotten, ch.evicted)
+			delete(b.channels, name)
+		}
+	}
+}
+
+// Subscribe implements Broker.
+func (b *MemoryBroker) Subscribe(ctx context.Context, channel string, deliver func(*Event)) (func(), error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, ErrClosed
+	}
+	ch := b.channel(channel)
+	s := &memSub{deliver: deliver}
+	ch.subs = append(ch.subs, s)
+	return func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		ch.subs = slices.DeleteFunc(ch.subs, func(x *memSub) bool { return x == s })
+		if len(ch.subs) == 0 && ch.retained() == 0 && b.channels[channel] == ch {
+			b.forgotten = max(b.forgotten, ch.evicted)
+			delete(b.channels, channel)
+		}
+	}, nil
+}
+
+// Replay implements Replayer.
+func (b *MemoryBroker) Replay(ctx context.Context, channels []string, lastEventID string, fn func(*Event) error) (Cursor, error) {
+	if err := ctx.Err(); err != nil {
+		return Cursor{}, err
+	}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return Cursor{}, ErrClosed
+	}
+	now := b.now()
+	head := Cursor{ID: formatSeq(b.seq), Seq: b.seq}
+	pos, ok := b.resolve(channels, lastEventID)
+	var events []*Event
+	for _, name := range channels {
+		ch := b.channels[name]
+		if ch == nil {
+			if b.forgotten > pos {
+				ok = false
+				break
+			}
+			continue
+		}
+		b.expire(ch, now)
+		if ch.evicted > pos {
+			ok = false
+		}
+		if !ok {
+			break
+		}
+		for i := ch.retained() - 1; i >= 0 && ch.ring.At(i).Seq > pos; i-- {
+			events = append(events, ch.ring.At(i))
+		}
+	}
+	b.mu.Unlock()
+	if !ok {
+		return head, fmt.Errorf("%w: %q", ErrUnknownID, lastEventID)
+	}
+	// Collected newest first per channel; put all of them in publish order.
+	slices.SortFunc(events, func(x, y *Event) int { return cmpSeq(x.Seq, y.Seq) })
+	for _, e := range events {
+		if err := fn(e); err != nil {
+			return head, err
+		}
+	}
+	return head, nil
+}
+
+func cmpSeq(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// resolve finds the position lastEventID stands for: the seq of a retained
+// event with that id (publishers may set their own ids), or the seq an id
+// this broker issued encodes. b.mu must be held.
+func (b *MemoryBroker) resolve(channels []string, id string) (uint64, bool) {
+	var (
+		found bool
+		pos   uint64
+	)
+	for _, name := range channels {
+		ch := b.channels[name]
+		if ch == nil {
+			continue
+		}
+		for i := ch.retained() - 1; i >= 0; i-- {
+			if e := ch.ring.At(i); e.ID == id {
+				if !found || e.Seq > pos {
+					pos, found = e.Seq, true
+				}
+				break
+			}
+		}
+	}
+	if found {
+		return pos, true
+	}
+	n, err := strconv.ParseUint(id, 10, 64)
+	if err != nil || len(id) < 16 || n < b.start-1 || n > b.seq {
+		return 0, false
+	}
+	return n, true
+}
+
+// Close implements Broker. Subscriptions get no further events.
+func (b *MemoryBroker) Close(context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return ErrClosed
+	}
+	b.closed = true
+	b.channels = nil
+	return nil
+}
