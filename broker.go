@@ -47,3 +47,10 @@ type Cursor struct {
 	ID  string
 	Seq uint64
 }
+
+// A Checker is a Broker that can tell whether it works right now: the
+// connection answers and live subscriptions are delivering. The Hub's
+// readiness check calls it when the broker has it.
+type Checker interface {
+	Check(ctx context.Context) error
+}
