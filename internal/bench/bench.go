@@ -1,0 +1,526 @@
+// Package bench is a load generator for server-sent event hubs. It opens
+// many subscribers over a set of channels, publishes numbered events that
+// carry their send time, and measures what the subscribers receive:
+// deliveries per second, publish-to-receive latency, and events lost,
+// duplicated or out of order. Given the hub's process id it also reads the
+// hub's memory per idle connection and CPU time per delivery from /proc.
+//
+// The subscribers speak just enough HTTP/1.1 to read a stream (raw lines
+// over a plain or chunked body), so that the generator costs far less per
+// delivery than the hub it measures. All traffic is kept on the loopback
+// network.
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"net/url"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults for Options fields left at zero.
+const (
+	DefaultSubscribers     = 100
+	DefaultChannels        = 1
+	DefaultEvents          = 1000
+	DefaultWindow          = 64
+	DefaultPublishers      = 4
+	DefaultDialConcurrency = 64
+	DefaultSettle          = 2 * time.Second
+	DefaultDrain           = 5 * time.Second
+	DefaultHold            = time.Minute
+	DefaultChannelPrefix   = "bench-"
+)
+
+// Options describe one load scenario. The zero value of each field means
+// its Default* constant.
+type Options struct {
+	// StreamURL is the subscribe URL. "{channel}" in it is replaced by the
+	// subscriber's channel name. Its host must be a loopback address.
+	StreamURL string
+	// PublishURL receives POST requests with a JSON body
+	// {"channel": NAME, "data": {...}}, as ssehub's /publish does. Its
+	// host must be a loopback address.
+	PublishURL string
+	// PID is the hub's process id, for the memory and CPU figures read from
+	// /proc. Zero leaves them out.
+	PID int
+
+	// Subscribers is how many streams to open, spread evenly over Channels.
+	Subscribers int
+	// Channels is how many channels the subscribers and events are spread over.
+	Channels int
+	// ChannelPrefix is prepended to the channel number to name a channel.
+	ChannelPrefix string
+	// Events is how many events to publish in all, spread evenly over the
+	// channels. Negative publishes none: the run only listens (see Expect).
+	Events int
+	// Rate is the number of events per second to publish over all
+	// channels; zero publishes as fast as the window allows.
+	Rate float64
+	// Window bounds how many events of one channel may be published ahead
+	// of the slowest of its subscribers, so that a hub with bounded queues
+	// is measured at its throughput rather than at its drop policy.
+	// Negative means no bound.
+	Window int
+	// Publishers is how many publish requests may be in flight at once.
+	// Each channel is published by one of them, in order.
+	Publishers int
+	// Size pads each event's data to about this many bytes.
+	Size int
+
+	// Sources are the loopback addresses subscribers connect from, in
+	// turn. Each address has its own ephemeral ports, so several let one
+	// machine open more connections than one address allows. Empty means
+	// 127.0.0.1, plus one more address per 10,000 subscribers.
+	Sources []netip.Addr
+	// ConnectRate bounds new subscribers per second; zero connects as fast
+	// as the hub accepts, DialConcurrency at a time.
+	ConnectRate float64
+	// DialConcurrency is how many subscribers may be connecting at once.
+	DialConcurrency int
+
+	// Settle is how long the subscribers stay idle after they have all
+	// connected, before the hub's memory is read and publishing starts.
+	Settle time.Duration
+	// Drain is how long to wait for missing events once publishing is
+	// done and deliveries stop making progress.
+	Drain time.Duration
+	// Expect is, when the run only listens, how many events each
+	// subscriber waits for before the run ends.
+	Expect int
+	// Hold bounds how long a listening run waits for its events.
+	Hold time.Duration
+
+	// Progress receives a line per phase; nil discards them.
+	Progress io.Writer
+}
+
+func (o Options) withDefaults() (Options, error) {
+	intDef := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	durDef := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	intDef(&o.Subscribers, DefaultSubscribers)
+	intDef(&o.Channels, DefaultChannels)
+	intDef(&o.Events, DefaultEvents)
+	intDef(&o.Window, DefaultWindow)
+	intDef(&o.Publishers, DefaultPublishers)
+	intDef(&o.DialConcurrency, DefaultDialConcurrency)
+	durDef(&o.Settle, DefaultSettle)
+	durDef(&o.Drain, DefaultDrain)
+	durDef(&o.Hold, DefaultHold)
+	if o.ChannelPrefix == "" {
+		o.ChannelPrefix = DefaultChannelPrefix
+	}
+	switch {
+	case o.Subscribers < 0:
+		return o, fmt.Errorf("bench: %d subscribers", o.Subscribers)
+	case o.Channels < 0:
+		return o, fmt.Errorf("bench: %d channels", o.Channels)
+	case o.Rate < 0 || o.ConnectRate < 0:
+		return o, errors.New("bench: rates must not be negative")
+	case o.Publishers < 0 || o.DialConcurrency < 0 || o.Size < 0:
+		return o, errors.New("bench: publishers, dial concurrency and size must not be negative")
+	}
+	o.Publishers = min(o.Publishers, o.Channels)
+	if o.Settle < 0 {
+		o.Settle = 0
+	}
+	if len(o.Sources) == 0 {
+		n := 1 + (o.Subscribers-1)/10000
+		o.Sources = SourceRange(netip.AddrFrom4([4]byte{127, 0, 0, 1}), n)
+	}
+	for _, a := range o.Sources {
+		if !a.IsLoopback() {
+			return o, fmt.Errorf("bench: source address %s is not a loopback address", a)
+		}
+	}
+	if !strings.Contains(o.StreamURL, "{channel}") && o.Channels > 1 {
+		return o, errors.New("bench: StreamURL has no {channel} for more than one channel")
+	}
+	if err := checkLoopbackURL(o.StreamURL); err != nil {
+		return o, err
+	}
+	if o.Events >= 0 {
+		if err := checkLoopbackURL(o.PublishURL); err != nil {
+			return o, err
+		}
+	}
+	return o, nil
+}
+
+// SourceRange returns n consecutive addresses starting at first.
+func SourceRange(first netip.Addr, n int) []netip.Addr {
+	addrs := make([]netip.Addr, 0, n)
+	for a := first; len(addrs) < n && a.IsValid(); a = a.Next() {
+		addrs = append(addrs, a)
+	}
+	return addrs
+}
+
+// ParseSources reads a list of source addresses: comma-separated addresses
+// or ranges "FIRST-LAST", as in "127.0.0.1-127.0.0.8,127.0.1.1".
+func ParseSources(s string) ([]netip.Addr, error) {
+	var addrs []netip.Addr
+	for part := range strings.SplitSeq(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		from, to, isRange := strings.Cut(part, "-")
+		first, err := netip.ParseAddr(from)
+		if err != nil {
+			return nil, fmt.Errorf("bench: source %q: %v", part, err)
+		}
+		last := first
+		if isRange {
+			if last, err = netip.ParseAddr(to); err != nil {
+				return nil, fmt.Errorf("bench: source %q: %v", part, err)
+			}
+		}
+		if last.Less(first) {
+			return nil, fmt.Errorf("bench: source range %q runs backwards", part)
+		}
+		for a := first; ; a = a.Next() {
+			if !a.IsLoopback() {
+				return nil, fmt.Errorf("bench: source address %s is not a loopback address", a)
+			}
+			addrs = append(addrs, a)
+			if a == last || len(addrs) > 1<<16 {
+				break
+			}
+		}
+	}
+	if len(addrs) == 0 {
+		return nil, errors.New("bench: no source address")
+	}
+	return addrs, nil
+}
+
+// checkLoopbackURL makes sure that u is an http URL on a loopback host, so
+// that the load never leaves the machine.
+func checkLoopbackURL(raw string) error {
+	u, err := url.Parse(strings.ReplaceAll(raw, "{channel}", "x"))
+	if err != nil {
+		return fmt.Errorf("bench: URL %q: %v", raw, err)
+	}
+	if u.Scheme != "http" {
+		return fmt.Errorf("bench: URL %q: only http is supported", raw)
+	}
+	host := u.Hostname()
+	if host == "localhost" {
+		return nil
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil || !a.IsLoopback() {
+		return fmt.Errorf("bench: URL %q: host must be a loopback address", raw)
+	}
+	return nil
+}
+
+// Run runs the scenario o describes and returns its figures. It fails
+// only when the scenario cannot run at all; failed connections and
+// publishes are counted in the result.
+func Run(ctx context.Context, o Options) (*Result, error) {
+	o, err := o.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	raiseFileLimit()
+	r := &runner{o: o, progress: o.Progress}
+	if r.progress == nil {
+		r.progress = io.Discard
+	}
+	return r.run(ctx)
+}
+
+// runner holds the state of one Run.
+type runner struct {
+	o        Options
+	progress io.Writer
+	chans    []*chanState
+	subs     []*subscriber
+	hist     histogram
+	readers  sync.WaitGroup
+
+	delivered atomic.Int64 // first receipts of an event, over all subscribers
+	closing   atomic.Bool  // set once the run closes its connections
+}
+
+func (r *runner) logf(format string, args ...any) {
+	fmt.Fprintf(r.progress, format+"\n", args...)
+}
+
+func (r *runner) run(ctx context.Context) (*Result, error) {
+	o := r.o
+	res := &Result{Target: o.StreamURL, Subscribers: o.Subscribers, Channels: o.Channels, Rate: o.Rate, Window: o.Window, PID: o.PID}
+	r.chans = make([]*chanState, o.Channels)
+	for i := range r.chans {
+		r.chans[i] = newChanState(fmt.Sprintf("%s%d", o.ChannelPrefix, i), o.Window)
+	}
+	toolStart, _ := ReadProc(0)
+	var hubStart ProcStats
+	if o.PID != 0 {
+		var err error
+		if hubStart, err = ReadProc(o.PID); err != nil {
+			return nil, err
+		}
+		res.HubRSSBeforeKB = hubStart.RSSKB
+	}
+	defer r.closeAll()
+
+	r.logf("connecting %d subscribers over %d channels from %d source addresses", o.Subscribers, o.Channels, len(o.Sources))
+	start := time.Now()
+	if err := r.connect(ctx, res); err != nil {
+		return nil, err
+	}
+	res.ConnectSeconds = time.Since(start).Seconds()
+	if res.ConnectSeconds > 0 {
+		res.ConnectRate = float64(res.Connected) / res.ConnectSeconds
+	}
+	r.logf("connected %d in %.2fs (%.0f/s), %d failed", res.Connected, res.ConnectSeconds, res.ConnectRate, res.ConnectErrors)
+	if res.Connected == 0 {
+		return res, fmt.Errorf("bench: no subscriber connected: %s", res.FirstError)
+	}
+
+	if err := sleepCtx(ctx, o.Settle); err != nil {
+		return nil, err
+	}
+	if o.PID != 0 {
+		idle, err := ReadProc(o.PID)
+		if err != nil {
+			return nil, err
+		}
+		res.HubRSSIdleKB = idle.RSSKB
+		res.RSSPerConnKB = float64(idle.RSSKB-hubStart.RSSKB) / float64(res.Connected)
+		hubStart = idle
+		r.logf("hub RSS %d KB idle, %.2f KB per connection", idle.RSSKB, res.RSSPerConnKB)
+	}
+
+	pubStart := time.Now()
+	if o.Events >= 0 {
+		if err := r.publishAll(ctx, res); err != nil {
+			return nil, err
+		}
+		res.PublishSeconds = time.Since(pubStart).Seconds()
+		r.logf("published %d events in %.2fs, %d failed", res.Published, res.PublishSeconds, res.PublishErrors)
+		r.waitDelivered(ctx, r.expected())
+	} else {
+		r.waitListen(ctx)
+	}
+	end := r.lastReceive()
+	if end.Before(pubStart) {
+		end = time.Now()
+	}
+	if o.PID != 0 {
+		hubEnd, err := ReadProc(o.PID)
+		if err == nil {
+			res.HubCPUSeconds = hubEnd.CPU.Seconds() - hubStart.CPU.Seconds()
+		}
+	}
+	r.closeAll()
+	r.collect(res, end.Sub(pubStart))
+	if toolEnd, err := ReadProc(0); err == nil {
+		res.ToolCPUSeconds = toolEnd.CPU.Seconds() - toolStart.CPU.Seconds()
+	}
+	return res, ctx.Err()
+}
+
+// expected is how many first receipts the run should see: each channel's
+// published events times its subscribers.
+func (r *runner) expected() int64 {
+	var n int64
+	for _, c := range r.chans {
+		n += c.published.Load() * c.subs.Load()
+	}
+	return n
+}
+
+// waitDelivered waits until want events have been delivered, or until
+// deliveries make no progress for the drain time.
+func (r *runner) waitDelivered(ctx context.Context, want int64) {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	last, progressed := r.delivered.Load(), time.Now()
+	for r.delivered.Load() < want {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if n := r.delivered.Load(); n != last {
+				last, progressed = n, now
+			} else if now.Sub(progressed) > r.o.Drain {
+				r.logf("giving up after %s without progress: %d of %d delivered", r.o.Drain, n, want)
+				return
+			}
+		}
+	}
+}
+
+// waitListen waits, in a run that does not publish, until every
+// subscriber has its Expect events, or for the hold time.
+func (r *runner) waitListen(ctx context.Context) {
+	want := int64(r.o.Expect) * int64(len(r.subs))
+	r.logf("listening for %d events per subscriber, up to %s", r.o.Expect, r.o.Hold)
+	ctx, cancel := context.WithTimeout(ctx, r.o.Hold)
+	defer cancel()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for want == 0 || r.delivered.Load() < want {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (r *runner) lastReceive() time.Time {
+	var last int64
+	for _, s := range r.subs {
+		last = max(last, s.lastRecv.Load())
+	}
+	if last == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, last)
+}
+
+// closeAll closes every subscriber's connection and waits for its reader.
+func (r *runner) closeAll() {
+	if r.closing.Swap(true) {
+		return
+	}
+	for _, s := range r.subs {
+		s.close()
+	}
+	r.readers.Wait()
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// connect opens the subscribers, at most DialConcurrency at a time and no
+// faster than ConnectRate.
+func (r *runner) connect(ctx context.Context, res *Result) error {
+	o := r.o
+	var (
+		mu   sync.Mutex
+		wg   sync.WaitGroup
+		sem  = make(chan struct{}, o.DialConcurrency)
+		step time.Duration
+	)
+	if o.ConnectRate > 0 {
+		step = time.Duration(float64(time.Second) / o.ConnectRate)
+	}
+	start := time.Now()
+	r.subs = make([]*subscriber, 0, o.Subscribers)
+	for i := 0; i < o.Subscribers; i++ {
+		if step > 0 {
+			if err := sleepCtx(ctx, time.Until(start.Add(time.Duration(i)*step))); err != nil {
+				return err
+			}
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return ctx.Err()
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			c := r.chans[i%o.Channels]
+			s := newSubscriber(r, c)
+			err := s.dial(ctx, o.Sources[i%len(o.Sources)], strings.ReplaceAll(o.StreamURL, "{channel}", c.name))
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				res.ConnectErrors++
+				if res.FirstError == "" {
+					res.FirstError = err.Error()
+				}
+				return
+			}
+			res.Connected++
+			c.subs.Add(1)
+			r.subs = append(r.subs, s)
+			r.readers.Add(1)
+			go s.read()
+		}()
+		if n := i + 1; n%5000 == 0 {
+			r.logf("  %d dialled", n)
+		}
+	}
+	wg.Wait()
+	return ctx.Err()
+}
+
+// collect folds the subscribers' counts into res. The readers have stopped.
+func (r *runner) collect(res *Result, elapsed time.Duration) {
+	res.Deliveries = r.delivered.Load()
+	if elapsed > 0 && res.Deliveries > 0 {
+		res.DeliveriesPerSec = float64(res.Deliveries) / elapsed.Seconds()
+		res.DeliverySeconds = elapsed.Seconds()
+	}
+	res.MinHeartbeats = -1
+	for _, s := range r.subs {
+		want := s.ch.published.Load()
+		if r.o.Events < 0 {
+			want = s.ch.maxSeen.Load()
+		}
+		lost := max(want-s.received, 0)
+		res.Expected += want
+		res.Lost += lost
+		res.MaxLostPerSub = max(res.MaxLostPerSub, lost)
+		if lost > 0 {
+			res.SubsWithLoss++
+		}
+		res.Duplicated += s.dups
+		res.OutOfOrder += s.outOfOrder
+		res.Malformed += s.malformed
+		res.Heartbeats += s.heartbeats
+		if res.MinHeartbeats < 0 || s.heartbeats < res.MinHeartbeats {
+			res.MinHeartbeats = s.heartbeats
+		}
+		if s.endedEarly {
+			res.Disconnected++
+		}
+	}
+	if res.MinHeartbeats < 0 {
+		res.MinHeartbeats = 0
+	}
+	res.Latency = r.hist.summary()
+	if res.Deliveries > 0 && res.HubCPUSeconds > 0 {
+		res.CPUPerDeliveryUs = res.HubCPUSeconds * 1e6 / float64(res.Deliveries)
+	}
+	res.GOMAXPROCS = runtime.GOMAXPROCS(0)
+}
+
+// dialer returns a dialer bound to the source address src.
+func dialer(src netip.Addr) *net.Dialer {
+	return &net.Dialer{Timeout: 10 * time.Second, LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))}
+}
