@@ -43,6 +43,16 @@ type Config struct {
 	// WriteTimeout bounds each write to a stream; a client that does not
 	// read for that long is disconnected. Negative disables it.
 	WriteTimeout time.Duration
+	// Detach takes each HTTP/1.1 stream over from net/http once its
+	// headers are sent (http.ResponseController's Hijack): no goroutine and
+	// no buffers stay with an idle stream, and a small pool of writers
+	// sends each stream's queued events in one write. An idle stream then
+	// costs a few KB instead of over 20. Streams over HTTP/2 or TLS, and
+	// ResponseWriters that cannot be hijacked, are served as usual.
+	// Middleware that wraps the ResponseWriter sees the headers but not
+	// the body of a detached stream, and http.Server.Shutdown does not wait
+	// for detached streams: Hub.Close ends them.
+	Detach bool
 	// Logger receives one record per stream opened and closed, and broker
 	// errors. Nil discards them.
 	Logger *slog.Logger

@@ -79,13 +79,16 @@ func (h *Hub) serveStream(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	defer sub.Close()
 
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/event-stream")
 	hdr.Set("Cache-Control", "no-cache")
 	hdr.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
+	if h.cfg.Detach && h.detach(w, r, sub) {
+		return
+	}
+	defer sub.Close()
 
 	st := stream{w: w, rc: http.NewResponseController(w), timeout: h.cfg.WriteTimeout}
 	started := time.Now()

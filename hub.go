@@ -29,6 +29,8 @@ type Hub struct {
 	streams    sync.WaitGroup
 
 	done chan struct{} // closed when Close tells subscriptions to end
+
+	detacher detacher // streams taken over from net/http (Config.Detach)
 }
 
 // hubChannel is the local state of one channel: its broker subscription and
@@ -148,6 +150,7 @@ type Subscription struct {
 	err         error // why the subscription ended; set before ended is closed
 	releaseOnce sync.Once
 	stopCtx     func() bool
+	wake        func() // called by offer when set; see setWake
 }
 
 // Subscribe subscribes to channels (DefaultChannel when empty). With a
@@ -302,6 +305,9 @@ func (s *Subscription) offer(e *Event) {
 			// Not here: offer runs under the channel's read lock.
 			go s.release()
 		}
+	}
+	if s.wake != nil {
+		s.wake()
 	}
 }
 

@@ -1,0 +1,428 @@
+package ssehub
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/ssehub/ssehub/internal/sse"
+)
+
+// Detached streams (Config.Detach).
+//
+// net/http gives every HTTP/1.1 stream a goroutine (the handler's, its
+// stack grown to about 8 KB by the time it writes), a goroutine that
+// watches for the client going away, a 4 KB read buffer, a 4 KB write
+// buffer and a 2 KB chunking buffer: over 20 KB that an idle stream holds
+// for nothing. A detached stream sends its response headers through
+// net/http, then takes the connection over (http.ResponseController's
+// Hijack) and lets the handler return. What stays is the connection, the
+// Subscription and a small struct.
+//
+// Events wake the stream: Subscription.offer calls its wake function,
+// which queues the stream for a small pool of writer goroutines (at most
+// GOMAXPROCS, started on demand, gone when there is nothing to write). A
+// writer drains everything the stream has queued into one chunk of the
+// chunked body and writes it with one non-blocking write, so a burst of
+// events costs one system call per stream instead of one per event. When
+// the socket cannot take the whole chunk, a goroutine of its own finishes
+// the write, bounded by WriteTimeout, and the stream then goes back to the
+// pool: only a stream with a slow reader holds a goroutine.
+//
+// Nothing reads from a detached connection. A client that went away is
+// found by the next write to it, an event or a heartbeat: heartbeats are
+// sent by one ticker per hub to the streams that wrote nothing since the
+// previous tick.
+
+// maxChunk bounds the bytes a writer gathers into one write, so that one
+// busy stream does not hold a writer for long.
+const maxChunk = 32 << 10
+
+// chunkRoom is the room left at the start of a write buffer for the chunk
+// size line: up to 8 hex digits and CRLF.
+const chunkRoom = 10
+
+// detacher serves the hub's detached streams. Its zero value is ready.
+type detacher struct {
+	regMu   sync.Mutex
+	streams map[*detached]struct{}
+	ticking bool // the ticker goroutine runs
+
+	mu      sync.Mutex
+	queue   []*detached // streams waiting for a writer, first at head
+	head    int
+	workers int
+	bufs    [][]byte // spare write buffers
+}
+
+// detached is one stream taken over from net/http.
+type detached struct {
+	hub  *Hub
+	sub  *Subscription
+	conn net.Conn
+	raw  syscall.RawConn // nil: every write goes through writeRest
+
+	// pending counts wake-ups not yet handled. The one who raises it from
+	// zero queues the stream; whoever runs the stream lowers it by what it
+	// has handled, and gives the stream up when it reaches zero. So the
+	// stream runs in one goroutine at a time.
+	pending   atomic.Int32
+	heartbeat atomic.Bool // a heartbeat is due
+	wrote     atomic.Bool // a write happened since the last heartbeat tick
+
+	// Owned by the goroutine running the stream.
+	started   bool   // the retry line has been sent
+	ended     bool   // the connection is closed and the subscription released
+	rest      []byte // what a blocked write has yet to send
+	endReason string // set when the write in progress is the stream's last
+	events    int64
+
+	remote string
+	since  time.Time
+}
+
+// detach takes the stream of sub over from w once its headers are set and
+// WriteHeader has been called. It reports false, having changed nothing,
+// when the connection cannot be taken over (HTTP/2, TLS, or a
+// ResponseWriter without Hijack); the caller then serves the stream
+// itself.
+func (h *Hub) detach(w http.ResponseWriter, r *http.Request, sub *Subscription) bool {
+	if r.ProtoMajor != 1 || r.TLS != nil {
+		return false
+	}
+	// Hijack flushes the headers: net/http has chosen the chunked
+	// encoding, so the body goes on in chunks.
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return false
+	}
+	st := &detached{hub: h, sub: sub, conn: conn, remote: r.RemoteAddr, since: time.Now()}
+	if sc, ok := conn.(syscall.Conn); ok && canWriteNonblocking {
+		st.raw, _ = sc.SyscallConn()
+	}
+	// The request's context ends when the handler returns; from now on
+	// the stream ends by itself.
+	if sub.stopCtx != nil {
+		sub.stopCtx()
+	}
+	sub.setWake(st.wake)
+	h.detacher.register(h, st)
+	st.wake() // the retry line, replayed events, and whatever is queued
+	return true
+}
+
+// setWake sets the function offer calls after queueing an event or ending
+// s. It holds every channel's lock, as offer runs under one of them.
+func (s *Subscription) setWake(f func()) {
+	for _, c := range s.channels {
+		c.mu.Lock()
+	}
+	s.wake = f
+	for _, c := range s.channels {
+		c.mu.Unlock()
+	}
+}
+
+func (d *detacher) register(h *Hub, st *detached) {
+	d.regMu.Lock()
+	if d.streams == nil {
+		d.streams = map[*detached]struct{}{}
+	}
+	d.streams[st] = struct{}{}
+	start := !d.ticking
+	d.ticking = true
+	d.regMu.Unlock()
+	if start {
+		go d.tick(h)
+	}
+	select {
+	case <-h.done:
+		// The ticker may have ended the others already.
+		st.wake()
+	default:
+	}
+}
+
+func (d *detacher) unregister(st *detached) {
+	d.regMu.Lock()
+	delete(d.streams, st)
+	d.regMu.Unlock()
+}
+
+// tick sends heartbeats and, when the hub closes, wakes every stream so it
+// ends. It returns once no stream is left, or after the hub has closed.
+func (d *detacher) tick(h *Hub) {
+	var c <-chan time.Time
+	if h.cfg.Heartbeat > 0 {
+		t := time.NewTicker(h.cfg.Heartbeat)
+		defer t.Stop()
+		c = t.C
+	}
+	for {
+		select {
+		case <-h.done:
+			d.regMu.Lock()
+			d.ticking = false
+			for st := range d.streams {
+				st.wake()
+			}
+			d.regMu.Unlock()
+			return
+		case <-c:
+			d.regMu.Lock()
+			if len(d.streams) == 0 {
+				d.ticking = false
+				d.regMu.Unlock()
+				return
+			}
+			for st := range d.streams {
+				if !st.wrote.Swap(false) {
+					st.heartbeat.Store(true)
+					st.wake()
+				}
+			}
+			d.regMu.Unlock()
+		}
+	}
+}
+
+// wake makes sure that the stream runs after this call.
+func (st *detached) wake() {
+	if st.pending.Add(1) == 1 {
+		st.hub.detacher.push(st)
+	}
+}
+
+// push queues st for a writer, starting one if fewer than GOMAXPROCS run.
+func (d *detacher) push(st *detached) {
+	d.mu.Lock()
+	d.queue = append(d.queue, st)
+	start := d.workers < runtime.GOMAXPROCS(0)
+	if start {
+		d.workers++
+	}
+	d.mu.Unlock()
+	if start {
+		go d.work()
+	}
+}
+
+// work runs queued streams until the queue is empty.
+func (d *detacher) work() {
+	buf := d.buffer()
+	defer d.release(buf)
+	for {
+		d.mu.Lock()
+		if d.head == len(d.queue) {
+			d.queue, d.head = d.queue[:0], 0
+			d.workers--
+			d.mu.Unlock()
+			return
+		}
+		st := d.queue[d.head]
+		d.queue[d.head] = nil
+		d.head++
+		if d.head >= 1024 && 2*d.head >= len(d.queue) {
+			// Under steady load the queue may never empty: reuse the
+			// consumed front rather than grow forever.
+			n := copy(d.queue, d.queue[d.head:])
+			clear(d.queue[n:])
+			d.queue, d.head = d.queue[:n], 0
+		}
+		d.mu.Unlock()
+		st.run(buf)
+	}
+}
+
+func (d *detacher) buffer() []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if n := len(d.bufs); n > 0 {
+		b := d.bufs[n-1]
+		d.bufs = d.bufs[:n-1]
+		return b
+	}
+	return make([]byte, 0, maxChunk+4<<10)
+}
+
+func (d *detacher) release(b []byte) {
+	if cap(b) > 4*maxChunk {
+		return // grown by a large event; let it go
+	}
+	d.mu.Lock()
+	if len(d.bufs) < 2*runtime.GOMAXPROCS(0) {
+		d.bufs = append(d.bufs, b[:0])
+	}
+	d.mu.Unlock()
+}
+
+// run handles the stream's wake-ups until none is left, or until a write
+// blocks and writeRest takes the stream over.
+func (st *detached) run(buf []byte) {
+	for {
+		n := st.pending.Load()
+		if !st.ended && st.step(buf) {
+			return
+		}
+		if st.pending.Add(-n) == 0 {
+			return
+		}
+	}
+}
+
+// step writes what the stream has to send, and reports whether a write
+// blocked and was handed to writeRest.
+func (st *detached) step(buf []byte) (blocked bool) {
+	h, sub := st.hub, st.sub
+	for {
+		select {
+		case <-sub.ended:
+			st.end(sub.err.Error(), true)
+			return false
+		default:
+		}
+		closing := false
+		select {
+		case <-h.done:
+			closing = true
+		default:
+		}
+		b := buf[:chunkRoom]
+		if !st.started {
+			st.started = true
+			if h.cfg.Retry > 0 {
+				b = sse.AppendRetry(b, int(h.cfg.Retry/time.Millisecond))
+			} else {
+				b = append(b, sse.Heartbeat...)
+			}
+		}
+		more := false
+		for {
+			if len(b) >= maxChunk {
+				more = true
+				break
+			}
+			e := sub.nextPending()
+			if e == nil {
+				e = sub.tryNext()
+			}
+			if e == nil {
+				break
+			}
+			b = append(b, e.frame...)
+			st.events++
+		}
+		if st.heartbeat.Swap(false) && len(b) == chunkRoom {
+			b = append(b, sse.Heartbeat...)
+		}
+		if len(b) == chunkRoom && !closing {
+			return false
+		}
+		p := frameChunk(b)
+		if closing && !more {
+			// The queue is drained: end the body, then the connection.
+			p = append(p, "0\r\n\r\n"...)
+			st.endReason = "hub closed"
+		}
+		if blocked, err := st.write(p); err != nil {
+			st.end("write: "+err.Error(), false)
+			return false
+		} else if blocked {
+			return true
+		}
+		if st.endReason != "" {
+			st.end(st.endReason, false)
+			return false
+		}
+		if !more {
+			return false
+		}
+	}
+}
+
+// frameChunk turns b, which holds chunkRoom spare bytes and then the data,
+// into one chunk of a chunked body and returns it.
+func frameChunk(b []byte) []byte {
+	var size [8]byte
+	hex := strconv.AppendUint(size[:0], uint64(len(b)-chunkRoom), 16)
+	start := chunkRoom - len(hex) - 2
+	copy(b[start:], hex)
+	b[chunkRoom-2], b[chunkRoom-1] = '\r', '\n'
+	return append(b[start:], '\r', '\n')
+}
+
+// write sends p without waiting. When the socket takes only part of it,
+// the rest goes to writeRest in a goroutine of its own, and write reports
+// blocked: the stream then belongs to that goroutine.
+func (st *detached) write(p []byte) (blocked bool, err error) {
+	n := 0
+	if st.raw != nil {
+		if n, err = writeNonblocking(st.raw, p); err != nil {
+			return false, err
+		}
+	}
+	st.wrote.Store(true)
+	if n == len(p) {
+		return false, nil
+	}
+	st.rest = append(st.rest[:0], p[n:]...)
+	go st.writeRest()
+	return true, nil
+}
+
+// writeRest finishes a write that blocked, within WriteTimeout, then runs
+// the stream until it has nothing left to do.
+func (st *detached) writeRest() {
+	timeout := st.hub.cfg.WriteTimeout
+	var err error
+	if timeout > 0 {
+		err = st.conn.SetWriteDeadline(time.Now().Add(timeout))
+	}
+	if err == nil {
+		_, err = st.conn.Write(st.rest)
+	}
+	if err == nil && timeout > 0 {
+		// Non-blocking writes fail at once once a deadline has passed.
+		err = st.conn.SetWriteDeadline(time.Time{})
+	}
+	st.rest = nil
+	switch {
+	case err != nil:
+		st.end("write: "+err.Error(), false)
+	case st.endReason != "":
+		st.end(st.endReason, false)
+	}
+	d := &st.hub.detacher
+	buf := d.buffer()
+	st.run(buf)
+	d.release(buf)
+}
+
+// end closes the stream, ending its body first when clean, releases its
+// subscription and logs it.
+func (st *detached) end(reason string, clean bool) {
+	if st.ended {
+		return
+	}
+	st.ended = true
+	if clean && st.raw != nil {
+		// Best effort: a client that does not read gets no ending.
+		writeNonblocking(st.raw, []byte("0\r\n\r\n"))
+	}
+	st.conn.Close()
+	st.hub.detacher.unregister(st)
+	st.sub.Close()
+	st.hub.log.LogAttrs(context.Background(), slog.LevelInfo, "stream closed",
+		slog.String("remote", st.remote),
+		slog.Any("channels", channelNames(st.sub)),
+		slog.Duration("duration", time.Since(st.since)),
+		slog.Int64("events", st.events),
+		slog.String("reason", reason))
+}
