@@ -1,11 +1,15 @@
 package bench
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,7 +27,8 @@ import (
 type chanState struct {
 	name      string
 	subs      atomic.Int64 // live subscribers
-	published atomic.Int64 // events published, numbered 1..published
+	sent      atomic.Int64 // events sent to the hub, numbered 1..sent
+	published atomic.Int64 // events the hub has confirmed, 1..published
 	maxSeen   atomic.Int64 // highest event number any subscriber received
 
 	window  int64
@@ -49,7 +54,7 @@ func (c *chanState) ack(seq int64) {
 			break
 		}
 	}
-	if c.acks == nil || seq <= c.published.Load()-2*c.window {
+	if c.acks == nil || seq <= c.sent.Load()-2*c.window {
 		return // outside the window: late or a duplicate
 	}
 	n := c.acks[seq%int64(len(c.acks))].Add(1)
@@ -109,26 +114,30 @@ func (c *chanState) awaitWindow(ctx context.Context, seq int64) (stalled bool, e
 	return stalled, nil
 }
 
-// publisher posts the events of some channels, each channel's in order.
+// publisher sends the events of some channels, each channel's in order,
+// over one connection. It pipelines its requests: the hub serves a
+// connection's requests in order, so events keep their order while the
+// publisher does not wait a round trip for each.
 type publisher struct {
-	r      *runner
-	client *http.Client
-	chans  []*chanState
-	quota  []int64 // events to publish per channel
-	body   []byte
-	data   []byte
+	r        *runner
+	chans    []*chanState
+	quota    []int64 // events to publish per channel
+	inflight chan *chanState
+	req      []byte
+	data     []byte
 }
+
+// maxInflight bounds the requests one publisher has sent and not yet seen
+// answered.
+const maxInflight = 1024
 
 // publishAll publishes the scenario's events over Publishers concurrent
 // publishers and waits for them.
 func (r *runner) publishAll(ctx context.Context, res *Result) error {
 	o := r.o
-	tr := &http.Transport{MaxIdleConnsPerHost: o.Publishers, DisableCompression: true}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	pubs := make([]*publisher, o.Publishers)
 	for i := range pubs {
-		pubs[i] = &publisher{r: r, client: client}
+		pubs[i] = &publisher{r: r, inflight: make(chan *chanState, maxInflight)}
 	}
 	for i, c := range r.chans {
 		p := pubs[i%len(pubs)]
@@ -148,7 +157,7 @@ func (r *runner) publishAll(ctx context.Context, res *Result) error {
 		start    = time.Now()
 	)
 	// pace spaces the events of all publishers Rate per second apart.
-	pace := func() error {
+	pace := func(ctx context.Context) error {
 		if o.Rate <= 0 {
 			return nil
 		}
@@ -159,13 +168,15 @@ func (r *runner) publishAll(ctx context.Context, res *Result) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			stalls, errs, err := p.run(ctx, pace)
+			stalls, err := p.run(ctx, pace)
 			mu.Lock()
 			defer mu.Unlock()
 			res.WindowStalls += stalls
-			res.PublishErrors += errs
-			if err != nil && firstErr == nil {
-				firstErr = err
+			if err != nil {
+				res.PublishErrors++
+				if firstErr == nil {
+					firstErr = err
+				}
 			}
 		}()
 	}
@@ -176,66 +187,112 @@ func (r *runner) publishAll(ctx context.Context, res *Result) error {
 	return firstErr
 }
 
-// publishAttempts is how often one event is tried before the run fails.
-const publishAttempts = 3
-
 // run publishes the publisher's quota, channel by channel in turn.
-func (p *publisher) run(ctx context.Context, pace func() error) (stalls, errs int, err error) {
-	for left := true; left; {
-		left = false
-		for i, c := range p.chans {
-			if c.published.Load() >= p.quota[i] {
-				continue
-			}
-			left = true
-			seq := c.published.Load() + 1
-			stalled, err := c.awaitWindow(ctx, seq)
-			if err != nil {
-				return stalls, errs, err
-			}
-			if stalled {
-				stalls++
-			}
-			if err := pace(); err != nil {
-				return stalls, errs, err
-			}
-			for attempt := 1; ; attempt++ {
-				err := p.post(ctx, c.name, seq)
-				if err == nil {
-					break
-				}
-				errs++
-				if attempt == publishAttempts || ctx.Err() != nil {
-					return stalls, errs, fmt.Errorf("bench: publishing event %d on %s: %w", seq, c.name, err)
-				}
-			}
-			c.published.Store(seq)
-		}
+func (p *publisher) run(ctx context.Context, pace func(context.Context) error) (stalls int, err error) {
+	u, err := url.Parse(p.r.o.PublishURL)
+	if err != nil {
+		return 0, err
 	}
-	return stalls, errs, nil
+	addr := u.Host
+	if u.Port() == "" {
+		addr = net.JoinHostPort(u.Hostname(), "80")
+	}
+	if u.Hostname() == "localhost" {
+		addr = net.JoinHostPort("127.0.0.1", u.Port())
+	}
+	conn, err := new(net.Dialer).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return 0, fmt.Errorf("bench: publish connection: %w", err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	replies := make(chan error, 1)
+	go func() {
+		err := p.readReplies(bufio.NewReader(conn))
+		if err != nil {
+			cancel()
+		}
+		replies <- err
+	}()
+	head := "POST " + u.RequestURI() + " HTTP/1.1\r\nHost: " + u.Host + "\r\nContent-Type: application/json\r\nContent-Length: "
+
+	sendErr := func() error {
+		for left := true; left; {
+			left = false
+			for i, c := range p.chans {
+				seq := c.sent.Load() + 1
+				if seq > p.quota[i] {
+					continue
+				}
+				left = true
+				stalled, err := c.awaitWindow(ctx, seq)
+				if err != nil {
+					return err
+				}
+				if stalled {
+					stalls++
+				}
+				if err := pace(ctx); err != nil {
+					return err
+				}
+				select {
+				case p.inflight <- c:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				p.request(head, c.name, seq)
+				c.sent.Store(seq)
+				if _, err := conn.Write(p.req); err != nil {
+					return fmt.Errorf("bench: publishing event %d on %s: %w", seq, c.name, err)
+				}
+			}
+		}
+		return nil
+	}()
+	close(p.inflight)
+	if sendErr != nil {
+		conn.Close()
+		if err := <-replies; err != nil {
+			return stalls, err
+		}
+		return stalls, sendErr
+	}
+	return stalls, <-replies
 }
 
-// post publishes event seq on channel with the current time in its data.
-func (p *publisher) post(ctx context.Context, channel string, seq int64) error {
+// request builds the publish request of event seq on channel, with the
+// current time in its data.
+func (p *publisher) request(head, channel string, seq int64) {
 	p.data = payload(p.data[:0], seq, time.Now().UnixNano(), p.r.o.Size)
-	p.body = append(p.body[:0], `{"channel":"`...)
-	p.body = append(p.body, channel...)
-	p.body = append(p.body, `","data":`...)
-	p.body = append(p.body, p.data...)
-	p.body = append(p.body, '}')
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.r.o.PublishURL, bytes.NewReader(p.body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := p.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("status %d: %s", resp.StatusCode, bytes.TrimSpace(body))
+	bodyLen := len(`{"channel":"","data":}`) + len(channel) + len(p.data)
+	p.req = append(p.req[:0], head...)
+	p.req = strconv.AppendInt(p.req, int64(bodyLen), 10)
+	p.req = append(p.req, "\r\n\r\n"...)
+	p.req = append(p.req, `{"channel":"`...)
+	p.req = append(p.req, channel...)
+	p.req = append(p.req, `","data":`...)
+	p.req = append(p.req, p.data...)
+	p.req = append(p.req, '}')
+}
+
+// readReplies reads one response per request sent, in order, and counts
+// the event of each 200 as published.
+func (p *publisher) readReplies(br *bufio.Reader) error {
+	for c := range p.inflight {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return fmt.Errorf("bench: reading publish response: %w", err)
+		}
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		if err != nil {
+			return fmt.Errorf("bench: reading publish response: %w", err)
+		}
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("bench: publish on %s: status %d: %s", c.name, resp.StatusCode, bytes.TrimSpace(body))
+		}
+		c.published.Add(1)
 	}
 	return nil
 }
