@@ -76,6 +76,7 @@ type detached struct {
 	pending   atomic.Int32
 	heartbeat atomic.Bool // a heartbeat is due
 	wrote     atomic.Bool // a write happened since the last heartbeat tick
+	blocked   atomic.Bool // writeRest is waiting for the client
 
 	// Owned by the goroutine running the stream.
 	started   bool   // the retry line has been sent
@@ -197,6 +198,16 @@ func (d *detacher) tick(h *Hub) {
 func (st *detached) wake() {
 	if st.pending.Add(1) == 1 {
 		st.hub.detacher.push(st)
+		return
+	}
+	if st.blocked.Load() {
+		select {
+		case <-st.sub.ended:
+			// A write waits for a client that stopped reading, and the
+			// hub has let the subscriber go: cut the write short.
+			st.conn.Close()
+		default:
+		}
 	}
 }
 
@@ -373,6 +384,7 @@ func (st *detached) write(p []byte) (blocked bool, err error) {
 		return false, nil
 	}
 	st.rest = append(st.rest[:0], p[n:]...)
+	st.blocked.Store(true)
 	go st.writeRest()
 	return true, nil
 }
@@ -388,6 +400,7 @@ func (st *detached) writeRest() {
 	if err == nil {
 		_, err = st.conn.Write(st.rest)
 	}
+	st.blocked.Store(false)
 	if err == nil && timeout > 0 {
 		// Non-blocking writes fail at once once a deadline has passed.
 		err = st.conn.SetWriteDeadline(time.Time{})
@@ -395,7 +408,13 @@ func (st *detached) writeRest() {
 	st.rest = nil
 	switch {
 	case err != nil:
-		st.end("write: "+err.Error(), false)
+		reason := "write: " + err.Error()
+		select {
+		case <-st.sub.ended:
+			reason = st.sub.err.Error() // wake cut the write short
+		default:
+		}
+		st.end(reason, false)
 	case st.endReason != "":
 		st.end(st.endReason, false)
 	}

@@ -1,0 +1,55 @@
+package ssehub
+
+import (
+	"context"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/ssehub/ssehub/internal/bench"
+)
+
+// TestNothingLostUnderLoad sends every event to every subscriber of a
+// busy channel and checks that each arrives once and in order, with the
+// stream served by its handler goroutine and detached.
+func TestNothingLostUnderLoad(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		detach bool
+	}{{"handler", false}, {"detached", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			hub, err := New(Config{Detach: tc.detach})
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := httptest.NewServer(hub)
+			t.Cleanup(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				hub.Close(ctx)
+				srv.Close()
+			})
+			stream, publish := bench.Targets(srv.URL)
+			res, err := bench.Run(t.Context(), bench.Options{
+				StreamURL: stream, PublishURL: publish,
+				Subscribers: 200, Channels: 1, Events: 200,
+				Settle: time.Millisecond,
+				// Well within the hub's queue, so that no subscriber is
+				// dropped for being slow on a loaded test machine.
+				Window: DefaultQueueSize / 4,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Connected != 200 || res.Published != 200 {
+				t.Fatalf("%d subscribers connected, %d events published; want 200 and 200 (%s)", res.Connected, res.Published, res.FirstError)
+			}
+			if res.Deliveries != 200*200 || res.Lost != 0 || res.Duplicated != 0 || res.OutOfOrder != 0 || res.Malformed != 0 || res.Disconnected != 0 {
+				t.Fatalf("%d deliveries of %d: lost %d, duplicated %d, out of order %d, malformed %d, disconnected %d",
+					res.Deliveries, 200*200, res.Lost, res.Duplicated, res.OutOfOrder, res.Malformed, res.Disconnected)
+			}
+		})
+	}
+}

@@ -1,0 +1,385 @@
+package ssehub
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ssehub/ssehub/internal/sse"
+)
+
+// detachLog collects the hub's log records, message and attributes as text.
+type detachLog struct{ records chan map[string]string }
+
+func (l detachLog) Enabled(context.Context, slog.Level) bool { return true }
+func (l detachLog) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l detachLog) WithGroup(string) slog.Handler            { return l }
+func (l detachLog) Handle(_ context.Context, r slog.Record) error {
+	m := map[string]string{"msg": r.Message}
+	r.Attrs(func(a slog.Attr) bool {
+		m[a.Key] = a.Value.String()
+		return true
+	})
+	select {
+	case l.records <- m:
+	default: // a test that does not wait for records does not block the hub
+	}
+	return nil
+}
+
+// waitClosed returns the next "stream closed" record.
+func (l detachLog) waitClosed(t *testing.T) map[string]string {
+	t.Helper()
+	for {
+		select {
+		case m := <-l.records:
+			if m["msg"] == "stream closed" {
+				return m
+			}
+		case <-t.Context().Done():
+			t.Fatal("no stream closed")
+		}
+	}
+}
+
+// detachServer serves a hub with Detach on over HTTP/1.1 and counts the
+// connections it hijacks.
+type detachServer struct {
+	hub       *Hub
+	srv       *httptest.Server
+	log       detachLog
+	hijacked  atomic.Int32
+	closeOnce sync.Once
+}
+
+func newDetachServer(t *testing.T, cfg Config, wrap func(http.Handler) http.Handler) *detachServer {
+	t.Helper()
+	ds := &detachServer{log: detachLog{records: make(chan map[string]string, 1024)}}
+	cfg.Detach = true
+	cfg.Logger = slog.New(ds.log)
+	hub, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds.hub = hub
+	var h http.Handler = hub
+	if wrap != nil {
+		h = wrap(hub)
+	}
+	ds.srv = httptest.NewUnstartedServer(h)
+	ds.srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateHijacked {
+			ds.hijacked.Add(1)
+		}
+	}
+	ds.srv.Start()
+	t.Cleanup(func() {
+		ds.close(t)
+		ds.srv.Close()
+	})
+	return ds
+}
+
+func (ds *detachServer) close(t *testing.T) {
+	ds.closeOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := ds.hub.Close(ctx); err != nil {
+			t.Errorf("hub close: %v", err)
+		}
+	})
+}
+
+// open starts a stream and returns its decoder once the headers are in.
+func (ds *detachServer) open(t *testing.T, query, lastID string) (*http.Response, *sse.Decoder) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, ds.srv.URL+"/sse"+query, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
+	resp, err := ds.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	return resp, sse.NewDecoder(resp.Body)
+}
+
+func detachPublish(t *testing.T, h *Hub, channel, data string) string {
+	t.Helper()
+	id, err := h.Publish(t.Context(), Message{Channel: channel, Data: json.RawMessage(data)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func detachNext(t *testing.T, dec *sse.Decoder) sse.Event {
+	t.Helper()
+	e, err := dec.Next()
+	if err != nil {
+		t.Fatalf("next event: %v", err)
+	}
+	return e
+}
+
+func TestDetachStreamsEvents(t *testing.T) {
+	t.Parallel()
+	ds := newDetachServer(t, Config{}, nil)
+	resp, dec := ds.open(t, "?channel=a&channel=b", "")
+	if got := resp.Header.Get("Content-Type"); got != "text/event-stream" {
+		t.Errorf("Content-Type %q", got)
+	}
+	if len(resp.TransferEncoding) != 1 || resp.TransferEncoding[0] != "chunked" {
+		t.Errorf("Transfer-Encoding %v", resp.TransferEncoding)
+	}
+	var ids []string
+	for i, ch := range []string{"a", "b", "c", "a"} {
+		ids = append(ids, detachPublish(t, ds.hub, ch, fmt.Sprintf(`{"n":%d}`, i)))
+	}
+	for _, want := range []struct{ id, data string }{{ids[0], `{"n":0}`}, {ids[1], `{"n":1}`}, {ids[3], `{"n":3}`}} {
+		e := detachNext(t, dec)
+		if e.LastEventID != want.id || e.Data != want.data || e.Type != "message" {
+			t.Fatalf("got %+v, want id %s data %s", e, want.id, want.data)
+		}
+	}
+	if dec.Retry() != int(DefaultRetry/time.Millisecond) {
+		t.Errorf("retry %d", dec.Retry())
+	}
+	if n := ds.hijacked.Load(); n != 1 {
+		t.Errorf("%d connections hijacked, want 1", n)
+	}
+}
+
+func TestDetachReplayAndReset(t *testing.T) {
+	t.Parallel()
+	ds := newDetachServer(t, Config{}, nil)
+	var ids []string
+	for i := range 3 {
+		ids = append(ids, detachPublish(t, ds.hub, "r", fmt.Sprintf(`{"n":%d}`, i)))
+	}
+	_, dec := ds.open(t, "?channel=r", ids[0])
+	live := detachPublish(t, ds.hub, "r", `{"n":3}`)
+	for _, want := range []string{ids[1], ids[2], live} {
+		if e := detachNext(t, dec); e.LastEventID != want {
+			t.Fatalf("got id %q, want %q", e.LastEventID, want)
+		}
+	}
+
+	_, dec = ds.open(t, "?channel=r", "no-such-id")
+	e := detachNext(t, dec)
+	if e.Type != ResetType || e.LastEventID != live {
+		t.Fatalf("got %+v, want a %s event with id %s", e, ResetType, live)
+	}
+}
+
+func TestDetachHeartbeat(t *testing.T) {
+	t.Parallel()
+	ds := newDetachServer(t, Config{Heartbeat: 5 * time.Millisecond}, nil)
+	_, dec := ds.open(t, "?channel=idle", "")
+	comments := make(chan struct{}, 100)
+	dec.OnComment = func(string) {
+		select {
+		case comments <- struct{}{}:
+		default:
+		}
+	}
+	go dec.Next() // returns when the stream ends
+	for range 3 {
+		select {
+		case <-comments:
+		case <-t.Context().Done():
+			t.Fatal("no heartbeat")
+		}
+	}
+}
+
+func TestDetachHubCloseEndsStreams(t *testing.T) {
+	t.Parallel()
+	ds := newDetachServer(t, Config{}, nil)
+	var decs []*sse.Decoder
+	for range 3 {
+		_, dec := ds.open(t, "?channel=end", "")
+		decs = append(decs, dec)
+	}
+	ids := []string{detachPublish(t, ds.hub, "end", `1`), detachPublish(t, ds.hub, "end", `2`)}
+	ds.close(t)
+	for i, dec := range decs {
+		for _, id := range ids {
+			if e := detachNext(t, dec); e.LastEventID != id {
+				t.Fatalf("stream %d: got id %q, want %q", i, e.LastEventID, id)
+			}
+		}
+		// A clean end of the chunked body, not a cut connection.
+		if _, err := dec.Next(); err != io.EOF {
+			t.Fatalf("stream %d: %v after the last event, want EOF", i, err)
+		}
+	}
+	for range decs {
+		if m := ds.log.waitClosed(t); m["reason"] != "hub closed" {
+			t.Errorf("closed for %q", m["reason"])
+		}
+	}
+}
+
+// rawStream opens a stream over a plain TCP connection and reads up to the
+// end of the response headers.
+func rawStream(t *testing.T, base, query string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	fmt.Fprintf(conn, "GET /sse%s HTTP/1.1\r\nHost: x\r\n\r\n", query)
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	return conn, br
+}
+
+func TestDetachFindsDeadPeerByHeartbeat(t *testing.T) {
+	t.Parallel()
+	ds := newDetachServer(t, Config{Heartbeat: 5 * time.Millisecond}, nil)
+	conn, _ := rawStream(t, ds.srv.URL, "?channel=gone")
+	conn.Close()
+	m := ds.log.waitClosed(t)
+	if !strings.HasPrefix(m["reason"], "write: ") {
+		t.Fatalf("closed for %q, want a write error", m["reason"])
+	}
+	ds.hub.mu.Lock()
+	n := len(ds.hub.channels)
+	ds.hub.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d channels still subscribed", n)
+	}
+}
+
+func TestDetachSlowSubscriberDisconnected(t *testing.T) {
+	t.Parallel()
+	ds := newDetachServer(t, Config{QueueSize: 4, Heartbeat: -1}, nil)
+	conn, _ := rawStream(t, ds.srv.URL, "?channel=slow") // never read
+	conn.(*net.TCPConn).SetReadBuffer(4 << 10)
+	_, dec := ds.open(t, "?channel=slow", "") // read below
+	big := `"` + strings.Repeat("x", 64<<10) + `"`
+	// The unread connection's socket buffers fill, its write blocks, its
+	// queue fills, and the hub lets it go.
+	var closed map[string]string
+	for i := 0; closed == nil; i++ {
+		if i == 4000 {
+			t.Fatal("the slow subscriber was never disconnected")
+		}
+		detachPublish(t, ds.hub, "slow", big)
+		if e := detachNext(t, dec); len(e.Data) != len(big) {
+			t.Fatalf("reader got %d bytes of data", len(e.Data))
+		}
+		select {
+		case m := <-ds.log.records:
+			if m["msg"] == "stream closed" {
+				closed = m
+			}
+		default:
+		}
+	}
+	if closed["reason"] != ErrSlowSubscriber.Error() {
+		t.Fatalf("closed for %q, want %q", closed["reason"], ErrSlowSubscriber)
+	}
+	// The reader goes on.
+	id := detachPublish(t, ds.hub, "slow", `"after"`)
+	if e := detachNext(t, dec); e.LastEventID != id {
+		t.Fatalf("reader got %q, want %q", e.LastEventID, id)
+	}
+}
+
+func TestDetachHTTP2KeepsOrdinaryPath(t *testing.T) {
+	t.Parallel()
+	hub, err := New(Config{Detach: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(hub)
+	var hijacked atomic.Int32
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateHijacked {
+			hijacked.Add(1)
+		}
+	}
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(func() {
+		hub.Close(context.Background())
+		srv.Close()
+	})
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL+"/sse?channel=h2", nil)
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("protocol %s", resp.Proto)
+	}
+	id := detachPublish(t, hub, "h2", `{}`)
+	if e := detachNext(t, sse.NewDecoder(resp.Body)); e.LastEventID != id {
+		t.Fatalf("got id %q, want %q", e.LastEventID, id)
+	}
+	if hijacked.Load() != 0 {
+		t.Fatal("an HTTP/2 connection was hijacked")
+	}
+}
+
+// flushOnly is a ResponseWriter wrapper that can flush but not hijack,
+// like much logging middleware.
+type flushOnly struct{ http.ResponseWriter }
+
+func (f flushOnly) Flush() { f.ResponseWriter.(http.Flusher).Flush() }
+
+func TestDetachFallsBackWithoutHijack(t *testing.T) {
+	t.Parallel()
+	ds := newDetachServer(t, Config{}, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(flushOnly{w}, r) })
+	})
+	_, dec := ds.open(t, "?channel=plain", "")
+	id := detachPublish(t, ds.hub, "plain", `{}`)
+	if e := detachNext(t, dec); e.LastEventID != id {
+		t.Fatalf("got id %q, want %q", e.LastEventID, id)
+	}
+	if ds.hijacked.Load() != 0 {
+		t.Fatal("hijacked through a wrapper without Hijack")
+	}
+}
+
+func TestFrameChunk(t *testing.T) {
+	t.Parallel()
+	for _, n := range []int{0, 1, 15, 16, 4095, 70000} {
+		b := make([]byte, chunkRoom, chunkRoom+n)
+		b = append(b, strings.Repeat("x", n)...)
+		got := string(frameChunk(b))
+		want := fmt.Sprintf("%x\r\n%s\r\n", n, strings.Repeat("x", n))
+		if got != want {
+			t.Errorf("%d bytes: chunk %q..., want %q...", n, got[:min(len(got), 12)], want[:min(len(want), 12)])
+		}
+	}
+}
