@@ -67,7 +67,8 @@ type detached struct {
 	hub  *Hub
 	sub  *Subscription
 	conn net.Conn
-	raw  syscall.RawConn // nil: every write goes through writeRest
+	nb   nbWriter
+	nbOK bool // nb works; otherwise every write goes through writeRest
 
 	// pending counts wake-ups not yet handled. The one who raises it from
 	// zero queues the stream; whoever runs the stream lowers it by what it
@@ -106,7 +107,10 @@ func (h *Hub) detach(w http.ResponseWriter, r *http.Request, sub *Subscription) 
 	}
 	st := &detached{hub: h, sub: sub, conn: conn, remote: r.RemoteAddr, since: time.Now()}
 	if sc, ok := conn.(syscall.Conn); ok && canWriteNonblocking {
-		st.raw, _ = sc.SyscallConn()
+		if raw, err := sc.SyscallConn(); err == nil {
+			st.nb.init(raw)
+			st.nbOK = true
+		}
 	}
 	// The request's context ends when the handler returns; from now on
 	// the stream ends by itself.
@@ -374,8 +378,8 @@ func frameChunk(b []byte) []byte {
 // blocked: the stream then belongs to that goroutine.
 func (st *detached) write(p []byte) (blocked bool, err error) {
 	n := 0
-	if st.raw != nil {
-		if n, err = writeNonblocking(st.raw, p); err != nil {
+	if st.nbOK {
+		if n, err = st.nb.write(p); err != nil {
 			return false, err
 		}
 	}
@@ -431,9 +435,9 @@ func (st *detached) end(reason string, clean bool) {
 		return
 	}
 	st.ended = true
-	if clean && st.raw != nil {
+	if clean && st.nbOK {
 		// Best effort: a client that does not read gets no ending.
-		writeNonblocking(st.raw, []byte("0\r\n\r\n"))
+		st.nb.write([]byte("0\r\n\r\n"))
 	}
 	st.conn.Close()
 	st.hub.detacher.unregister(st)

@@ -8,4 +8,8 @@ import "syscall"
 // through a goroutine of its own.
 const canWriteNonblocking = false
 
-func writeNonblocking(syscall.RawConn, []byte) (int, error) { return 0, nil }
+type nbWriter struct{}
+
+func (w *nbWriter) init(syscall.RawConn) {}
+
+func (w *nbWriter) write([]byte) (int, error) { return 0, nil }

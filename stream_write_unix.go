@@ -6,29 +6,43 @@ import "syscall"
 
 const canWriteNonblocking = true
 
-// writeNonblocking makes one write(2) attempt on raw's non-blocking socket
-// and returns how much it took: possibly less than p, or nothing when the
-// socket buffer is full.
-func writeNonblocking(raw syscall.RawConn, p []byte) (int, error) {
-	var (
-		n    int
-		werr error
-	)
-	err := raw.Write(func(fd uintptr) bool {
-		for {
-			n, werr = syscall.Write(int(fd), p)
-			if werr != syscall.EINTR {
-				return true
-			}
+// nbWriter makes single write(2) attempts on a non-blocking socket. Its
+// attempt function is made once, so that a write does not allocate.
+type nbWriter struct {
+	raw syscall.RawConn
+	fn  func(fd uintptr) bool
+	p   []byte
+	n   int
+	err error
+}
+
+func (w *nbWriter) init(raw syscall.RawConn) {
+	w.raw = raw
+	w.fn = w.attempt
+}
+
+func (w *nbWriter) attempt(fd uintptr) bool {
+	for {
+		w.n, w.err = syscall.Write(int(fd), w.p)
+		if w.err != syscall.EINTR {
+			return true
 		}
-	})
+	}
+}
+
+// write makes one attempt to write p and returns how much the socket
+// took: possibly less than p, or nothing when its buffer is full.
+func (w *nbWriter) write(p []byte) (int, error) {
+	w.p = p
+	err := w.raw.Write(w.fn)
+	w.p = nil
 	switch {
 	case err != nil:
 		return 0, err
-	case werr == syscall.EAGAIN:
+	case w.err == syscall.EAGAIN:
 		return 0, nil
-	case werr != nil:
-		return 0, werr
+	case w.err != nil:
+		return 0, w.err
 	}
-	return n, nil
+	return w.n, nil
 }
