@@ -116,6 +116,7 @@ func (h *Hub) detach(w http.ResponseWriter, r *http.Request, sub *Subscription) 
 	// the stream ends by itself.
 	if sub.stopCtx != nil {
 		sub.stopCtx()
+		sub.stopCtx = nil // and with it the request and its context
 	}
 	sub.setWake(st.wake)
 	h.detacher.register(h, st)
