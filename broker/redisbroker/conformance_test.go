@@ -3,6 +3,7 @@ package redisbroker_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -19,10 +20,12 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-// newClient returns a client of srv that the test closes when it ends.
+// newClient returns a client of srv that the test closes when it ends. It
+// retries briefly, so that commands fail fast while a test has stopped
+// Redis.
 func newClient(t testing.TB, srv *redistest.Server) *redis.Client {
 	t.Helper()
-	c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	c := redis.NewClient(testOptions(srv))
 	t.Cleanup(func() { c.Close() })
 	return c
 }
@@ -37,4 +40,14 @@ func newBroker(t testing.TB, srv *redistest.Server, opts redisbroker.Options) *r
 	}
 	t.Cleanup(func() { b.Close(context.Background()) })
 	return b
+}
+
+func testOptions(srv *redistest.Server) *redis.Options {
+	return &redis.Options{
+		Addr:               srv.Addr(),
+		MinRetryBackoff:    time.Millisecond,
+		MaxRetryBackoff:    5 * time.Millisecond,
+		DialerRetries:      1,
+		DialerRetryTimeout: time.Millisecond,
+	}
 }
