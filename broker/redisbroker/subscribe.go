@@ -277,8 +277,9 @@ func (b *Broker) confirm(m *redis.Subscription) {
 type heldEvent struct {
 	channel string
 	event   *ssehub.Event // nil when it could not be decoded
-	canary  uint64        // the token of a canary
 	err     error
+	// For a canary: its token, and the last seq issued when it was sent.
+	token, seq uint64
 }
 
 // decode turns a pub/sub message into an event, outside the lock.
@@ -286,9 +287,8 @@ func (b *Broker) decode(m *redis.Message) heldEvent {
 	h := heldEvent{channel: m.Channel}
 	if m.Channel == b.canary {
 		token, seq, _ := strings.Cut(m.Payload, " ")
-		h.canary, _ = strconv.ParseUint(token, 10, 64)
-		n, _ := strconv.ParseUint(seq, 10, 64)
-		h.event = &ssehub.Event{Seq: n}
+		h.token, _ = strconv.ParseUint(token, 10, 64)
+		h.seq, _ = strconv.ParseUint(seq, 10, 64)
 		return h
 	}
 	h.event, h.err = decodeEnvelope(m.Channel, []byte(m.Payload))
@@ -303,8 +303,8 @@ func (b *Broker) receive(h heldEvent) {
 		return
 	}
 	if h.channel == b.canary {
-		b.canaryGot = max(b.canaryGot, h.canary)
-		b.seen = max(b.seen, h.event.Seq)
+		b.canaryGot = max(b.canaryGot, h.token)
+		b.seen = max(b.seen, h.seq)
 		return
 	}
 	if h.err != nil {
