@@ -14,8 +14,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/ssehub/ssehub/internal/sse"
 )
 
 // binary is the ssehub executable the end-to-end tests run.
@@ -131,24 +129,6 @@ func runCLI(t *testing.T, stdin string, args ...string) (string, string, int) {
 		t.Fatal(err)
 	}
 	return out.String(), errb.String(), code
-}
-
-// rawStream opens a stream and returns its decoder.
-func rawStream(t *testing.T, url string, header ...string) (*http.Response, *sse.Decoder) {
-	t.Helper()
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { resp.Body.Close() })
-	if resp.StatusCode != 200 {
-		t.Fatalf("GET %s: %s", url, resp.Status)
-	}
-	return resp, sse.NewDecoder(resp.Body)
 }
 
 func TestServePublishSubscribe(t *testing.T) {
