@@ -215,3 +215,34 @@ func TestEvictedIDGetsReset(t *testing.T) {
 		s.close()
 	}
 }
+
+// TestPublishOnly: a broker that only publishes, as `ssehub publish
+// --broker` does, opens no pub/sub connection, and Check needs only PING.
+func TestPublishOnly(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	opt := testOptions(srv)
+	opt.ClientName = "publisher"
+	client := redis.NewClient(opt)
+	t.Cleanup(func() { client.Close() })
+	b, err := redisbroker.New(client, redisbroker.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close(context.Background()) })
+	for i := range 3 {
+		pub(t, b, "c", "", i)
+	}
+	if err := b.Check(t.Context()); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	list := newClient(t, srv).ClientList(t.Context()).Val()
+	for _, line := range strings.Split(strings.TrimSpace(list), "\n") {
+		if strings.Contains(line, " name=publisher ") && !strings.Contains(line, " sub=0 ") {
+			t.Fatalf("a publishing broker holds a pub/sub connection: %s", line)
+		}
+	}
+	if !strings.Contains(list, " name=publisher ") {
+		t.Fatalf("the publisher's connection is not listed:\n%s", list)
+	}
+}

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -166,7 +165,6 @@ func (s *stream) close() { s.body.Close() }
 type rawStream struct {
 	t    testing.TB
 	body io.ReadCloser
-	buf  strings.Builder
 	rd   *bufio.Reader
 }
 
@@ -180,7 +178,7 @@ func openRaw(t testing.TB, base string, channel string) *rawStream {
 	return &rawStream{t: t, body: resp.Body, rd: bufio.NewReader(resp.Body)}
 }
 
-// read returns exactly the next len(want) bytes.
+// read returns exactly the next n bytes.
 func (r *rawStream) read(n int) string {
 	r.t.Helper()
 	got := make(chan string, 1)

@@ -131,6 +131,7 @@ type Broker struct {
 
 	mu       sync.Mutex
 	closed   bool
+	started  bool // the subscription runs
 	channels map[string]*channel
 	ps       *redis.PubSub         // the current session's connection, or nil
 	pending  map[string][]*channel // per name, the channels whose SUBSCRIBE (nil: UNSUBSCRIBE) awaits its reply, in order
@@ -169,8 +170,9 @@ var (
 )
 
 // New returns a Broker that uses client. The Broker does not close client;
-// close it after the Broker. New does not wait for Redis: the broker
-// connects in the background, and Check reports when it is ready.
+// close it after the Broker. New does not connect: the first Subscribe
+// opens the pub/sub connection, which is then kept, and restored when it
+// fails, until Close.
 func New(client redis.UniversalClient, opts Options) (*Broker, error) {
 	if client == nil {
 		return nil, errors.New("redisbroker: nil client")
@@ -207,14 +209,22 @@ func New(client redis.UniversalClient, opts Options) (*Broker, error) {
 	// '#' cannot occur in an ssehub channel name, so no hub channel
 	// collides with the canary's.
 	b.canary = b.prefix + "canary#" + strconv.FormatInt(time.Now().UnixNano(), 36) + strconv.FormatUint(uint64(randUint32()), 36)
+	return b, nil
+}
 
+// start starts the subscription and its watchdog, once. A broker that
+// only publishes never opens a pub/sub connection. b.mu must be held.
+func (b *Broker) start() {
+	if b.started || b.closed {
+		return
+	}
+	b.started = true
 	b.wg.Add(1)
 	go b.run()
 	if b.canaryEvery > 0 {
 		b.wg.Add(1)
 		go b.watch()
 	}
-	return b, nil
 }
 
 func (b *Broker) streamKey(channel string) string { return b.prefix + "stream:" + channel }
@@ -386,13 +396,16 @@ func cmpSeq(a, b uint64) int {
 
 // Check implements ssehub.Checker: it fails while the subscription is not
 // in place or has stopped delivering, or when Redis does not answer PING.
+// Before the first Subscribe, only PING counts.
 func (b *Broker) Check(ctx context.Context) error {
 	b.mu.Lock()
-	closed, up, downErr, overdue := b.closed, b.up, b.downErr, b.canaryOverdue()
+	closed, started, up, downErr, overdue := b.closed, b.started, b.up, b.downErr, b.canaryOverdue()
 	b.mu.Unlock()
 	switch {
 	case closed:
 		return ssehub.ErrClosed
+	case !started:
+		// Nothing subscribed yet: publishing only needs the connection.
 	case !up && downErr != nil:
 		return unavailable("subscribe", downErr)
 	case !up:

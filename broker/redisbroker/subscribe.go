@@ -52,6 +52,7 @@ func (b *Broker) Subscribe(ctx context.Context, name string, deliver func(*ssehu
 		b.cmdMu.Unlock()
 		return nil, ssehub.ErrClosed
 	}
+	b.start()
 	if b.downErr != nil {
 		err := b.downErr
 		b.mu.Unlock()

@@ -27,6 +27,11 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 		retry   = fs.Int("retry", 0, "reconnection time in `ms` sent with the event; 0 sends none")
 		hubURL  = fs.String("url", "http://127.0.0.1:8080", "`URL` of the hub")
 		timeout = fs.Duration("timeout", 10*time.Second, "how long to wait for the hub")
+		// With a Redis broker the message goes straight into Redis, as
+		// the hubs' own publishes do, trimming history as they do.
+		brokerURL   = fs.String("broker", "", "publish straight into this Redis broker `URL` (redis:// or rediss://) instead of through the hub at --url")
+		historySize = fs.Int("history-size", ssehub.DefaultHistorySize, "with a Redis --broker: events kept per channel; give the hubs' value")
+		historyAge  = fs.Duration("history-age", ssehub.DefaultHistoryAge, "with a Redis --broker: how long events stay replayable; give the hubs' value")
 	)
 	if err := fs.parse(args); err != nil {
 		return err
@@ -39,9 +44,21 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 	if err := m.Normalize(); err != nil {
 		return errors.New(strings.TrimPrefix(err.Error(), "ssehub: "))
 	}
+	direct, err := directBroker(*brokerURL)
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	assigned, err := publishHTTP(ctx, *hubURL, m)
+	var assigned string
+	if direct {
+		if *historySize == 0 {
+			*historySize = -1
+		}
+		assigned, err = publishBroker(ctx, *brokerURL, m, brokerOptions{historySize: *historySize, historyAge: *historyAge})
+	} else {
+		assigned, err = publishHTTP(ctx, *hubURL, m)
+	}
 	if err != nil {
 		return err
 	}

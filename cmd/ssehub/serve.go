@@ -17,11 +17,11 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs := newFlagSet("serve", "serve [flags]", stdout)
 	var (
 		addr            = fs.String("addr", "127.0.0.1:8080", "`address` to listen on")
-		brokerURL       = fs.String("broker", "memory:", "broker `URL`: memory:")
+		brokerURL       = fs.String("broker", "memory:", "broker `URL`: memory:, redis://[user:password@]host:port/db or rediss://...")
 		heartbeat       = fs.Duration("heartbeat", ssehub.DefaultHeartbeat, "interval of heartbeat comments on idle streams; 0 disables")
 		retry           = fs.Duration("retry", ssehub.DefaultRetry, "reconnection delay told to clients when a stream opens")
-		historySize     = fs.Int("history-size", ssehub.DefaultHistorySize, "events kept per channel for replay (memory broker)")
-		historyAge      = fs.Duration("history-age", ssehub.DefaultHistoryAge, "how long events stay replayable (memory broker)")
+		historySize     = fs.Int("history-size", ssehub.DefaultHistorySize, "events kept per channel for replay; 0 keeps none")
+		historyAge      = fs.Duration("history-age", ssehub.DefaultHistoryAge, "how long events stay replayable")
 		queueSize       = fs.Int("queue-size", ssehub.DefaultQueueSize, "events that may wait for one subscriber before it is disconnected")
 		maxMessageBytes = fs.Int("max-message-bytes", ssehub.DefaultMaxMessageBytes, "largest accepted message data, in bytes")
 		maxChannels     = fs.Int("max-channels-per-connection", ssehub.DefaultMaxChannels, "most channels one stream may subscribe to")
@@ -77,7 +77,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	logger.Info("listening", "addr", ln.Addr().String(), "url", "http://"+ln.Addr().String(), "broker", *brokerURL)
+	logger.Info("listening", "addr", ln.Addr().String(), "url", "http://"+ln.Addr().String(), "broker", redactURL(*brokerURL))
 
 	select {
 	case err = <-served:
