@@ -71,6 +71,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"sync"
@@ -208,7 +209,7 @@ func New(client redis.UniversalClient, opts Options) (*Broker, error) {
 	b.evictedKey = b.prefix + "evicted"
 	// '#' cannot occur in an ssehub channel name, so no hub channel
 	// collides with the canary's.
-	b.canary = b.prefix + "canary#" + strconv.FormatInt(time.Now().UnixNano(), 36) + strconv.FormatUint(uint64(randUint32()), 36)
+	b.canary = b.prefix + "canary#" + strconv.FormatUint(rand.Uint64(), 36)
 	return b, nil
 }
 

@@ -31,8 +31,6 @@ const (
 	syncBatch = 100
 )
 
-func randUint32() uint32 { return rand.Uint32() }
-
 // Subscribe implements ssehub.Broker. All channels share the broker's one
 // pub/sub connection; the first subscription of a channel subscribes it in
 // Redis and the last one to be cancelled unsubscribes it. Subscribe returns
