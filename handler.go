@@ -294,8 +294,8 @@ func (h *Hub) servePublish(w http.ResponseWriter, r *http.Request) {
 	body := http.MaxBytesReader(w, r.Body, int64(h.cfg.MaxMessageBytes)+4096)
 	lift := h.bodyDeadline(w)
 	m, err := DecodePublishRequest(body)
-	lift()
 	if err == nil {
+		lift()
 		err = allow(m.Channel)
 	}
 	if err != nil {

@@ -63,9 +63,9 @@ func clientIP(r *http.Request) string {
 
 // bodyDeadline sets a read deadline of Config.ReadTimeout for the body of
 // the request w answers, and returns the function that lifts it once the
-// body is read: the server keeps reading the connection after that (to
-// notice a client going away), and a deadline left in place would end the
-// request's context.
+// whole body is read. After a failed read the deadline stays: the server
+// then drains what is left of the body before it answers, and must not wait
+// for a client that stopped sending.
 func (h *Hub) bodyDeadline(w http.ResponseWriter) (lift func()) {
 	if h.cfg.ReadTimeout <= 0 {
 		return func() {}
