@@ -82,15 +82,19 @@ var errCredentialExpired = errors.New("credential expired")
 func (h *Hub) admitStream(r *http.Request, channels []string) (context.Context, func(), error) {
 	ctx := r.Context()
 	cancel := func() {}
+	var g Grant
 	if a := h.cfg.Authorizer; a != nil {
-		g, err := a.Authorize(r)
-		if err != nil {
+		var err error
+		if g, err = a.Authorize(r); err != nil {
 			return nil, nil, err
 		}
-		names, err := h.checkChannels(channels)
-		if err != nil {
-			return nil, nil, err
-		}
+	}
+	// Invalid requests are told so (400) before any limit applies.
+	names, err := h.checkChannels(channels)
+	if err != nil {
+		return nil, nil, err
+	}
+	if h.cfg.Authorizer != nil {
 		for _, name := range names {
 			if err := g.allow("subscribing to", g.Subscribe, name); err != nil {
 				return nil, nil, err
