@@ -21,7 +21,7 @@ func runToken(_ context.Context, args []string, _ io.Reader, stdout, _ io.Writer
 	var (
 		secretFile = fs.String("secret-file", "", "`file` holding the HMAC secret, as given to serve --jwt-secret-file")
 		ttl        = fs.Duration("ttl", time.Hour, "how long the token is valid")
-		subject    = fs.String("subject", "", "the token's sub claim, shown in the hub's logs")
+		subject    = fs.String("subject", "", "the token's sub claim: who the token is for")
 		audience   = fs.String("audience", "", "the token's aud claim")
 		issuer     = fs.String("issuer", "", "the token's iss claim")
 	)
