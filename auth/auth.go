@@ -212,6 +212,12 @@ func (a *Authorizer) credential(r *http.Request) (string, error) {
 		}
 		return token(strings.TrimSpace(tok))
 	}
+	// Cookies and URL tokens exist for EventSource, which only reads. A
+	// publisher sends a header: a browser attaches cookies to cross-site
+	// form posts too, and one could publish in the user's name.
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return "", nil
+	}
 	// An empty cookie is no credential: it is how a site logs a browser out.
 	if c, err := r.Cookie(a.cookie); err == nil && c.Value != "" {
 		return token(c.Value)

@@ -257,6 +257,17 @@ func TestTokenSources(t *testing.T) {
 			t.Errorf("%s: the answer echoes the token: %s", c.name, a.body)
 		}
 	}
+	// A cookie does not publish: a cross-site form post would carry it.
+	pub := sign(t, jwt.SigningMethodHS256, key, claims([]string{"*"}, nil))
+	if a := do(t, "POST", srv.URL+"/publish", http.Header{"Cookie": {"sid_sse=" + pub}}, `{"channel":"x","data":1}`); a.status != 401 {
+		t.Errorf("publish with a cookie: %d %s, want 401", a.status, a.body)
+	}
+	if a := do(t, "POST", querySrv.URL+"/publish?access_token="+pub, nil, `{"channel":"x","data":1}`); a.status != 401 {
+		t.Errorf("publish with a query token: %d %s, want 401", a.status, a.body)
+	}
+	if a := do(t, "POST", srv.URL+"/publish", bearer(pub), `{"channel":"x","data":1}`); a.status != 200 {
+		t.Errorf("publish with the header: %d %s, want 200", a.status, a.body)
+	}
 	if a := do(t, "GET", srv.URL+"/sse?channel=user.42&access_token="+tok, nil, ""); !strings.Contains(errorOf(a.body), "not accepted") {
 		t.Errorf("query token when off: error %q does not say so", errorOf(a.body))
 	}

@@ -14,6 +14,10 @@
 //     and browser history; a request that sends one while it is off is
 //     refused.
 //
+// Cookies and query parameters count for streams (GET) only. A publish
+// request must send the header, so that a cross-site form post cannot
+// publish with a browser's cookie.
+//
 // A request without a token is anonymous: it may read public channels and
 // nothing else. A request with a token that is not valid (malformed,
 // expired, not yet valid, signed with another key or algorithm, for another

@@ -76,7 +76,7 @@ func claims(publish, subscribe []string) auth.Claims {
 }
 
 // sign signs c with method and key.
-func sign(t *testing.T, method jwt.SigningMethod, key any, c auth.Claims) string {
+func sign(t testing.TB, method jwt.SigningMethod, key any, c auth.Claims) string {
 	t.Helper()
 	tok, err := jwt.NewWithClaims(method, c).SignedString(key)
 	if err != nil {
