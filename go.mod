@@ -2,7 +2,10 @@ module github.com/ssehub/ssehub
 
 go 1.25
 
-require github.com/redis/go-redis/v9 v9.22.0
+require (
+	github.com/golang-jwt/jwt/v5 v5.3.1
+	github.com/redis/go-redis/v9 v9.22.0
+)
 
 require (
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect

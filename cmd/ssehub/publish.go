@@ -27,6 +27,7 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 		retry   = fs.Int("retry", 0, "reconnection time in `ms` sent with the event; 0 sends none")
 		hubURL  = fs.String("url", "http://127.0.0.1:8080", "`URL` of the hub")
 		timeout = fs.Duration("timeout", 10*time.Second, "how long to wait for the hub")
+		token   = fs.String("token", "", "bearer `token` for the hub (a publish token or a JWT)")
 		// With a Redis broker the message goes straight into Redis, as
 		// the hubs' own publishes do, trimming history as they do.
 		brokerURL   = fs.String("broker", "", "publish straight into this Redis broker `URL` (redis:// or rediss://) instead of through the hub at --url")
@@ -57,7 +58,7 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 		}
 		assigned, err = publishBroker(ctx, *brokerURL, m, brokerOptions{historySize: *historySize, historyAge: *historyAge})
 	} else {
-		assigned, err = publishHTTP(ctx, *hubURL, m)
+		assigned, err = publishHTTP(ctx, *hubURL, *token, m)
 	}
 	if err != nil {
 		return err
@@ -89,8 +90,9 @@ func readMessage(r io.Reader) (json.RawMessage, error) {
 	return raw, nil
 }
 
-// publishHTTP posts m to the hub's publish endpoint and returns the id.
-func publishHTTP(ctx context.Context, hubURL string, m ssehub.Message) (string, error) {
+// publishHTTP posts m to the hub's publish endpoint, with token as a
+// bearer token unless it is empty, and returns the id.
+func publishHTTP(ctx context.Context, hubURL, token string, m ssehub.Message) (string, error) {
 	u, err := url.Parse(hubURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return "", fmt.Errorf("--url %q is not an http(s) URL", hubURL)
@@ -107,6 +109,9 @@ func publishHTTP(ctx context.Context, hubURL string, m ssehub.Message) (string, 
 		return "", err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	for k, v := range bearerHeader(token) {
+		req.Header[k] = v
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return "", fmt.Errorf("cannot reach the hub at %s: %v", hubURL, unwrapURLError(err))

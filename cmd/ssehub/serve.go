@@ -27,6 +27,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		maxChannels     = fs.Int("max-channels-per-connection", ssehub.DefaultMaxChannels, "most channels one stream may subscribe to")
 		shutdownTimeout = fs.Duration("shutdown-timeout", 10*time.Second, "how long shutdown waits for publishes in flight and streams to end")
 	)
+	sec := addSecurityFlags(fs) // security.go
 	if err := fs.parse(args); err != nil {
 		return err
 	}
@@ -45,7 +46,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if err != nil {
 		return err
 	}
-	hub, err := ssehub.New(ssehub.Config{
+	cfg := ssehub.Config{
 		Broker:          broker,
 		Heartbeat:       *heartbeat,
 		Retry:           *retry,
@@ -53,7 +54,12 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		MaxMessageBytes: *maxMessageBytes,
 		MaxChannels:     *maxChannels,
 		Logger:          logger,
-	})
+	}
+	if err := sec.apply(&cfg); err != nil {
+		closeBroker(ctx)
+		return err
+	}
+	hub, err := ssehub.New(cfg)
 	if err != nil {
 		closeBroker(ctx)
 		return err
@@ -64,9 +70,12 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		closeBroker(ctx)
 		return err
 	}
+	// No ReadTimeout or WriteTimeout: they would cut streams. The hub
+	// bounds the read of publish bodies and each write to a stream itself.
 	srv := &http.Server{
 		Handler:           hub,
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
@@ -78,6 +87,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	logger.Info("listening", "addr", ln.Addr().String(), "url", "http://"+ln.Addr().String(), "broker", redactURL(*brokerURL))
+	sec.logAccess(logger, cfg, ln.Addr())
 
 	select {
 	case err = <-served:
