@@ -78,6 +78,7 @@ func TestOneConnectionForManySubscribers(t *testing.T) {
 			}
 		}
 	}
+	t.Logf("%d subscribers on %d channels: the hub holds %d Redis connections, %d of them pub/sub", subscribers, channels, total, pubsub)
 	if pubsub != 1 || total > 3 {
 		t.Fatalf("the hub holds %d connections, %d of them pub/sub; want 1 pub/sub and at most 2 others\n%s", total, pubsub, list)
 	}
