@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"strconv"
@@ -83,16 +84,16 @@ func (h *Hub) serveStream(w http.ResponseWriter, r *http.Request) {
 	defer release()
 	sub, err := h.Subscribe(ctx, q["channel"], lastID)
 	if err != nil {
+		if errors.Is(err, ErrUnavailable) || errors.Is(err, ErrClosed) {
+			h.serveComeBack(w, r, err)
+			return
+		}
 		writeErr(w, err)
 		return
 	}
 	defer sub.Close()
 
-	hdr := w.Header()
-	hdr.Set("Content-Type", "text/event-stream")
-	hdr.Set("Cache-Control", "no-cache")
-	hdr.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
+	writeStreamHeader(w)
 
 	st := stream{w: w, rc: http.NewResponseController(w), timeout: h.cfg.WriteTimeout}
 	started := time.Now()
@@ -107,6 +108,30 @@ func (h *Hub) serveStream(w http.ResponseWriter, r *http.Request) {
 		slog.Duration("duration", time.Since(started)),
 		slog.Int64("events", st.events),
 		slog.String("reason", reason))
+}
+
+func writeStreamHeader(w http.ResponseWriter) {
+	hdr := w.Header()
+	hdr.Set("Content-Type", "text/event-stream")
+	hdr.Set("Cache-Control", "no-cache")
+	hdr.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+}
+
+// serveComeBack answers a stream the hub cannot serve right now (the broker
+// is unreachable, or the hub is shutting down) with an empty stream that
+// sets a reconnection delay. An EventSource treats any error status as final
+// and stops for good; an ended stream it retries after the delay, with its
+// Last-Event-ID, so nothing is lost once the hub can serve it again.
+func (h *Hub) serveComeBack(w http.ResponseWriter, r *http.Request, err error) {
+	base := max(h.cfg.Retry, time.Second)
+	delay := base + rand.N(base)
+	writeStreamHeader(w)
+	w.Write(sse.AppendRetry(nil, int(delay/time.Millisecond)))
+	h.log.LogAttrs(r.Context(), slog.LevelWarn, "stream deferred",
+		slog.String("remote", r.RemoteAddr),
+		slog.Duration("retry", delay),
+		slog.String("error", err.Error()))
 }
 
 func channelNames(s *Subscription) []string {
