@@ -250,4 +250,3 @@ func benchmarkFanoutStream(b *testing.B, detach bool, subs int) {
 	}
 	readers.Wait()
 }
-

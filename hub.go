@@ -30,7 +30,8 @@ type Hub struct {
 
 	done chan struct{} // closed when Close tells subscriptions to end
 
-	detacher detacher // streams taken over from net/http (Config.Detach)
+	conns    connLimiter // streams open over HTTP, for the connection limits
+	detacher detacher    // streams taken over from net/http (Config.Detach)
 }
 
 // hubChannel is the local state of one channel: its broker subscription and

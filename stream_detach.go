@@ -86,16 +86,19 @@ type detached struct {
 	endReason string // set when the write in progress is the stream's last
 	events    int64
 
-	remote string
-	since  time.Time
+	release func()      // gives back the connection slot
+	expiry  *time.Timer // ends the stream when its credential expires; may be nil
+	remote  string
+	since   time.Time
 }
 
 // detach takes the stream of sub over from w once its headers are set and
-// WriteHeader has been called. It reports false, having changed nothing,
-// when the connection cannot be taken over (HTTP/2, TLS, or a
-// ResponseWriter without Hijack); the caller then serves the stream
+// WriteHeader has been called. The stream runs in ctx and holds its
+// connection slot until it calls release. detach reports false, having
+// changed nothing, when the connection cannot be taken over (HTTP/2, TLS,
+// or a ResponseWriter without Hijack); the caller then serves the stream
 // itself.
-func (h *Hub) detach(w http.ResponseWriter, r *http.Request, sub *Subscription) bool {
+func (h *Hub) detach(ctx context.Context, w http.ResponseWriter, r *http.Request, sub *Subscription, release func()) bool {
 	if r.ProtoMajor != 1 || r.TLS != nil {
 		return false
 	}
@@ -105,7 +108,7 @@ func (h *Hub) detach(w http.ResponseWriter, r *http.Request, sub *Subscription) 
 	if err != nil {
 		return false
 	}
-	st := &detached{hub: h, sub: sub, conn: conn, remote: r.RemoteAddr, since: time.Now()}
+	st := &detached{hub: h, sub: sub, conn: conn, release: release, remote: r.RemoteAddr, since: time.Now()}
 	if sc, ok := conn.(syscall.Conn); ok && canWriteNonblocking {
 		if raw, err := sc.SyscallConn(); err == nil {
 			st.nb.init(raw)
@@ -119,6 +122,15 @@ func (h *Hub) detach(w http.ResponseWriter, r *http.Request, sub *Subscription) 
 		sub.stopCtx = nil // and with it the request and its context
 	}
 	sub.setWake(st.wake)
+	if deadline, ok := ctx.Deadline(); ok {
+		// ctx ends with the handler. What its deadline stands for is the
+		// expiry of the credential the stream was opened with
+		// (admitStream), which ends a stream in the handler as well.
+		st.expiry = time.AfterFunc(time.Until(deadline), func() {
+			sub.end(errCredentialExpired)
+			st.wake()
+		})
+	}
 	h.detacher.register(h, st)
 	st.wake() // the retry line, replayed events, and whatever is queued
 	return true
@@ -441,8 +453,12 @@ func (st *detached) end(reason string, clean bool) {
 		st.nb.write([]byte("0\r\n\r\n"))
 	}
 	st.conn.Close()
+	if st.expiry != nil {
+		st.expiry.Stop()
+	}
 	st.hub.detacher.unregister(st)
 	st.sub.Close()
+	st.release()
 	st.hub.log.LogAttrs(context.Background(), slog.LevelInfo, "stream closed",
 		slog.String("remote", st.remote),
 		slog.Any("channels", channelNames(st.sub)),

@@ -383,3 +383,47 @@ func TestFrameChunk(t *testing.T) {
 		}
 	}
 }
+
+func TestDetachHoldsConnectionSlot(t *testing.T) {
+	t.Parallel()
+	ds := newDetachServer(t, Config{MaxConnections: 1, Heartbeat: 5 * time.Millisecond}, nil)
+	conn, _ := rawStream(t, ds.srv.URL, "?channel=slot")
+	resp, err := http.Get(ds.srv.URL + "/sse?channel=slot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("second stream: status %d, want 503", resp.StatusCode)
+	}
+	// The slot is the detached stream's until the hub finds it gone.
+	conn.Close()
+	ds.log.waitClosed(t)
+	if n := ds.hub.conns.open(); n != 0 {
+		t.Fatalf("%d slots held after the stream closed", n)
+	}
+	rawStream(t, ds.srv.URL, "?channel=slot")
+}
+
+func TestDetachGrantExpiryEndsStream(t *testing.T) {
+	t.Parallel()
+	expires := time.Now().Add(200 * time.Millisecond)
+	ds := newDetachServer(t, Config{Authorizer: AuthorizerFunc(func(*http.Request) (Grant, error) {
+		return Grant{Authenticated: true, Subscribe: func(string) bool { return true }, Expires: expires}, nil
+	})}, nil)
+	_, dec := ds.open(t, "?channel=exp", "")
+	id := detachPublish(t, ds.hub, "exp", `1`)
+	if e := detachNext(t, dec); e.LastEventID != id {
+		t.Fatalf("got id %q, want %q", e.LastEventID, id)
+	}
+	// Nothing but the expiry ends the stream.
+	if _, err := dec.Next(); err != io.EOF {
+		t.Fatalf("stream: %v, want it to end", err)
+	}
+	if m := ds.log.waitClosed(t); m["reason"] != errCredentialExpired.Error() {
+		t.Fatalf("closed for %q", m["reason"])
+	}
+	if ds.hijacked.Load() != 1 {
+		t.Fatal("stream not detached")
+	}
+}
