@@ -33,7 +33,7 @@ func TestNothingLostUnderLoad(t *testing.T) {
 			})
 			stream, publish := bench.Targets(srv.URL)
 			res, err := bench.Run(t.Context(), bench.Options{
-				StreamURL: stream, PublishURL: publish,
+				StreamURLs: []string{stream}, PublishURL: publish,
 				Subscribers: 200, Channels: 1, Events: 200,
 				Settle: time.Millisecond,
 				// Well within the hub's queue, so that no subscriber is

@@ -4,6 +4,7 @@
 //	ssehub publish    publish the JSON message read on stdin
 //	ssehub subscribe  print a stream's events as JSON lines
 //	ssehub token      mint a JWT for development and tests
+//	ssehub bench      measure a hub under load
 package main
 
 import (
@@ -40,6 +41,7 @@ func commands() []command {
 		{"publish", "publish the JSON message read on stdin", runPublish},
 		{"subscribe", "print a stream's events as JSON lines", runSubscribe},
 		{"token", "mint a JWT for development and tests", runToken},
+		{"bench", "measure a hub under load", runBench},
 	}
 }
 

@@ -26,6 +26,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		maxMessageBytes = fs.Int("max-message-bytes", ssehub.DefaultMaxMessageBytes, "largest accepted message data, in bytes")
 		maxChannels     = fs.Int("max-channels-per-connection", ssehub.DefaultMaxChannels, "most channels one stream may subscribe to")
 		shutdownTimeout = fs.Duration("shutdown-timeout", 10*time.Second, "how long shutdown waits for publishes in flight and streams to end")
+		detach          = fs.Bool("detach", true, "take each HTTP/1.1 stream over from net/http once its headers are sent: a few KB per idle stream, and writes from a small pool")
 	)
 	sec := addSecurityFlags(fs) // security.go
 	if err := fs.parse(args); err != nil {
@@ -53,6 +54,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		QueueSize:       *queueSize,
 		MaxMessageBytes: *maxMessageBytes,
 		MaxChannels:     *maxChannels,
+		Detach:          *detach,
 		Logger:          logger,
 	}
 	if err := sec.apply(&cfg); err != nil {
@@ -82,7 +84,8 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	// Shutdown waits for handlers to return, and a stream returns only
 	// when the hub ends it. shutdownCtx is set before Shutdown runs this.
 	var shutdownCtx context.Context
-	srv.RegisterOnShutdown(func() { hub.Close(shutdownCtx) })
+	hubClosed := make(chan struct{})
+	srv.RegisterOnShutdown(func() { hub.Close(shutdownCtx); close(hubClosed) })
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -101,6 +104,9 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 			err = fmt.Errorf("shutdown: streams still open after %s", *shutdownTimeout)
 			srv.Close()
 		}
+		// Detached streams are the hub's, not the server's: Shutdown does
+		// not wait for them, Close does (within shutdownCtx).
+		<-hubClosed
 	}
 	if cerr := closeBroker(context.WithoutCancel(ctx)); err == nil && cerr != nil && !errors.Is(cerr, ssehub.ErrClosed) {
 		err = cerr

@@ -43,16 +43,18 @@ const (
 // Options describe one load scenario. The zero value of each field means
 // its Default* constant.
 type Options struct {
-	// StreamURL is the subscribe URL. "{channel}" in it is replaced by the
-	// subscriber's channel name. Its host must be a loopback address.
-	StreamURL string
+	// StreamURLs are the subscribe URLs; subscribers connect to them in
+	// turn, so that one run can spread over several hubs. "{channel}" in
+	// a URL is replaced by the subscriber's channel name. Their hosts must
+	// be loopback addresses.
+	StreamURLs []string
 	// PublishURL receives POST requests with a JSON body
 	// {"channel": NAME, "data": {...}}, as ssehub's /publish does. Its
 	// host must be a loopback address.
 	PublishURL string
-	// PID is the hub's process id, for the memory and CPU figures read from
-	// /proc. Zero leaves them out.
-	PID int
+	// PIDs are the hubs' process ids, for the memory and CPU figures read
+	// from /proc, summed over the processes. None leaves them out.
+	PIDs []int
 
 	// Subscribers is how many streams to open, spread evenly over Channels.
 	Subscribers int
@@ -150,11 +152,16 @@ func (o Options) withDefaults() (Options, error) {
 			return o, fmt.Errorf("bench: source address %s is not a loopback address", a)
 		}
 	}
-	if !strings.Contains(o.StreamURL, "{channel}") && o.Channels > 1 {
-		return o, errors.New("bench: StreamURL has no {channel} for more than one channel")
+	if len(o.StreamURLs) == 0 {
+		return o, errors.New("bench: no stream URL")
 	}
-	if err := checkLoopbackURL(o.StreamURL); err != nil {
-		return o, err
+	for _, u := range o.StreamURLs {
+		if !strings.Contains(u, "{channel}") && o.Channels > 1 {
+			return o, fmt.Errorf("bench: stream URL %q has no {channel} for more than one channel", u)
+		}
+		if err := checkLoopbackURL(u); err != nil {
+			return o, err
+		}
 	}
 	if o.Events >= 0 {
 		if err := checkLoopbackURL(o.PublishURL); err != nil {
@@ -268,16 +275,16 @@ func (r *runner) logf(format string, args ...any) {
 
 func (r *runner) run(ctx context.Context) (*Result, error) {
 	o := r.o
-	res := &Result{Target: o.StreamURL, Subscribers: o.Subscribers, Channels: o.Channels, Rate: o.Rate, Window: o.Window, PID: o.PID}
+	res := &Result{Target: strings.Join(o.StreamURLs, " "), Subscribers: o.Subscribers, Channels: o.Channels, Rate: o.Rate, Window: o.Window, PIDs: o.PIDs}
 	r.chans = make([]*chanState, o.Channels)
 	for i := range r.chans {
 		r.chans[i] = newChanState(fmt.Sprintf("%s%d", o.ChannelPrefix, i), o.Window)
 	}
 	toolStart, _ := ReadProc(0)
 	var hubStart ProcStats
-	if o.PID != 0 {
+	if len(o.PIDs) > 0 {
 		var err error
-		if hubStart, err = ReadProc(o.PID); err != nil {
+		if hubStart, err = readProcs(o.PIDs); err != nil {
 			return nil, err
 		}
 		res.HubRSSBeforeKB = hubStart.RSSKB
@@ -301,8 +308,8 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 	if err := sleepCtx(ctx, o.Settle); err != nil {
 		return nil, err
 	}
-	if o.PID != 0 {
-		idle, err := ReadProc(o.PID)
+	if len(o.PIDs) > 0 {
+		idle, err := readProcs(o.PIDs)
 		if err != nil {
 			return nil, err
 		}
@@ -327,8 +334,8 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 	if end.Before(pubStart) {
 		end = time.Now()
 	}
-	if o.PID != 0 {
-		hubEnd, err := ReadProc(o.PID)
+	if len(o.PIDs) > 0 {
+		hubEnd, err := readProcs(o.PIDs)
 		if err == nil {
 			res.HubCPUSeconds = hubEnd.CPU.Seconds() - hubStart.CPU.Seconds()
 		}
@@ -455,7 +462,7 @@ func (r *runner) connect(ctx context.Context, res *Result) error {
 			defer func() { <-sem; wg.Done() }()
 			c := r.chans[i%o.Channels]
 			s := newSubscriber(r, c)
-			err := s.dial(ctx, o.Sources[i%len(o.Sources)], strings.ReplaceAll(o.StreamURL, "{channel}", c.name))
+			err := s.dial(ctx, o.Sources[i%len(o.Sources)], strings.ReplaceAll(o.StreamURLs[i%len(o.StreamURLs)], "{channel}", c.name))
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {

@@ -30,7 +30,7 @@ func TestRunAgainstNaive(t *testing.T) {
 	s := startNaive(t)
 	stream, pub := Targets(s.URL)
 	res, err := Run(t.Context(), Options{
-		StreamURL: stream, PublishURL: pub,
+		StreamURLs: []string{stream}, PublishURL: pub,
 		Subscribers: 40, Channels: 3, Events: 300, Publishers: 2,
 		Sources: SourceRange(netip.MustParseAddr("127.0.0.1"), 2),
 		Settle:  time.Millisecond,
@@ -90,7 +90,7 @@ func TestRunListenOnly(t *testing.T) {
 	done := make(chan outcome, 1)
 	go func() {
 		res, err := Run(t.Context(), Options{
-			StreamURL: stream, Subscribers: 10, Channels: 2, Events: -1, Expect: 3,
+			StreamURLs: []string{stream}, Subscribers: 10, Channels: 2, Events: -1, Expect: 3,
 			Settle: time.Millisecond, Hold: time.Minute, Progress: connected,
 		})
 		done <- outcome{res, err}
@@ -130,18 +130,18 @@ func TestRunListenOnly(t *testing.T) {
 func TestOptionsRejectRemoteTargets(t *testing.T) {
 	t.Parallel()
 	for _, o := range []Options{
-		{StreamURL: "http://192.0.2.1/sse?channel={channel}", PublishURL: "http://127.0.0.1/publish"},
-		{StreamURL: "http://127.0.0.1/sse?channel={channel}", PublishURL: "http://example.com/publish"},
-		{StreamURL: "https://127.0.0.1/sse?channel={channel}", PublishURL: "http://127.0.0.1/publish"},
-		{StreamURL: "http://127.0.0.1/sse", PublishURL: "http://127.0.0.1/publish", Channels: 2},
-		{StreamURL: "http://127.0.0.1/sse?channel={channel}", PublishURL: "http://127.0.0.1/publish",
+		{StreamURLs: []string{"http://192.0.2.1/sse?channel={channel}"}, PublishURL: "http://127.0.0.1/publish"},
+		{StreamURLs: []string{"http://127.0.0.1/sse?channel={channel}"}, PublishURL: "http://example.com/publish"},
+		{StreamURLs: []string{"https://127.0.0.1/sse?channel={channel}"}, PublishURL: "http://127.0.0.1/publish"},
+		{StreamURLs: []string{"http://127.0.0.1/sse"}, PublishURL: "http://127.0.0.1/publish", Channels: 2},
+		{StreamURLs: []string{"http://127.0.0.1/sse?channel={channel}"}, PublishURL: "http://127.0.0.1/publish",
 			Sources: []netip.Addr{netip.MustParseAddr("10.0.0.1")}},
 	} {
 		if _, err := o.withDefaults(); err == nil {
 			t.Errorf("%+v: accepted", o)
 		}
 	}
-	if _, err := (Options{StreamURL: "http://localhost:8080/sse?channel={channel}", Events: -1}).withDefaults(); err != nil {
+	if _, err := (Options{StreamURLs: []string{"http://localhost:8080/sse?channel={channel}"}, Events: -1}).withDefaults(); err != nil {
 		t.Errorf("listen-only run on localhost: %v", err)
 	}
 }
@@ -285,8 +285,8 @@ func TestReadProc(t *testing.T) {
 
 func TestCompareTableAndJSON(t *testing.T) {
 	t.Parallel()
-	hub := &Result{Target: "a", PID: 1, DeliveriesPerSec: 300, CPUPerDeliveryUs: 1, RSSPerConnKB: 5, Latency: Latency{P99: 2}}
-	naive := &Result{Target: "b", PID: 2, DeliveriesPerSec: 100, CPUPerDeliveryUs: 4, RSSPerConnKB: 25, Latency: Latency{P99: 4}}
+	hub := &Result{Target: "a", PIDs: []int{1}, DeliveriesPerSec: 300, CPUPerDeliveryUs: 1, RSSPerConnKB: 5, Latency: Latency{P99: 2}}
+	naive := &Result{Target: "b", PIDs: []int{2}, DeliveriesPerSec: 100, CPUPerDeliveryUs: 4, RSSPerConnKB: 25, Latency: Latency{P99: 4}}
 	c := Compare(hub, naive)
 	for key, want := range map[string]float64{"deliveries_per_s": 3, "hub_cpu_per_delivery_us": 0.25, "hub_rss_per_conn_kb": 0.2, "p99_ms": 0.5} {
 		if got := c.Ratios[key]; got != want {
@@ -326,4 +326,24 @@ func TestStartProcessNeedsURL(t *testing.T) {
 		t.Fatalf("URL %q, pid %d", s.URL, s.PID)
 	}
 	s.Close()
+}
+
+func TestRunSpreadsOverStreamURLs(t *testing.T) {
+	t.Parallel()
+	a, b := startNaive(t), startNaive(t)
+	streamA, publishA := Targets(a.URL)
+	streamB, _ := Targets(b.URL)
+	res, err := Run(t.Context(), Options{
+		StreamURLs: []string{streamA, streamB}, PublishURL: publishA,
+		Subscribers: 6, Events: 10, Settle: time.Millisecond, Drain: 50 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The naive servers share nothing: the three subscribers on A get
+	// every event, the three on B none.
+	if res.Deliveries != 30 || res.Lost != 30 || res.SubsWithLoss != 3 || res.MaxLostPerSub != 10 {
+		t.Fatalf("deliveries %d, lost %d on %d subscribers (max %d); want 30, 30 on 3 (max 10)",
+			res.Deliveries, res.Lost, res.SubsWithLoss, res.MaxLostPerSub)
+	}
 }

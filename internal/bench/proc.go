@@ -62,3 +62,17 @@ func ReadProc(pid int) (ProcStats, error) {
 	st.CPU = time.Duration(utime+stime) * clockTick
 	return st, nil
 }
+
+// readProcs sums the stats of several processes.
+func readProcs(pids []int) (ProcStats, error) {
+	var sum ProcStats
+	for _, pid := range pids {
+		st, err := ReadProc(pid)
+		if err != nil {
+			return sum, err
+		}
+		sum.RSSKB += st.RSSKB
+		sum.CPU += st.CPU
+	}
+	return sum, nil
+}

@@ -12,7 +12,7 @@ import (
 // Result holds the figures of one run.
 type Result struct {
 	Target      string  `json:"target"`
-	PID         int     `json:"pid,omitempty"`
+	PIDs        []int   `json:"pids,omitempty"`
 	Subscribers int     `json:"subscribers"`
 	Channels    int     `json:"channels"`
 	Rate        float64 `json:"rate"`
@@ -128,7 +128,7 @@ func (c *Comparison) WriteTable(w io.Writer) error {
 		fmt.Fprintf(tw, "\thub\t\n")
 	}
 	for _, f := range figures {
-		if f.key == "hub_rss_per_conn_kb" && c.Hub.PID == 0 || strings.HasPrefix(f.key, "hub_cpu") && c.Hub.PID == 0 {
+		if (f.key == "hub_rss_per_conn_kb" || strings.HasPrefix(f.key, "hub_cpu")) && len(c.Hub.PIDs) == 0 {
 			continue
 		}
 		fmt.Fprintf(tw, "%s\t"+f.format+"\t", f.label, f.value(c.Hub))
