@@ -37,9 +37,11 @@ import (
 // pool: only a stream with a slow reader holds a goroutine.
 //
 // Nothing reads from a detached connection. A client that went away is
-// found by the next write to it, an event or a heartbeat: heartbeats are
-// sent by one ticker per hub to the streams that wrote nothing since the
-// previous tick.
+// found by the next write to it, an event or a heartbeat. Heartbeats come
+// from one ticker per hub, which ticks twice per Heartbeat interval and
+// sends one to each stream that wrote nothing since the previous tick: no
+// stream goes longer than the interval without a write, and a busy stream
+// gets none.
 
 // maxChunk bounds the bytes a writer gathers into one write, so that one
 // busy stream does not hold a writer for long.
@@ -179,7 +181,7 @@ func (d *detacher) unregister(st *detached) {
 func (d *detacher) tick(h *Hub) {
 	var c <-chan time.Time
 	if h.cfg.Heartbeat > 0 {
-		t := time.NewTicker(h.cfg.Heartbeat)
+		t := time.NewTicker(h.cfg.Heartbeat / 2)
 		defer t.Stop()
 		c = t.C
 	}
