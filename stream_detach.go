@@ -82,7 +82,6 @@ type detached struct {
 	blocked   atomic.Bool // writeRest is waiting for the client
 
 	// Owned by the goroutine running the stream.
-	started   bool   // the retry line has been sent
 	ended     bool   // the connection is closed and the subscription released
 	rest      []byte // what a blocked write has yet to send
 	endReason string // set when the write in progress is the stream's last
@@ -101,12 +100,19 @@ type detached struct {
 // or a ResponseWriter without Hijack); the caller then serves the stream
 // itself.
 func (h *Hub) detach(ctx context.Context, w http.ResponseWriter, r *http.Request, sub *Subscription, release func()) bool {
-	if r.ProtoMajor != 1 || r.TLS != nil {
+	if r.ProtoMajor != 1 || r.TLS != nil || !hijacker(w) {
 		return false
 	}
-	// Hijack flushes the headers: net/http has chosen the chunked
-	// encoding, so the body goes on in chunks.
-	conn, _, err := http.NewResponseController(w).Hijack()
+	// The first line goes out with the headers, in one write; net/http
+	// chooses the chunked encoding, and the body goes on in chunks. Should
+	// Hijack still fail, the caller sends the line again: a repeated retry
+	// field or comment changes nothing for the client.
+	rc := http.NewResponseController(w)
+	w.Write(h.firstLine())
+	if rc.Flush() != nil {
+		return false
+	}
+	conn, _, err := rc.Hijack()
 	if err != nil {
 		return false
 	}
@@ -136,6 +142,30 @@ func (h *Hub) detach(ctx context.Context, w http.ResponseWriter, r *http.Request
 	h.detacher.register(h, st)
 	st.wake() // the retry line, replayed events, and whatever is queued
 	return true
+}
+
+// hijacker reports whether w, or a ResponseWriter it wraps (Unwrap, as
+// http.ResponseController follows), can be hijacked.
+func hijacker(w http.ResponseWriter) bool {
+	for {
+		switch t := w.(type) {
+		case http.Hijacker:
+			return true
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = t.Unwrap()
+		default:
+			return false
+		}
+	}
+}
+
+// firstLine is what a stream starts with: the retry field, or a comment
+// when no retry is configured.
+func (h *Hub) firstLine() []byte {
+	if h.cfg.Retry > 0 {
+		return sse.AppendRetry(nil, int(h.cfg.Retry/time.Millisecond))
+	}
+	return sse.Heartbeat
 }
 
 // setWake sets the function offer calls after queueing an event or ending
@@ -325,14 +355,6 @@ func (st *detached) step(buf []byte) (blocked bool) {
 		default:
 		}
 		b := buf[:chunkRoom]
-		if !st.started {
-			st.started = true
-			if h.cfg.Retry > 0 {
-				b = sse.AppendRetry(b, int(h.cfg.Retry/time.Millisecond))
-			} else {
-				b = append(b, sse.Heartbeat...)
-			}
-		}
 		more := false
 		for {
 			if len(b) >= maxChunk {
