@@ -46,6 +46,9 @@ type Config struct {
 	// Logger receives one record per stream opened and closed, and broker
 	// errors. Nil discards them.
 	Logger *slog.Logger
+	// Metrics receives counts of streams, channels and events, for
+	// monitoring (see package promhub). Nil records nothing.
+	Metrics Metrics
 }
 
 func (c Config) withDefaults() (Config, error) {

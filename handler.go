@@ -20,6 +20,7 @@ import (
 //	GET  /sse?channel=NAME   the event stream (see StreamHandler)
 //	POST /publish            publish a message (see PublishHandler)
 //	GET  /healthz            liveness (see HealthHandler)
+//	GET  /readyz             readiness (see ReadyHandler)
 //
 // To serve them under other paths, mount the handlers one by one.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -30,6 +31,8 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.servePublish(w, r)
 	case "/healthz":
 		h.serveHealth(w, r)
+	case "/readyz":
+		h.serveReady(w, r)
 	default:
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path)
 	}
@@ -87,7 +90,11 @@ func (h *Hub) serveStream(w http.ResponseWriter, r *http.Request) {
 	hdr.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 
-	st := stream{w: w, rc: http.NewResponseController(w), timeout: h.cfg.WriteTimeout}
+	h.log.LogAttrs(ctx, slog.LevelInfo, "stream opened",
+		slog.String("remote", r.RemoteAddr),
+		slog.Any("channels", channelNames(sub)),
+		slog.Bool("resume", lastID != ""))
+	st := stream{w: w, rc: http.NewResponseController(w), timeout: h.cfg.WriteTimeout, m: h.metrics}
 	started := time.Now()
 	reason := h.runStream(ctx, &st, sub)
 	h.log.LogAttrs(ctx, slog.LevelInfo, "stream closed",
@@ -125,6 +132,7 @@ func (h *Hub) runStream(ctx context.Context, st *stream, sub *Subscription) stri
 	if err := st.flush(); err != nil {
 		return "write: " + err.Error()
 	}
+	st.live = true
 
 	var tick <-chan time.Time
 	if h.cfg.Heartbeat > 0 {
@@ -149,6 +157,9 @@ func (h *Hub) runStream(ctx context.Context, st *stream, sub *Subscription) stri
 		case <-tick:
 			st.write(sse.Heartbeat)
 		case <-sub.ended:
+			if sub.err == errDraining {
+				return h.finishDrained(st, sub)
+			}
 			return sub.err.Error()
 		case <-h.done:
 			for e := sub.tryNext(); e != nil; e = sub.tryNext() {
@@ -173,6 +184,10 @@ type stream struct {
 	events  int64
 	err     error
 	armed   bool
+
+	m     Metrics  // nil records nothing
+	live  bool     // events from now on are live, not replayed
+	batch []*Event // events written since the last flush, when m is set
 }
 
 func (st *stream) write(p []byte) {
@@ -194,6 +209,9 @@ func (st *stream) write(p []byte) {
 func (st *stream) event(e *Event) {
 	st.write(e.frame)
 	st.events++
+	if st.m != nil {
+		st.batch = append(st.batch, e)
+	}
 }
 
 func (st *stream) flush() error {
@@ -201,7 +219,25 @@ func (st *stream) flush() error {
 		st.err = st.rc.Flush()
 	}
 	st.armed = false
+	if st.m != nil && len(st.batch) > 0 {
+		st.report()
+	}
 	return st.err
+}
+
+// report passes the events of the last flush to the metrics.
+func (st *stream) report() {
+	if st.err == nil {
+		st.m.EventsWritten(len(st.batch))
+		if st.live {
+			now := time.Now()
+			for _, e := range st.batch {
+				st.m.WriteLatency(now.Sub(e.Time))
+			}
+		}
+	}
+	clear(st.batch)
+	st.batch = st.batch[:0]
 }
 
 // publishRequest is the body of POST /publish. ID accepts a JSON string or

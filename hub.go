@@ -21,6 +21,7 @@ type Hub struct {
 	replayer  Replayer // nil when the broker keeps no history
 	ownBroker bool
 	log       *slog.Logger
+	metrics   Metrics // nil records nothing
 
 	mu         sync.Mutex
 	channels   map[string]*hubChannel
@@ -29,6 +30,8 @@ type Hub struct {
 	streams    sync.WaitGroup
 
 	done chan struct{} // closed when Close tells subscriptions to end
+
+	drainJitter time.Duration // set by Drain before it ends the first stream
 }
 
 // hubChannel is the local state of one channel: its broker subscription and
@@ -59,7 +62,7 @@ func New(cfg Config) (*Hub, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Hub{cfg: cfg, broker: cfg.Broker, log: cfg.Logger, channels: map[string]*hubChannel{}, done: make(chan struct{})}
+	h := &Hub{cfg: cfg, broker: cfg.Broker, log: cfg.Logger, metrics: cfg.Metrics, channels: map[string]*hubChannel{}, done: make(chan struct{})}
 	if h.broker == nil {
 		h.broker = NewMemoryBroker(MemoryConfig{})
 		h.ownBroker = true
@@ -97,7 +100,11 @@ func (h *Hub) publish(ctx context.Context, m Message) (*Event, error) {
 	h.publishing.Add(1)
 	h.mu.Unlock()
 	defer h.publishing.Done()
-	return h.broker.Publish(ctx, m)
+	e, err := h.broker.Publish(ctx, m)
+	if err == nil && h.metrics != nil {
+		h.metrics.EventPublished()
+	}
+	return e, err
 }
 
 // Close ends the hub: it refuses new publishes and subscriptions, waits for
@@ -171,6 +178,9 @@ func (h *Hub) Subscribe(ctx context.Context, channels []string, lastEventID stri
 	}
 	h.streams.Add(1)
 	h.mu.Unlock()
+	if h.metrics != nil {
+		h.metrics.SubscriptionOpened()
+	}
 
 	// Live first, then history: an event published meanwhile is either
 	// in the replay or queued, and the queue skips what the replay covered.
@@ -199,17 +209,29 @@ func (s *Subscription) replay(ctx context.Context, names []string, lastEventID s
 	h := s.hub
 	if h.replayer == nil {
 		s.pending = append(s.pending, resetEvent(Cursor{}))
+		if h.metrics != nil {
+			h.metrics.Replay(ReplayReset)
+		}
 		return nil
 	}
 	head, err := h.replayer.Replay(ctx, names, lastEventID, func(e *Event) error {
 		s.pending = append(s.pending, e)
 		return nil
 	})
+	outcome := ReplayResumed
 	switch {
 	case errors.Is(err, ErrUnknownID):
 		s.pending = append(s.pending[:0], resetEvent(head))
+		outcome = ReplayReset
 	case err != nil:
-		return fmt.Errorf("replay after %q: %w", lastEventID, err)
+		err = fmt.Errorf("replay after %q: %w", lastEventID, err)
+		outcome = ReplayFailed
+	}
+	if h.metrics != nil {
+		h.metrics.Replay(outcome)
+	}
+	if outcome == ReplayFailed {
+		return err
 	}
 	s.skip = head.Seq
 	return nil
@@ -258,10 +280,16 @@ func (h *Hub) acquire(ctx context.Context, name string) (*hubChannel, error) {
 		// The broker subscription outlives this caller, so it must not end
 		// with the caller's context.
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), subscribeTimeout)
-		c.stop, c.err = h.broker.Subscribe(sctx, name, c.dispatch)
+		deliver := c.dispatch
+		if m := h.metrics; m != nil {
+			deliver = func(e *Event) { m.EventReceived(); c.dispatch(e) }
+		}
+		c.stop, c.err = h.broker.Subscribe(sctx, name, deliver)
 		cancel()
 		if c.err != nil {
 			c.err = fmt.Errorf("subscribe %q: %w", name, c.err)
+		} else if h.metrics != nil {
+			h.metrics.ChannelSubscribed()
 		}
 		close(c.ready)
 	} else {
@@ -291,6 +319,9 @@ func (h *Hub) unref(c *hubChannel) {
 	if last && c.stop != nil {
 		c.stop()
 	}
+	if last && c.err == nil && h.metrics != nil {
+		h.metrics.ChannelUnsubscribed()
+	}
 }
 
 // offer queues e for s, ending s when its queue is full.
@@ -299,6 +330,9 @@ func (s *Subscription) offer(e *Event) {
 	case s.queue <- e:
 	default:
 		if s.end(ErrSlowSubscriber) {
+			if m := s.hub.metrics; m != nil {
+				m.SlowSubscriber()
+			}
 			// Not here: offer runs under the channel's read lock.
 			go s.release()
 		}
@@ -324,6 +358,9 @@ func (s *Subscription) release() {
 			delete(c.subs, s)
 			c.mu.Unlock()
 			s.hub.unref(c)
+		}
+		if m := s.hub.metrics; m != nil {
+			m.SubscriptionClosed()
 		}
 		s.hub.streams.Done()
 	})
@@ -354,6 +391,12 @@ func (s *Subscription) Next(ctx context.Context) (*Event, error) {
 			}
 			return e, nil
 		case <-s.ended:
+			if s.err == errDraining {
+				// The hub drains: hand over what is queued, then end.
+				if e := s.tryNext(); e != nil {
+					return e, nil
+				}
+			}
 			return nil, s.err
 		case <-s.hub.done:
 			// The hub is closing: hand over what is queued, then end.
