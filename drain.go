@@ -93,10 +93,13 @@ waves:
 	case <-ctx.Done():
 	}
 	h.log.LogAttrs(ctx, slog.LevelInfo, "hub drained", slog.Duration("duration", time.Since(start)))
+	err := ctx.Err()
 	if h.ownBroker {
-		return h.broker.Close(ctx)
+		if cerr := h.broker.Close(ctx); err == nil {
+			err = cerr
+		}
 	}
-	return ctx.Err()
+	return err
 }
 
 // drainWaves returns how many waves Drain ends n streams in over a period.
