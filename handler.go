@@ -96,6 +96,10 @@ func (h *Hub) serveStream(w http.ResponseWriter, r *http.Request) {
 		slog.Bool("resume", lastID != ""))
 	st := stream{w: w, rc: http.NewResponseController(w), timeout: h.cfg.WriteTimeout, m: h.metrics}
 	started := time.Now()
+	h.log.LogAttrs(ctx, slog.LevelInfo, "stream opened",
+		slog.String("remote", r.RemoteAddr),
+		slog.Any("channels", channelNames(sub)),
+		slog.Bool("resume", lastID != ""))
 	reason := h.runStream(ctx, &st, sub)
 	h.log.LogAttrs(ctx, slog.LevelInfo, "stream closed",
 		slog.String("remote", r.RemoteAddr),
