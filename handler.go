@@ -90,10 +90,6 @@ func (h *Hub) serveStream(w http.ResponseWriter, r *http.Request) {
 	hdr.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 
-	h.log.LogAttrs(ctx, slog.LevelInfo, "stream opened",
-		slog.String("remote", r.RemoteAddr),
-		slog.Any("channels", channelNames(sub)),
-		slog.Bool("resume", lastID != ""))
 	st := stream{w: w, rc: http.NewResponseController(w), timeout: h.cfg.WriteTimeout, m: h.metrics}
 	started := time.Now()
 	h.log.LogAttrs(ctx, slog.LevelInfo, "stream opened",
