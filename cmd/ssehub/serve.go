@@ -26,8 +26,12 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		maxMessageBytes = fs.Int("max-message-bytes", ssehub.DefaultMaxMessageBytes, "largest accepted message data, in bytes")
 		maxChannels     = fs.Int("max-channels-per-connection", ssehub.DefaultMaxChannels, "most channels one stream may subscribe to")
 		shutdownTimeout = fs.Duration("shutdown-timeout", 10*time.Second, "how long shutdown waits for publishes in flight and streams to end")
+		ops             = addOpsFlags(fs)
 	)
 	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if err := ops.check(); err != nil {
 		return err
 	}
 	if *heartbeat == 0 {
@@ -40,7 +44,10 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		*historySize = -1
 	}
 
-	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	logger := ops.logger(stderr)
+	if err := ops.setupMetrics(); err != nil {
+		return err
+	}
 	broker, closeBroker, err := openBroker(ctx, *brokerURL, brokerOptions{historySize: *historySize, historyAge: *historyAge, logger: logger})
 	if err != nil {
 		return err
@@ -53,19 +60,26 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		MaxMessageBytes: *maxMessageBytes,
 		MaxChannels:     *maxChannels,
 		Logger:          logger,
+		Metrics:         ops.hubMetrics(),
 	})
 	if err != nil {
 		closeBroker(ctx)
 		return err
 	}
 
+	stopMetrics, err := ops.serveMetrics(logger)
+	if err != nil {
+		closeBroker(ctx)
+		return err
+	}
+	defer stopMetrics(context.WithoutCancel(ctx))
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		closeBroker(ctx)
 		return err
 	}
 	srv := &http.Server{
-		Handler:           hub,
+		Handler:           ops.handler(hub),
 		ReadHeaderTimeout: 10 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
@@ -73,7 +87,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	// Shutdown waits for handlers to return, and a stream returns only
 	// when the hub ends it. shutdownCtx is set before Shutdown runs this.
 	var shutdownCtx context.Context
-	srv.RegisterOnShutdown(func() { hub.Close(shutdownCtx) })
+	srv.RegisterOnShutdown(func() { ops.closeHub(shutdownCtx, hub) })
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -84,13 +98,14 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	case <-ctx.Done():
 		logger.Info("shutting down")
 		var cancel context.CancelFunc
-		shutdownCtx, cancel = context.WithTimeout(context.WithoutCancel(ctx), *shutdownTimeout)
+		shutdownCtx, cancel = context.WithTimeout(context.WithoutCancel(ctx), ops.drain+*shutdownTimeout)
 		defer cancel()
 		err = srv.Shutdown(shutdownCtx)
 		if errors.Is(err, context.DeadlineExceeded) {
-			err = fmt.Errorf("shutdown: streams still open after %s", *shutdownTimeout)
+			err = fmt.Errorf("shutdown: streams still open after %s", ops.drain+*shutdownTimeout)
 			srv.Close()
 		}
+		ops.waitHub(shutdownCtx)
 	}
 	if cerr := closeBroker(context.WithoutCancel(ctx)); err == nil && cerr != nil && !errors.Is(cerr, ssehub.ErrClosed) {
 		err = cerr
