@@ -36,4 +36,7 @@ var (
 	// ErrUnavailable means the broker cannot be reached right now; the
 	// message was not published and may be sent again.
 	ErrUnavailable = errors.New("ssehub: broker unavailable")
+	// ErrInvalidOrigin means a web origin given to CORS is not a scheme and
+	// host with an optional port.
+	ErrInvalidOrigin = errors.New("ssehub: invalid origin")
 )
