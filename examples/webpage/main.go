@@ -1,0 +1,271 @@
+// Command webpage serves a web page that subscribes to an ssehub hub with
+// EventSource, together with the hub itself, on one address:
+//
+//	go run ./examples/webpage --addr 127.0.0.1:5000
+//
+// Open http://127.0.0.1:5000/ and publish to it:
+//
+//	echo '{"code":"ACK","msg":"cool message"}' |
+//	  ssehub publish --url http://127.0.0.1:5000 --channel cool_channel --type cool
+//
+// Events of type "cool" on channel "cool_channel" are listed on the page;
+// events without a type go to the browser's console.
+//
+// Flags:
+//
+//	--addr ADDR          address to listen on (default 127.0.0.1:5000)
+//	--broker URL         memory: (default) or redis://host:port/db
+//	--cors-origin ORIGIN let pages on ORIGIN use the hub (repeatable)
+//	--hub ORIGIN         serve only the page, subscribing to the hub at ORIGIN
+//	--tls-cert FILE      serve HTTPS (and so HTTP/2) with this certificate
+//	--tls-key FILE       and this key
+package main
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"errors"
+	"flag"
+	"fmt"
+	"html/template"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ssehub/ssehub"
+)
+
+//go:embed index.html
+var indexHTML string
+
+var pageTemplate = template.Must(template.New("index.html").Parse(indexHTML))
+
+// shutdownTimeout bounds how long a shutdown waits for streams and
+// requests in flight.
+const shutdownTimeout = 10 * time.Second
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stderr)
+	stop()
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(os.Stderr, "webpage:", err)
+		os.Exit(1)
+	}
+}
+
+// options are the command line flags.
+type options struct {
+	addr        string
+	broker      string
+	hub         string
+	corsOrigins []string
+	tlsCert     string
+	tlsKey      string
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("webpage", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.addr, "addr", "127.0.0.1:5000", "address to listen on")
+	fs.StringVar(&o.broker, "broker", "memory:", "broker URL: memory: or redis://host:port/db")
+	fs.StringVar(&o.hub, "hub", "", "origin of a hub on another origin to subscribe to; the page is then served alone")
+	fs.Func("cors-origin", "origin whose pages may use the hub, e.g. http://127.0.0.1:5001 (repeatable)", func(s string) error {
+		o.corsOrigins = append(o.corsOrigins, s)
+		return nil
+	})
+	fs.StringVar(&o.tlsCert, "tls-cert", "", "certificate file (PEM) to serve HTTPS and HTTP/2")
+	fs.StringVar(&o.tlsKey, "tls-key", "", "private key file (PEM) for --tls-cert")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	switch {
+	case fs.NArg() > 0:
+		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	case (o.tlsCert == "") != (o.tlsKey == ""):
+		return o, errors.New("--tls-cert and --tls-key go together")
+	case o.hub != "" && len(o.corsOrigins) > 0:
+		return o, errors.New("--cors-origin applies to a hub served here, not with --hub")
+	}
+	return o, nil
+}
+
+// run serves the page, and the hub unless --hub names another one, until
+// ctx ends.
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+
+	var hub *ssehub.Hub
+	if o.hub == "" {
+		broker, closeBroker, err := openBroker(ctx, o.broker)
+		if err != nil {
+			return err
+		}
+		defer closeBroker()
+		hub, err = ssehub.New(ssehub.Config{Broker: broker, Logger: log})
+		if err != nil {
+			return err
+		}
+	}
+	handler, err := newHandler(hub, o.hub, o.corsOrigins)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, ln, handler, hub, o.tlsCert, o.tlsKey, log)
+}
+
+// openBroker returns the broker that rawURL names and a function that
+// closes it. For memory: it returns a nil Broker, so the hub creates and
+// closes its own MemoryBroker.
+func openBroker(ctx context.Context, rawURL string) (ssehub.Broker, func(), error) {
+	switch {
+	case rawURL == "memory:" || rawURL == "memory://":
+		return nil, func() {}, nil
+	}
+	return nil, nil, fmt.Errorf("--broker %q: unsupported broker; use memory:", rawURL)
+}
+
+// newHandler returns the example's routes on one ServeMux: the page at /,
+// and the hub's /sse, /publish and /healthz when hub is not nil, allowing
+// pages on corsOrigins to use them. hubOrigin, when set, is the origin of
+// the hub the page subscribes to instead of its own.
+func newHandler(hub *ssehub.Hub, hubOrigin string, corsOrigins []string) (http.Handler, error) {
+	if hubOrigin != "" {
+		norm, err := ssehub.NormalizeOrigin(hubOrigin)
+		if err != nil {
+			return nil, fmt.Errorf("--hub: %w", err)
+		}
+		hubOrigin = norm
+	}
+	var page bytes.Buffer
+	if err := pageTemplate.Execute(&page, struct{ Hub string }{hubOrigin}); err != nil {
+		return nil, err
+	}
+	body := page.Bytes()
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-cache")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Write(body)
+	})
+	if hub != nil {
+		var h http.Handler = hub
+		if len(corsOrigins) > 0 {
+			var err error
+			if h, err = ssehub.CORS(corsOrigins, hub); err != nil {
+				return nil, fmt.Errorf("--cors-origin: %w", err)
+			}
+		}
+		// No method in these patterns: the hub answers wrong methods, and
+		// CORS answers preflight requests.
+		mux.Handle("/sse", h)
+		mux.Handle("/publish", h)
+		mux.Handle("/healthz", h)
+	}
+	return mux, nil
+}
+
+// serve serves handler on ln, over HTTPS when certFile and keyFile are set,
+// until ctx ends; it then shuts the server down, closing hub (when not nil)
+// so that open streams end.
+func serve(ctx context.Context, ln net.Listener, handler http.Handler, hub *ssehub.Hub, certFile, keyFile string, log *slog.Logger) error {
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if hub != nil {
+		// Shutdown waits for handlers to return, and a stream returns only
+		// once the hub closes.
+		srv.RegisterOnShutdown(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+			defer cancel()
+			hub.Close(ctx)
+		})
+	}
+	fresh := trackFreshConns(srv)
+	scheme := "http"
+	if certFile != "" {
+		scheme = "https"
+	}
+	served := make(chan error, 1)
+	go func() {
+		if certFile != "" {
+			served <- srv.ServeTLS(ln, certFile, keyFile)
+		} else {
+			served <- srv.Serve(ln)
+		}
+	}()
+	log.LogAttrs(ctx, slog.LevelInfo, "serving", slog.String("url", scheme+"://"+ln.Addr().String()+"/"))
+
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(sctx) }()
+	fresh.closeAll()
+	err := <-shut
+	if serr := <-served; !errors.Is(serr, http.ErrServerClosed) {
+		err = errors.Join(err, serr)
+	}
+	return err
+}
+
+// freshConns tracks connections that have not sent a request yet.
+// Browsers open such spare connections ahead of need, and Shutdown waits
+// up to 5 seconds for each to send one; closeAll closes them instead.
+type freshConns struct {
+	mu      sync.Mutex
+	conns   map[net.Conn]struct{}
+	closing bool
+}
+
+func trackFreshConns(srv *http.Server) *freshConns {
+	f := &freshConns{conns: map[net.Conn]struct{}{}}
+	srv.ConnState = func(c net.Conn, s http.ConnState) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		switch {
+		case s == http.StateNew && f.closing:
+			c.Close()
+		case s == http.StateNew:
+			f.conns[c] = struct{}{}
+		default:
+			delete(f.conns, c)
+		}
+	}
+	return f
+}
+
+// closeAll closes the connections that have not sent a request, and those
+// accepted from now on.
+func (f *freshConns) closeAll() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closing = true
+	for c := range f.conns {
+		c.Close()
+	}
+}
