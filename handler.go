@@ -89,6 +89,10 @@ func (h *Hub) serveStream(w http.ResponseWriter, r *http.Request) {
 
 	st := stream{w: w, rc: http.NewResponseController(w), timeout: h.cfg.WriteTimeout}
 	started := time.Now()
+	h.log.LogAttrs(ctx, slog.LevelInfo, "stream opened",
+		slog.String("remote", r.RemoteAddr),
+		slog.Any("channels", channelNames(sub)),
+		slog.Bool("resume", lastID != ""))
 	reason := h.runStream(ctx, &st, sub)
 	h.log.LogAttrs(ctx, slog.LevelInfo, "stream closed",
 		slog.String("remote", r.RemoteAddr),
