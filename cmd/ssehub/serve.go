@@ -26,8 +26,12 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		maxMessageBytes = fs.Int("max-message-bytes", ssehub.DefaultMaxMessageBytes, "largest accepted message data, in bytes")
 		maxChannels     = fs.Int("max-channels-per-connection", ssehub.DefaultMaxChannels, "most channels one stream may subscribe to")
 		shutdownTimeout = fs.Duration("shutdown-timeout", 10*time.Second, "how long shutdown waits for publishes in flight and streams to end")
+		web             = addWebFlags(fs)
 	)
 	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if err := web.prepare(); err != nil {
 		return err
 	}
 	if *heartbeat == 0 {
@@ -59,13 +63,18 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		return err
 	}
 
+	handler, err := web.handler(hub)
+	if err != nil {
+		closeBroker(ctx)
+		return err
+	}
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		closeBroker(ctx)
 		return err
 	}
 	srv := &http.Server{
-		Handler:           hub,
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
@@ -76,8 +85,8 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	srv.RegisterOnShutdown(func() { hub.Close(shutdownCtx) })
 
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	logger.Info("listening", "addr", ln.Addr().String(), "url", "http://"+ln.Addr().String(), "broker", *brokerURL)
+	go func() { served <- web.serve(srv, ln) }()
+	logger.Info("listening", "addr", ln.Addr().String(), "url", web.url(ln), "broker", *brokerURL)
 
 	select {
 	case err = <-served:
