@@ -35,6 +35,9 @@ import (
 var (
 	browserCtx context.Context
 	browserErr error
+	// ssehubBinary is the ssehub command, built for the browser tests.
+	ssehubBinary string
+	buildErr     error
 )
 
 func TestMain(m *testing.M) { os.Exit(runTests(m)) }
@@ -51,13 +54,17 @@ func runTests(m *testing.M) int {
 		return m.Run()
 	}
 	defer os.RemoveAll(dir)
+	ssehubBinary = filepath.Join(dir, "ssehub")
+	if out, err := exec.Command("go", "build", "-o", ssehubBinary, "github.com/ssehub/ssehub/cmd/ssehub").CombinedOutput(); err != nil {
+		buildErr = fmt.Errorf("building ssehub: %v\n%s", err, out)
+	}
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.UserDataDir(filepath.Join(dir, "profile")),
 		chromedp.ExecPath(path),
 		chromedp.Headless,
 		chromedp.NoSandbox,
 		chromedp.DisableGPU,
 		chromedp.NoFirstRun,
-		chromedp.UserDataDir(dir),
 		chromedp.Flag("disable-quic", true),
 		chromedp.Flag("disable-background-networking", true),
 		chromedp.Flag("disable-component-update", true),
@@ -270,6 +277,28 @@ func publish(t *testing.T, baseURL, channel, typ, data string) string {
 	return out.ID
 }
 
+// publishCLI publishes with the ssehub command, as the README shows, and
+// returns the event id it prints.
+func publishCLI(t *testing.T, baseURL, channel, typ, data string) string {
+	t.Helper()
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	args := []string{"publish", "--url", baseURL, "--channel", channel}
+	if typ != "" {
+		args = append(args, "--type", typ)
+	}
+	cmd := exec.Command(ssehubBinary, args...)
+	cmd.Stdin = strings.NewReader(data)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("ssehub %q: %v: %s", args, err, stderr.String())
+	}
+	return strings.TrimSpace(string(out))
+}
+
 // writeCert writes a self-signed certificate for 127.0.0.1 and its key.
 func writeCert(t *testing.T) (certFile, keyFile string) {
 	t.Helper()
@@ -376,12 +405,17 @@ const coolPrefix = "type: cool data: "
 // plain ones to the console. The JSON holds non-ASCII text, escaped and raw
 // line breaks inside strings, U+2028 (not a line break for EventSource) and
 // markup that must stay text.
-var pageEvents = []struct{ typ, data string }{
-	{"cool", `{"code": "ACK", "msg": "cool message"}`},
-	{"", `{"code": "COOL", "msg": "plain message"}`},
-	{"cool", `{"text": "héllo wörld ✓ 日本語 🌍", "lines": "one\ntwo\r\nthree\rfour", "sep": "a` + "\u2028" + `b", "markup": "<b>&amp;</b>"}`},
-	{"", "\"a plain string\\nwith a newline, ünïcode and 🌍\""},
-	{"cool", `[1, 2.5e3, null, true, {"nested": "\u00e9\"quoted\""}]`},
+var pageEvents = []struct {
+	cli       bool // published with `ssehub publish`, else with POST /publish
+	typ, data string
+}{
+	{false, "cool", `{"code": "ACK", "msg": "cool message"}`},
+	{false, "", `{"code": "COOL", "msg": "plain message"}`},
+	{false, "cool", `{"text": "héllo wörld ✓ 日本語 🌍", "lines": "one\ntwo\r\nthree\rfour", "sep": "a` + "\u2028" + `b", "markup": "<b>&amp;</b>"}`},
+	{false, "", "\"a plain string\\nwith a newline, ünïcode and 🌍\""},
+	{true, "cool", "{\n  \"code\": \"ACK\",\n  \"msg\": \"from the CLI: ✓ 🌍\\nsecond line\"\n}\n"},
+	{true, "", `{"code": "COOL", "msg": "plain from the CLI <&>"}`},
+	{false, "cool", `[1, 2.5e3, null, true, {"nested": "\u00e9\"quoted\""}]`},
 }
 
 func TestPageReceivesEvents(t *testing.T) {
@@ -394,7 +428,12 @@ func TestPageReceivesEvents(t *testing.T) {
 	var cool, plain []string
 	var plainIDs []string
 	for _, e := range pageEvents {
-		id := publish(t, srv.URL, "cool_channel", e.typ, e.data)
+		var id string
+		if e.cli {
+			id = publishCLI(t, srv.URL, "cool_channel", e.typ, e.data)
+		} else {
+			id = publish(t, srv.URL, "cool_channel", e.typ, e.data)
+		}
 		if e.typ == "cool" {
 			cool = append(cool, e.data)
 		} else {

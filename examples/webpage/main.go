@@ -33,6 +33,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"sync"
@@ -134,11 +135,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 // closes it. For memory: it returns a nil Broker, so the hub creates and
 // closes its own MemoryBroker.
 func openBroker(ctx context.Context, rawURL string) (ssehub.Broker, func(), error) {
-	switch {
-	case rawURL == "memory:" || rawURL == "memory://":
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--broker %q: %v", rawURL, err)
+	}
+	switch u.Scheme {
+	case "memory":
 		return nil, func() {}, nil
 	}
-	return nil, nil, fmt.Errorf("--broker %q: unsupported broker; use memory:", rawURL)
+	return nil, nil, fmt.Errorf("--broker %q: unsupported scheme %q (use memory:)", rawURL, u.Scheme)
 }
 
 // newHandler returns the example's routes on one ServeMux: the page at /,

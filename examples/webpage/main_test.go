@@ -24,7 +24,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--tls-cert", "c.pem"}, "--tls-cert and --tls-key go together"},
 		{[]string{"--tls-key", "k.pem"}, "--tls-cert and --tls-key go together"},
 		{[]string{"--hub", "http://127.0.0.1:5000", "--cors-origin", "http://127.0.0.1:5001"}, "not with --hub"},
-		{[]string{"--broker", "nats://127.0.0.1:4222"}, "unsupported broker"},
+		{[]string{"--broker", "nats://127.0.0.1:4222"}, "unsupported scheme \"nats\""},
 		{[]string{"--cors-origin", "*", "--addr", "127.0.0.1:0"}, "invalid origin"},
 		{[]string{"--hub", "127.0.0.1:5000", "--addr", "127.0.0.1:0"}, "--hub"},
 		{[]string{"--addr", "127.0.0.1:0", "extra"}, "unexpected argument"},
