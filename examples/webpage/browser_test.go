@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
@@ -223,17 +224,22 @@ func startServer(t *testing.T, o serverOptions) *testServer {
 			io.WriteString(w, html)
 		})
 	}
-	var certFile, keyFile string
+	var tlsConfig *tls.Config
 	scheme := "http"
 	if o.tls {
-		certFile, keyFile = writeCert(t)
+		certFile, keyFile := writeCert(t)
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
 		scheme = "https"
 	}
 	s.URL = scheme + "://" + ln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	log := slog.New(slog.DiscardHandler)
-	go func() { s.done <- serve(ctx, ln, mux, s.hub, certFile, keyFile, log) }()
+	go func() { s.done <- serve(ctx, ln, mux, s.hub, tlsConfig, log) }()
 	t.Cleanup(func() { s.stop(t) })
 	return s
 }
@@ -345,6 +351,7 @@ func watchConsole(ctx context.Context) <-chan consoleLog {
 	out := make(chan consoleLog, 100)
 	messages := chromedp.Console(ctx)
 	go func() {
+		defer close(out)
 		for m, err := range messages {
 			if err != nil {
 				return
@@ -360,7 +367,11 @@ func watchConsole(ctx context.Context) <-chan consoleLog {
 				}
 				args = append(args, v)
 			}
-			out <- args
+			select {
+			case out <- args:
+			case <-ctx.Done():
+				return
+			}
 		}
 	}()
 	return out
@@ -369,7 +380,10 @@ func watchConsole(ctx context.Context) <-chan consoleLog {
 func nextLog(t *testing.T, logs <-chan consoleLog) consoleLog {
 	t.Helper()
 	select {
-	case l := <-logs:
+	case l, ok := <-logs:
+		if !ok {
+			t.Fatal("the page's console is gone")
+		}
 		return l
 	case <-time.After(waitTimeout):
 		t.Fatal("no console.log call from the page")
@@ -464,8 +478,10 @@ func TestPageReceivesEvents(t *testing.T) {
 		checkData(t, item[len(coolPrefix):], cool[i])
 	}
 	select {
-	case l := <-logs:
-		t.Errorf("unexpected console.log call %q", l)
+	case l, ok := <-logs:
+		if ok {
+			t.Errorf("unexpected console.log call %q", l)
+		}
 	default:
 	}
 }

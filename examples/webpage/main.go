@@ -24,6 +24,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	_ "embed"
 	"errors"
 	"flag"
@@ -124,11 +125,19 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var tlsConfig *tls.Config
+	if o.tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey)
+		if err != nil {
+			return fmt.Errorf("--tls-cert, --tls-key: %v", err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+	}
 	ln, err := net.Listen("tcp", o.addr)
 	if err != nil {
 		return err
 	}
-	return serve(ctx, ln, handler, hub, o.tlsCert, o.tlsKey, log)
+	return serve(ctx, ln, handler, hub, tlsConfig, log)
 }
 
 // openBroker returns the broker that rawURL names and a function that
@@ -188,12 +197,13 @@ func newHandler(hub *ssehub.Hub, hubOrigin string, corsOrigins []string) (http.H
 	return mux, nil
 }
 
-// serve serves handler on ln, over HTTPS when certFile and keyFile are set,
-// until ctx ends; it then shuts the server down, closing hub (when not nil)
-// so that open streams end.
-func serve(ctx context.Context, ln net.Listener, handler http.Handler, hub *ssehub.Hub, certFile, keyFile string, log *slog.Logger) error {
+// serve serves handler on ln, over HTTPS (and so HTTP/2) when tlsConfig
+// is not nil, until ctx ends; it then shuts the server down, closing hub
+// (when not nil) so that open streams end.
+func serve(ctx context.Context, ln net.Listener, handler http.Handler, hub *ssehub.Hub, tlsConfig *tls.Config, log *slog.Logger) error {
 	srv := &http.Server{
 		Handler:           handler,
+		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
@@ -208,13 +218,13 @@ func serve(ctx context.Context, ln net.Listener, handler http.Handler, hub *sseh
 	}
 	fresh := trackFreshConns(srv)
 	scheme := "http"
-	if certFile != "" {
+	if tlsConfig != nil {
 		scheme = "https"
 	}
 	served := make(chan error, 1)
 	go func() {
-		if certFile != "" {
-			served <- srv.ServeTLS(ln, certFile, keyFile)
+		if tlsConfig != nil {
+			served <- srv.ServeTLS(ln, "", "")
 		} else {
 			served <- srv.Serve(ln)
 		}

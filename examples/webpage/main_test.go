@@ -28,6 +28,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--cors-origin", "*", "--addr", "127.0.0.1:0"}, "invalid origin"},
 		{[]string{"--hub", "127.0.0.1:5000", "--addr", "127.0.0.1:0"}, "--hub"},
 		{[]string{"--addr", "127.0.0.1:0", "extra"}, "unexpected argument"},
+		{[]string{"--addr", "127.0.0.1:0", "--tls-cert", "missing.pem", "--tls-key", "missing.pem"}, "--tls-cert, --tls-key"},
 		{[]string{"--no-such-flag"}, "no-such-flag"},
 	} {
 		err := run(t.Context(), tc.args, io.Discard)
