@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -180,4 +181,35 @@ func writeTestCert(t *testing.T) (certFile, keyFile string) {
 		t.Fatal(err)
 	}
 	return certFile, keyFile
+}
+
+// TestShutdownClosesFreshConns: a connection that never sent a request,
+// like the spare ones browsers open, does not hold up shutdown (Shutdown
+// alone would wait 5 s for it, past --shutdown-timeout).
+func TestShutdownClosesFreshConns(t *testing.T) {
+	hub := startHub(t, "--shutdown-timeout", "2s")
+	addr := strings.TrimPrefix(hub.URL, "http://")
+	fresh, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	// The server accepts in order: once a later connection is served,
+	// the fresh one has been accepted.
+	res, err := http.Get(hub.URL + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+
+	if err := hub.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := fresh.Read(make([]byte, 1)); err == nil {
+		t.Errorf("read %d bytes from a connection that sent no request", n)
+	}
+	<-hub.done
+	if code := hub.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM:\n%s", code, hub.log)
+	}
 }

@@ -216,7 +216,7 @@ func serve(ctx context.Context, ln net.Listener, handler http.Handler, hub *sseh
 			hub.Close(ctx)
 		})
 	}
-	fresh := trackFreshConns(srv)
+	srv.RegisterOnShutdown(trackFreshConns(srv).closeAll)
 	scheme := "http"
 	if tlsConfig != nil {
 		scheme = "https"
@@ -238,10 +238,7 @@ func serve(ctx context.Context, ln net.Listener, handler http.Handler, hub *sseh
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
-	shut := make(chan error, 1)
-	go func() { shut <- srv.Shutdown(sctx) }()
-	fresh.closeAll()
-	err := <-shut
+	err := srv.Shutdown(sctx)
 	if serr := <-served; !errors.Is(serr, http.ErrServerClosed) {
 		err = errors.Join(err, serr)
 	}
@@ -257,6 +254,7 @@ type freshConns struct {
 	closing bool
 }
 
+// trackFreshConns sets srv.ConnState to track srv's fresh connections.
 func trackFreshConns(srv *http.Server) *freshConns {
 	f := &freshConns{conns: map[net.Conn]struct{}{}}
 	srv.ConnState = func(c net.Conn, s http.ConnState) {
