@@ -120,6 +120,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
+		// For an early return; after serve the hub is closed already.
+		defer hub.Close(context.WithoutCancel(ctx))
 	}
 	handler, err := newHandler(hub, o.hub, o.corsOrigins)
 	if err != nil {
