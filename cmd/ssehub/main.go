@@ -3,6 +3,7 @@
 //	ssehub serve      run the hub
 //	ssehub publish    publish the JSON message read on stdin
 //	ssehub subscribe  print a stream's events as JSON lines
+//	ssehub token      mint a JWT for development and tests
 package main
 
 import (
@@ -38,6 +39,7 @@ func commands() []command {
 		{"serve", "run the hub", runServe},
 		{"publish", "publish the JSON message read on stdin", runPublish},
 		{"subscribe", "print a stream's events as JSON lines", runSubscribe},
+		{"token", "mint a JWT for development and tests", runToken},
 	}
 }
 
