@@ -29,6 +29,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/ssehub/ssehub"
+	"github.com/ssehub/ssehub/internal/redistest"
 )
 
 // One headless Chromium serves every browser test of the package; each test
@@ -175,12 +176,14 @@ type testServer struct {
 	stopOnce sync.Once
 	cancel   context.CancelFunc
 	done     chan error
+	onStop   func()
 }
 
 // serverOptions configure startServer.
 type serverOptions struct {
 	ln          net.Listener // nil: a free loopback port
 	broker      ssehub.Broker
+	onStop      func() // called once the server has stopped
 	noHub       bool   // serve only the page
 	hubOrigin   string // the page's hub when noHub
 	corsOrigins []string
@@ -197,7 +200,7 @@ func startServer(t *testing.T, o serverOptions) *testServer {
 			t.Fatal(err)
 		}
 	}
-	s := &testServer{done: make(chan error, 1)}
+	s := &testServer{done: make(chan error, 1), onStop: o.onStop}
 	if !o.noHub {
 		// A short retry keeps reconnects in the tests quick.
 		hub, err := ssehub.New(ssehub.Config{Broker: o.broker, Retry: 200 * time.Millisecond})
@@ -252,6 +255,9 @@ func (s *testServer) stop(t *testing.T) {
 		if err := <-s.done; err != nil {
 			t.Errorf("serve %s: %v", s.URL, err)
 		}
+		if s.onStop != nil {
+			s.onStop()
+		}
 	})
 }
 
@@ -287,13 +293,21 @@ func publish(t *testing.T, baseURL, channel, typ, data string) string {
 // returns the event id it prints.
 func publishCLI(t *testing.T, baseURL, channel, typ, data string) string {
 	t.Helper()
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	args := []string{"publish", "--url", baseURL, "--channel", channel}
+	args := []string{"--url", baseURL, "--channel", channel}
 	if typ != "" {
 		args = append(args, "--type", typ)
 	}
+	return runPublishCLI(t, data, args...)
+}
+
+// runPublishCLI runs ssehub publish with args and data on stdin, and
+// returns the event id it prints.
+func runPublishCLI(t *testing.T, data string, args ...string) string {
+	t.Helper()
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	args = append([]string{"publish"}, args...)
 	cmd := exec.Command(ssehubBinary, args...)
 	cmd.Stdin = strings.NewReader(data)
 	var stderr strings.Builder
@@ -503,58 +517,90 @@ func TestPageWithoutEventSource(t *testing.T) {
 	}
 }
 
-// resumeBrokers returns the broker each hub process of the resume test
-// uses, and one that publishes while no hub runs. MemoryBroker history
-// lives in the process, so all of them are one broker here; it outlives
-// the hubs as a shared broker would.
-func resumeBrokers(t *testing.T) (first, second, whileDown ssehub.Broker) {
-	t.Helper()
-	b := ssehub.NewMemoryBroker(ssehub.MemoryConfig{})
-	t.Cleanup(func() { b.Close(context.Background()) })
-	return b, b, b
+// resumeSetup says where the hub processes of a resume test get their
+// broker, and how events are published while no hub runs.
+type resumeSetup struct {
+	// newBroker opens the broker of one hub process, and returns the
+	// function that closes it when that process stops.
+	newBroker func(t *testing.T) (ssehub.Broker, func())
+	// publishDown publishes data while no hub runs and returns its id.
+	publishDown func(t *testing.T, data string) string
 }
 
 func TestResumeAfterRestart(t *testing.T) {
-	first, second, whileDown := resumeBrokers(t)
-	srv1 := startServer(t, serverOptions{broker: first})
-	addr := srv1.URL[len("http://"):]
+	t.Run("redis", func(t *testing.T) {
+		// Each hub process has a Redis client of its own, and the events
+		// published meanwhile go straight into Redis with ssehub publish.
+		rs := redistest.Start(t)
+		testResume(t, resumeSetup{
+			newBroker: func(t *testing.T) (ssehub.Broker, func()) {
+				b, closeBroker, err := openBroker(rs.URL(), slog.New(slog.DiscardHandler))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return b, closeBroker
+			},
+			publishDown: func(t *testing.T, data string) string {
+				return runPublishCLI(t, data, "--broker", rs.URL(), "--channel", "cool_channel", "--type", "cool")
+			},
+		})
+	})
+	t.Run("shared memory broker", func(t *testing.T) {
+		// MemoryBroker history lives in the process, so here one broker
+		// outlives both hubs, as Redis would.
+		b := ssehub.NewMemoryBroker(ssehub.MemoryConfig{})
+		t.Cleanup(func() { b.Close(context.Background()) })
+		testResume(t, resumeSetup{
+			newBroker: func(*testing.T) (ssehub.Broker, func()) { return b, func() {} },
+			publishDown: func(t *testing.T, data string) string {
+				e, err := b.Publish(t.Context(), ssehub.Message{Channel: "cool_channel", Type: "cool", Data: json.RawMessage(data)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return e.ID
+			},
+		})
+	})
+}
+
+// testResume stops the hub under an open page, publishes while it is down,
+// and starts a new hub process on the same address: the page reconnects
+// by itself with Last-Event-ID and shows every event once, in order.
+func testResume(t *testing.T, setup resumeSetup) {
 	ctx := newTab(t)
+	broker1, close1 := setup.newBroker(t)
+	srv1 := startServer(t, serverOptions{broker: broker1, onStop: close1})
+	addr := srv1.URL[len("http://"):]
 	navigate(t, ctx, srv1.URL+"/")
 	waitStatus(t, ctx, "open")
 
 	var want, ids []string
-	pub := func(url string) {
+	next := func() string {
 		n := len(want) + 1
 		data := fmt.Sprintf(`{"n":%d,"text":"événement %d"}`, n, n)
-		ids = append(ids, publish(t, url, "cool_channel", "cool", data))
 		want = append(want, coolPrefix+data)
+		return data
 	}
 	for range 3 {
-		pub(srv1.URL)
+		ids = append(ids, publish(t, srv1.URL, "cool_channel", "cool", next()))
 	}
 	waitItems(t, ctx, 3)
 
 	srv1.stop(t)
 	waitStatus(t, ctx, "reconnecting")
 	for range 3 {
-		n := len(want) + 1
-		data := fmt.Sprintf(`{"n":%d,"text":"événement %d"}`, n, n)
-		e, err := whileDown.Publish(t.Context(), ssehub.Message{Channel: "cool_channel", Type: "cool", Data: json.RawMessage(data)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, e.ID)
-		want = append(want, coolPrefix+data)
+		ids = append(ids, setup.publishDown(t, next()))
 	}
 
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatalf("listening again on %s: %v", addr, err)
 	}
-	srv2 := startServer(t, serverOptions{ln: ln, broker: second})
+	broker2, close2 := setup.newBroker(t)
+	srv2 := startServer(t, serverOptions{ln: ln, broker: broker2, onStop: close2})
 	waitItems(t, ctx, 6)
 	for range 3 {
-		pub(srv2.URL)
+		ids = append(ids, publish(t, srv2.URL, "cool_channel", "cool", next()))
 	}
 	waitItems(t, ctx, 9)
 

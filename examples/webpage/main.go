@@ -14,7 +14,8 @@
 // Flags:
 //
 //	--addr ADDR          address to listen on (default 127.0.0.1:5000)
-//	--broker URL         memory: (default) or redis://host:port/db
+//	--broker URL         memory: (default) or redis://host:port/db, which keeps
+//	                     history across restarts
 //	--cors-origin ORIGIN let pages on ORIGIN use the hub (repeatable)
 //	--hub ORIGIN         serve only the page, subscribing to the hub at ORIGIN
 //	--tls-cert FILE      serve HTTPS (and so HTTP/2) with this certificate
@@ -41,7 +42,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/ssehub/ssehub"
+	"github.com/ssehub/ssehub/broker/redisbroker"
 )
 
 //go:embed index.html
@@ -111,7 +115,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 
 	var hub *ssehub.Hub
 	if o.hub == "" {
-		broker, closeBroker, err := openBroker(ctx, o.broker)
+		broker, closeBroker, err := openBroker(o.broker, log)
 		if err != nil {
 			return err
 		}
@@ -144,17 +148,35 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 
 // openBroker returns the broker that rawURL names and a function that
 // closes it. For memory: it returns a nil Broker, so the hub creates and
-// closes its own MemoryBroker.
-func openBroker(ctx context.Context, rawURL string) (ssehub.Broker, func(), error) {
+// closes its own MemoryBroker. redis://[user:password@]host:port/db (or
+// rediss:// for TLS) names a Redis server; hubs that share it share
+// channels and history, and history survives a restart of the hub.
+func openBroker(rawURL string, log *slog.Logger) (ssehub.Broker, func(), error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, nil, fmt.Errorf("--broker %q: %v", rawURL, err)
+		return nil, nil, errors.New("--broker is not a valid URL")
 	}
 	switch u.Scheme {
 	case "memory":
 		return nil, func() {}, nil
+	case "redis", "rediss":
+		opts, err := redis.ParseURL(rawURL)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--broker %q: not a valid Redis URL", u.Redacted())
+		}
+		client := redis.NewClient(opts)
+		b, err := redisbroker.New(client, redisbroker.Options{Logger: log})
+		if err != nil {
+			client.Close()
+			return nil, nil, err
+		}
+		// The broker does not close the client it was given.
+		return b, func() {
+			b.Close(context.Background())
+			client.Close()
+		}, nil
 	}
-	return nil, nil, fmt.Errorf("--broker %q: unsupported scheme %q (use memory:)", rawURL, u.Scheme)
+	return nil, nil, fmt.Errorf("--broker %q: unsupported scheme %q (use memory: or redis://)", u.Redacted(), u.Scheme)
 }
 
 // newHandler returns the example's routes on one ServeMux: the page at /,

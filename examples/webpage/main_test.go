@@ -25,6 +25,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--tls-key", "k.pem"}, "--tls-cert and --tls-key go together"},
 		{[]string{"--hub", "http://127.0.0.1:5000", "--cors-origin", "http://127.0.0.1:5001"}, "not with --hub"},
 		{[]string{"--broker", "nats://127.0.0.1:4222"}, "unsupported scheme \"nats\""},
+		{[]string{"--broker", "redis://user:secret@127.0.0.1:1/notadb"}, `--broker "redis://user:xxxxx@127.0.0.1:1/notadb": not a valid Redis URL`},
 		{[]string{"--cors-origin", "*", "--addr", "127.0.0.1:0"}, "invalid origin"},
 		{[]string{"--hub", "127.0.0.1:5000", "--addr", "127.0.0.1:0"}, "--hub"},
 		{[]string{"--addr", "127.0.0.1:0", "extra"}, "unexpected argument"},
