@@ -32,6 +32,8 @@ type Hub struct {
 	done chan struct{} // closed when Close tells subscriptions to end
 
 	drainJitter time.Duration // set by Drain before it ends the first stream
+
+	conns connLimiter // streams open over HTTP, for the connection limits
 }
 
 // hubChannel is the local state of one channel: its broker subscription and

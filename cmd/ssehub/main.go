@@ -4,6 +4,7 @@
 //	ssehub publish    publish the JSON message read on stdin
 //	ssehub subscribe  print a stream's events as JSON lines
 //	ssehub version    print the version
+//	ssehub token      mint a JWT for development and tests
 package main
 
 import (
@@ -40,6 +41,7 @@ func commands() []command {
 		{"publish", "publish the JSON message read on stdin", runPublish},
 		{"subscribe", "print a stream's events as JSON lines", runSubscribe},
 		{"version", "print the version", runVersion},
+		{"token", "mint a JWT for development and tests", runToken},
 	}
 }
 

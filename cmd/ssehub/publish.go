@@ -27,6 +27,12 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 		retry   = fs.Int("retry", 0, "reconnection time in `ms` sent with the event; 0 sends none")
 		hubURL  = fs.String("url", "http://127.0.0.1:8080", "`URL` of the hub")
 		timeout = fs.Duration("timeout", 10*time.Second, "how long to wait for the hub")
+		token   = fs.String("token", "", "bearer `token` for the hub (a publish token or a JWT)")
+		// With a Redis broker the message goes straight into Redis, as
+		// the hubs' own publishes do, trimming history as they do.
+		brokerURL   = fs.String("broker", "", "publish straight into this Redis broker `URL` (redis:// or rediss://) instead of through the hub at --url")
+		historySize = fs.Int("history-size", ssehub.DefaultHistorySize, "with a Redis --broker: events kept per channel; give the hubs' value")
+		historyAge  = fs.Duration("history-age", ssehub.DefaultHistoryAge, "with a Redis --broker: how long events stay replayable; give the hubs' value")
 	)
 	if err := fs.parse(args); err != nil {
 		return err
@@ -39,9 +45,21 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 	if err := m.Normalize(); err != nil {
 		return errors.New(strings.TrimPrefix(err.Error(), "ssehub: "))
 	}
+	direct, err := directBroker(*brokerURL)
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	assigned, err := publishHTTP(ctx, *hubURL, m)
+	var assigned string
+	if direct {
+		if *historySize == 0 {
+			*historySize = -1
+		}
+		assigned, err = publishBroker(ctx, *brokerURL, m, brokerOptions{historySize: *historySize, historyAge: *historyAge})
+	} else {
+		assigned, err = publishHTTP(ctx, *hubURL, *token, m)
+	}
 	if err != nil {
 		return err
 	}
@@ -72,8 +90,9 @@ func readMessage(r io.Reader) (json.RawMessage, error) {
 	return raw, nil
 }
 
-// publishHTTP posts m to the hub's publish endpoint and returns the id.
-func publishHTTP(ctx context.Context, hubURL string, m ssehub.Message) (string, error) {
+// publishHTTP posts m to the hub's publish endpoint, with token as a
+// bearer token unless it is empty, and returns the id.
+func publishHTTP(ctx context.Context, hubURL, token string, m ssehub.Message) (string, error) {
 	u, err := url.Parse(hubURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return "", fmt.Errorf("--url %q is not an http(s) URL", hubURL)
@@ -90,6 +109,9 @@ func publishHTTP(ctx context.Context, hubURL string, m ssehub.Message) (string, 
 		return "", err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	for k, v := range bearerHeader(token) {
+		req.Header[k] = v
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return "", fmt.Errorf("cannot reach the hub at %s: %v", hubURL, unwrapURLError(err))

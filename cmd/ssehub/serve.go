@@ -17,18 +17,23 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs := newFlagSet("serve", "serve [flags]", stdout)
 	var (
 		addr            = fs.String("addr", "127.0.0.1:8080", "`address` to listen on")
-		brokerURL       = fs.String("broker", "memory:", "broker `URL`: memory:")
+		brokerURL       = fs.String("broker", "memory:", "broker `URL`: memory:, redis://[user:password@]host:port/db or rediss://...")
 		heartbeat       = fs.Duration("heartbeat", ssehub.DefaultHeartbeat, "interval of heartbeat comments on idle streams; 0 disables")
 		retry           = fs.Duration("retry", ssehub.DefaultRetry, "reconnection delay told to clients when a stream opens")
-		historySize     = fs.Int("history-size", ssehub.DefaultHistorySize, "events kept per channel for replay (memory broker)")
-		historyAge      = fs.Duration("history-age", ssehub.DefaultHistoryAge, "how long events stay replayable (memory broker)")
+		historySize     = fs.Int("history-size", ssehub.DefaultHistorySize, "events kept per channel for replay; 0 keeps none")
+		historyAge      = fs.Duration("history-age", ssehub.DefaultHistoryAge, "how long events stay replayable")
 		queueSize       = fs.Int("queue-size", ssehub.DefaultQueueSize, "events that may wait for one subscriber before it is disconnected")
 		maxMessageBytes = fs.Int("max-message-bytes", ssehub.DefaultMaxMessageBytes, "largest accepted message data, in bytes")
 		maxChannels     = fs.Int("max-channels-per-connection", ssehub.DefaultMaxChannels, "most channels one stream may subscribe to")
 		shutdownTimeout = fs.Duration("shutdown-timeout", 10*time.Second, "how long shutdown waits for publishes in flight and streams to end")
-		ops             = addOpsFlags(fs)
+		web             = addWebFlags(fs)
+		ops             = addOpsFlags(fs) // ops.go
 	)
+	sec := addSecurityFlags(fs) // security.go
 	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if err := web.prepare(); err != nil {
 		return err
 	}
 	if err := ops.check(); err != nil {
@@ -52,7 +57,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if err != nil {
 		return err
 	}
-	hub, err := ssehub.New(ssehub.Config{
+	cfg := ssehub.Config{
 		Broker:          broker,
 		Heartbeat:       *heartbeat,
 		Retry:           *retry,
@@ -61,12 +66,23 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		MaxChannels:     *maxChannels,
 		Logger:          logger,
 		Metrics:         ops.hubMetrics(),
-	})
+	}
+	if err := sec.apply(&cfg); err != nil {
+		closeBroker(ctx)
+		return err
+	}
+	hub, err := ssehub.New(cfg)
 	if err != nil {
 		closeBroker(ctx)
 		return err
 	}
 
+	handler, err := web.handler(hub)
+	if err != nil {
+		closeBroker(ctx)
+		return err
+	}
+	handler = ops.handler(handler)
 	stopMetrics, err := ops.serveMetrics(logger)
 	if err != nil {
 		closeBroker(ctx)
@@ -78,9 +94,12 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		closeBroker(ctx)
 		return err
 	}
+	// No ReadTimeout or WriteTimeout: they would cut streams. The hub
+	// bounds the read of publish bodies and each write to a stream itself.
 	srv := &http.Server{
-		Handler:           ops.handler(hub),
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
@@ -90,8 +109,9 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	srv.RegisterOnShutdown(func() { ops.closeHub(shutdownCtx, hub) })
 
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	logger.Info("listening", "addr", ln.Addr().String(), "url", "http://"+ln.Addr().String(), "broker", *brokerURL)
+	go func() { served <- web.serve(srv, ln) }()
+	logger.Info("listening", "addr", ln.Addr().String(), "url", web.url(ln), "broker", redactURL(*brokerURL))
+	sec.logAccess(logger, cfg, ln.Addr())
 
 	select {
 	case err = <-served:

@@ -24,6 +24,7 @@ func runSubscribe(ctx context.Context, args []string, _ io.Reader, stdout, stder
 		hubURL = fs.String("url", "http://127.0.0.1:8080", "`URL` of the hub")
 		count  = fs.Int("count", 0, "exit after this many events; 0 runs until interrupted")
 		quiet  = fs.Bool("quiet", false, "do not report reconnects on stderr")
+		token  = fs.String("token", "", "bearer `token` for the hub (a JWT whose subscribe claim covers the channels)")
 	)
 	if err := fs.parse(args); err != nil {
 		return err
@@ -32,7 +33,7 @@ func runSubscribe(ctx context.Context, args []string, _ io.Reader, stdout, stder
 	if err != nil {
 		return err
 	}
-	c := &sseclient.Client{URL: streamURL, LastEventID: *lastID}
+	c := &sseclient.Client{URL: streamURL, LastEventID: *lastID, Header: bearerHeader(*token)}
 	if !*quiet {
 		c.OnError = func(err error) {
 			fmt.Fprintf(stderr, "ssehub: subscribe: %v; reconnecting\n", unwrapURLError(err))
