@@ -135,7 +135,9 @@ func (b *Broker) run() {
 		if !up {
 			b.downErr = err
 		}
+		b.lost = true
 		b.mu.Unlock()
+		b.metrics.BrokerError()
 		switch {
 		case up:
 			b.log.LogAttrs(context.Background(), slog.LevelWarn, "redisbroker: subscription lost; reconnecting",
@@ -401,6 +403,10 @@ func (b *Broker) catchUp(ctx context.Context, behind []*channel, held []heldEven
 	}
 	b.seen = max(b.seen, seen)
 	b.up, b.downErr = true, nil
+	if b.lost {
+		b.lost = false
+		b.metrics.BrokerReconnected()
+	}
 	for _, h := range held {
 		b.receive(h)
 	}

@@ -165,6 +165,15 @@ func (o *opsOptions) waitHub(ctx context.Context) {
 	}
 }
 
+// brokerMetrics returns the metrics for a broker's connection, nil when
+// they are off.
+func (o *opsOptions) brokerMetrics() ssehub.BrokerMetrics {
+	if o.prom == nil {
+		return nil
+	}
+	return o.prom
+}
+
 // choiceFlag is a string flag that takes one of a fixed set of values.
 type choiceFlag struct {
 	value   string

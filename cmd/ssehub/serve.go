@@ -53,7 +53,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if err := ops.setupMetrics(); err != nil {
 		return err
 	}
-	broker, closeBroker, err := openBroker(ctx, *brokerURL, brokerOptions{historySize: *historySize, historyAge: *historyAge, logger: logger})
+	broker, closeBroker, err := openBroker(ctx, *brokerURL, brokerOptions{historySize: *historySize, historyAge: *historyAge, logger: logger, metrics: ops.brokerMetrics()})
 	if err != nil {
 		return err
 	}
