@@ -141,7 +141,10 @@ func (b *MemoryBroker) Publish(ctx context.Context, m Message) (*Event, error) {
 func (b *MemoryBroker) channel(name string) *memChannel {
 	ch := b.channels[name]
 	if ch == nil {
-		ch = &memChannel{}
+		// A channel forgotten earlier may have lost events; a resume from
+		// before them must still learn that, so the new state starts
+		// where the forgotten ones ended.
+		ch = &memChannel{evicted: b.forgotten}
 		if b.size > 0 {
 			ch.ring = ring.New[*Event](b.size)
 		}
