@@ -119,7 +119,10 @@ func (b *MemoryBroker) Publish(ctx context.Context, m Message) (*Event, error) {
 	ch := b.channels[m.Channel]
 	if ch == nil {
 		if b.size < 0 {
-			return e, nil // no history and no subscriber
+			// No history and no subscriber: a resume from before this
+			// event must learn that it missed it.
+			b.forgotten = e.Seq
+			return e, nil
 		}
 		ch = b.channel(m.Channel)
 	}
@@ -128,6 +131,8 @@ func (b *MemoryBroker) Publish(ctx context.Context, m Message) (*Event, error) {
 			ch.evicted = old.Seq
 		}
 		b.expire(ch, now)
+	} else {
+		ch.evicted = e.Seq // history is off: nothing is kept for replay
 	}
 	// Delivery under the lock keeps every channel in publish order;
 	// deliver never blocks.
