@@ -163,3 +163,37 @@ func doJSON(t *testing.T, client *http.Client, method, url, body string) (*http.
 	}
 	return resp, v
 }
+
+// fakeBroker is a Broker and Replayer that passes every call to a
+// MemoryBroker, except those whose func field a test sets.
+type fakeBroker struct {
+	mem *ssehub.MemoryBroker
+
+	publish func(ctx context.Context, m ssehub.Message) (*ssehub.Event, error)
+	replay  func(ctx context.Context, channels []string, lastEventID string, fn func(*ssehub.Event) error) (ssehub.Cursor, error)
+}
+
+var (
+	_ ssehub.Broker   = (*fakeBroker)(nil)
+	_ ssehub.Replayer = (*fakeBroker)(nil)
+)
+
+func (b *fakeBroker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Event, error) {
+	if b.publish != nil {
+		return b.publish(ctx, m)
+	}
+	return b.mem.Publish(ctx, m)
+}
+
+func (b *fakeBroker) Subscribe(ctx context.Context, channel string, deliver func(*ssehub.Event)) (func(), error) {
+	return b.mem.Subscribe(ctx, channel, deliver)
+}
+
+func (b *fakeBroker) Replay(ctx context.Context, channels []string, lastEventID string, fn func(*ssehub.Event) error) (ssehub.Cursor, error) {
+	if b.replay != nil {
+		return b.replay(ctx, channels, lastEventID, fn)
+	}
+	return b.mem.Replay(ctx, channels, lastEventID, fn)
+}
+
+func (b *fakeBroker) Close(ctx context.Context) error { return b.mem.Close(ctx) }
