@@ -169,8 +169,9 @@ func doJSON(t *testing.T, client *http.Client, method, url, body string) (*http.
 type fakeBroker struct {
 	mem *ssehub.MemoryBroker
 
-	publish func(ctx context.Context, m ssehub.Message) (*ssehub.Event, error)
-	replay  func(ctx context.Context, channels []string, lastEventID string, fn func(*ssehub.Event) error) (ssehub.Cursor, error)
+	publish   func(ctx context.Context, m ssehub.Message) (*ssehub.Event, error)
+	subscribe func(ctx context.Context, channel string, deliver func(*ssehub.Event)) (func(), error)
+	replay    func(ctx context.Context, channels []string, lastEventID string, fn func(*ssehub.Event) error) (ssehub.Cursor, error)
 }
 
 var (
@@ -186,6 +187,9 @@ func (b *fakeBroker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Eve
 }
 
 func (b *fakeBroker) Subscribe(ctx context.Context, channel string, deliver func(*ssehub.Event)) (func(), error) {
+	if b.subscribe != nil {
+		return b.subscribe(ctx, channel, deliver)
+	}
 	return b.mem.Subscribe(ctx, channel, deliver)
 }
 
