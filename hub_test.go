@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -43,16 +44,8 @@ func countingBroker() (*fakeBroker, func() map[string]int) {
 	return b, func() map[string]int {
 		mu.Lock()
 		defer mu.Unlock()
-		return maps(open)
+		return maps.Clone(open)
 	}
-}
-
-func maps(m map[string]int) map[string]int {
-	c := make(map[string]int, len(m))
-	for k, v := range m {
-		c[k] = v
-	}
-	return c
 }
 
 // TestBrokerSubscriptionPerChannel checks that the hub holds one broker
