@@ -14,6 +14,7 @@ const (
 	DefaultMaxMessageBytes = 1 << 20
 	DefaultMaxChannels     = 32
 	DefaultWriteTimeout    = 10 * time.Second
+	DefaultReadTimeout     = 10 * time.Second
 	subscribeTimeout       = 10 * time.Second
 )
 
@@ -46,6 +47,24 @@ type Config struct {
 	// Logger receives one record per stream opened and closed, and broker
 	// errors. Nil discards them.
 	Logger *slog.Logger
+
+	// Authorizer decides what HTTP requests may publish and read (see
+	// Authorizer). Nil lets every request publish to and read every
+	// channel. It does not apply to Hub.Publish and Hub.Subscribe, which
+	// serve trusted Go code.
+	Authorizer Authorizer
+	// MaxConnections bounds how many streams the hub serves at once; a
+	// stream over the limit is answered 503 with Retry-After. Zero or
+	// negative means no limit.
+	MaxConnections int
+	// MaxConnectionsPerIP bounds how many streams the hub serves at once to
+	// one client address (the host of http.Request.RemoteAddr); over it,
+	// 503 with Retry-After. Zero or negative means no limit.
+	MaxConnectionsPerIP int
+	// ReadTimeout bounds reading the body of a publish request, so a client
+	// that sends it slowly cannot hold the handler (408). It does not apply
+	// to streams. Negative disables it.
+	ReadTimeout time.Duration
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -57,6 +76,7 @@ func (c Config) withDefaults() (Config, error) {
 	def(&c.Heartbeat, DefaultHeartbeat)
 	def(&c.Retry, DefaultRetry)
 	def(&c.WriteTimeout, DefaultWriteTimeout)
+	def(&c.ReadTimeout, DefaultReadTimeout)
 	if c.QueueSize == 0 {
 		c.QueueSize = DefaultQueueSize
 	}

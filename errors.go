@@ -36,4 +36,17 @@ var (
 	// ErrUnavailable means the broker cannot be reached right now; the
 	// message was not published and may be sent again.
 	ErrUnavailable = errors.New("ssehub: broker unavailable")
+	// ErrUnauthorized means a request needs a credential and carries none,
+	// or carries one that is not valid: malformed, expired, not yet valid,
+	// or signed with another key or algorithm.
+	ErrUnauthorized = errors.New("ssehub: unauthorized")
+	// ErrForbidden means a request's credential is valid but does not allow
+	// what the request asks for.
+	ErrForbidden = errors.New("ssehub: forbidden")
+	// ErrTooManyConnections means the hub already serves as many streams as
+	// it allows, in total or to the client's address.
+	ErrTooManyConnections = errors.New("ssehub: too many connections")
+	// ErrRequestTimeout means a request body did not arrive within
+	// Config.ReadTimeout.
+	ErrRequestTimeout = errors.New("ssehub: request body timeout")
 )

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -77,29 +79,63 @@ func (h *Hub) serveStream(w http.ResponseWriter, r *http.Request) {
 	if lastID == "" {
 		lastID = q.Get("last_event_id")
 	}
-	ctx := r.Context()
+	// Credential, channels and connection limits (auth.go, limits.go).
+	ctx, release, err := h.admitStream(r, q["channel"])
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	defer release()
 	sub, err := h.Subscribe(ctx, q["channel"], lastID)
 	if err != nil {
+		if errors.Is(err, ErrUnavailable) || errors.Is(err, ErrClosed) {
+			h.serveComeBack(w, r, err)
+			return
+		}
 		writeErr(w, err)
 		return
 	}
 	defer sub.Close()
 
-	hdr := w.Header()
-	hdr.Set("Content-Type", "text/event-stream")
-	hdr.Set("Cache-Control", "no-cache")
-	hdr.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
+	writeStreamHeader(w)
 
 	st := stream{w: w, rc: http.NewResponseController(w), timeout: h.cfg.WriteTimeout}
 	started := time.Now()
-	reason := h.runStream(ctx, &st, sub)
+	h.log.LogAttrs(ctx, slog.LevelInfo, "stream opened",
+		slog.String("remote", r.RemoteAddr),
+		slog.Any("channels", channelNames(sub)),
+		slog.Bool("resume", lastID != ""))
+	reason := streamEndReason(ctx, h.runStream(ctx, &st, sub))
 	h.log.LogAttrs(ctx, slog.LevelInfo, "stream closed",
 		slog.String("remote", r.RemoteAddr),
 		slog.Any("channels", channelNames(sub)),
 		slog.Duration("duration", time.Since(started)),
 		slog.Int64("events", st.events),
 		slog.String("reason", reason))
+}
+
+func writeStreamHeader(w http.ResponseWriter) {
+	hdr := w.Header()
+	hdr.Set("Content-Type", "text/event-stream")
+	hdr.Set("Cache-Control", "no-cache")
+	hdr.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+}
+
+// serveComeBack answers a stream the hub cannot serve right now (the broker
+// is unreachable, or the hub is shutting down) with an empty stream that
+// sets a reconnection delay. An EventSource treats any error status as final
+// and stops for good; an ended stream it retries after the delay, with its
+// Last-Event-ID, so nothing is lost once the hub can serve it again.
+func (h *Hub) serveComeBack(w http.ResponseWriter, r *http.Request, err error) {
+	base := max(h.cfg.Retry, time.Second)
+	delay := base + rand.N(base)
+	writeStreamHeader(w)
+	w.Write(sse.AppendRetry(nil, int(delay/time.Millisecond)))
+	h.log.LogAttrs(r.Context(), slog.LevelWarn, "stream deferred",
+		slog.String("remote", r.RemoteAddr),
+		slog.Duration("retry", delay),
+		slog.String("error", err.Error()))
 }
 
 func channelNames(s *Subscription) []string {
@@ -250,6 +286,9 @@ func bodyError(err error) error {
 	if err == io.EOF {
 		return fmt.Errorf("%w: empty body", ErrBadRequest)
 	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("%w: body not received in time", ErrRequestTimeout)
+	}
 	return fmt.Errorf("%w: %v", ErrBadRequest, err)
 }
 
@@ -278,9 +317,20 @@ func (h *Hub) servePublish(w http.ResponseWriter, r *http.Request) {
 		methodNotAllowed(w, "POST")
 		return
 	}
+	// The credential is checked before the body is read (auth.go).
+	allow, err := h.admitPublish(r)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
 	// The body also carries the envelope's other fields.
 	body := http.MaxBytesReader(w, r.Body, int64(h.cfg.MaxMessageBytes)+4096)
+	lift := h.bodyDeadline(w)
 	m, err := DecodePublishRequest(body)
+	if err == nil {
+		lift()
+		err = allow(m.Channel)
+	}
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -313,6 +363,14 @@ func ErrorStatus(err error) (status int, code string) {
 		return http.StatusBadRequest, "bad_request"
 	case errors.Is(err, ErrMessageTooLarge):
 		return http.StatusRequestEntityTooLarge, "too_large"
+	case errors.Is(err, ErrUnauthorized):
+		return http.StatusUnauthorized, "unauthorized"
+	case errors.Is(err, ErrForbidden):
+		return http.StatusForbidden, "forbidden"
+	case errors.Is(err, ErrRequestTimeout):
+		return http.StatusRequestTimeout, "request_timeout"
+	case errors.Is(err, ErrTooManyConnections):
+		return http.StatusServiceUnavailable, "too_many_connections"
 	case errors.Is(err, ErrClosed):
 		return http.StatusServiceUnavailable, "closing"
 	case errors.Is(err, ErrUnavailable):
@@ -331,6 +389,9 @@ func writeErr(w http.ResponseWriter, err error) {
 	}
 	if status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
+	}
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="ssehub"`)
 	}
 	writeError(w, status, code, strings.TrimPrefix(msg, "ssehub: "))
 }

@@ -29,6 +29,8 @@ type Hub struct {
 	streams    sync.WaitGroup
 
 	done chan struct{} // closed when Close tells subscriptions to end
+
+	conns connLimiter // streams open over HTTP, for the connection limits
 }
 
 // hubChannel is the local state of one channel: its broker subscription and

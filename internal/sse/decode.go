@@ -52,6 +52,10 @@ func NewDecoder(r io.Reader) *Decoder {
 // LastEventID returns the last event ID string the stream has set so far.
 func (d *Decoder) LastEventID() string { return d.lastEventID }
 
+// SetLastEventID sets the last event ID the stream starts from, as a
+// client that resumes a stream knows it before the first event.
+func (d *Decoder) SetLastEventID(id string) { d.lastEventID = id }
+
 // Retry returns the reconnection time the stream last set, in milliseconds.
 func (d *Decoder) Retry() int { return d.retry }
 

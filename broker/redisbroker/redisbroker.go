@@ -1,0 +1,453 @@
+// Package redisbroker is an ssehub.Broker on Redis, so that several hub
+// processes share channels and history: an event published on one hub
+// reaches the subscribers of every hub, and a client can resume with
+// Last-Event-ID on any hub, also after a hub restarts.
+//
+// Live traffic goes through Redis pub/sub on the plain channel name. Each
+// Broker holds one pub/sub connection, shared by all the channels its hub
+// subscribes; other commands use the client's pool. History lives in one
+// Redis stream per channel, bounded by count and age. A Lua script assigns
+// each event its sequence number, appends it to the stream and publishes
+// it in one atomic step, so a subscriber never sees an event that a replay
+// would not find, nor the other way round.
+//
+// # Ids
+//
+// Sequence numbers come from one counter in Redis shared by all channels:
+// seq = max(last+1, Redis TIME in microseconds). An event published
+// without an id gets seq as its id, written as 16 decimal digits, the
+// scheme ssehub.MemoryBroker uses; such ids sort in publish order. An id
+// the publisher chose is sent as given and kept in a per-channel index, so
+// a client can resume from it too.
+//
+// # Envelopes and other publishers
+//
+// A message on a channel is a JSON object. What this broker publishes is
+//
+//	{"data":<compact JSON>,"event":<type or null>,"retry":<ms or null>,"id":"<id>","ssehub_seq":<seq>}
+//
+// which invenio-sse's Python subscriber reads as its own (it uses data,
+// event, id and retry and ignores other keys). The "ssehub_seq" key is what
+// marks an envelope as this broker's. Messages without it come from
+// another publisher and are streamed live with Seq 0:
+//
+//   - with an "event" key, as invenio-sse publishes them
+//     ({"data", "event", "id", "retry"}, nulls kept): data is sent as
+//     compact JSON (a string keeps its quotes), the id exactly as written
+//     in the JSON (an epoch float keeps every digit);
+//   - without one, as flask-sse publishes them ({"data", "type", "id",
+//     "retry"}, unset keys left out): a string data is sent as it is, other
+//     data as compact JSON.
+//
+// As in those libraries, an id, type or retry that is null, empty, zero or
+// false is left out. A message whose fields would break the stream (a line
+// break in an id or type, data that is not JSON, no data key) is dropped
+// and logged. Foreign messages bypass the stream, so they are not in the
+// history and a resuming client does not get them again.
+//
+// # Failures
+//
+// When Redis cannot be reached, Publish fails with an error wrapping
+// ssehub.ErrUnavailable, Check reports it, and the broker reconnects with
+// backoff and subscribes all its channels again by itself. Events
+// published while its subscription was down are then read from the
+// streams and delivered, in order, before live ones; when they are no
+// longer there (Redis lost its data, or trimmed them), subscribers of the
+// channel get an ssehub.ResetType event instead. A watchdog publishes a
+// canary on a private channel every CanaryInterval and rebuilds the
+// subscription when a canary does not come back, which catches a
+// connection that looks fine but no longer delivers.
+//
+// # Keys and Redis Cluster
+//
+// All keys start with Options.Prefix. The scripts touch the shared
+// sequence counter and the channel's keys together, so on Redis Cluster
+// the prefix must hold a hash tag, as in "{ssehub}:", which keeps all keys
+// on one node.
+package redisbroker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ssehub/ssehub"
+)
+
+// Defaults for Options fields left at zero.
+const (
+	DefaultPrefix         = "ssehub:"
+	DefaultCanaryInterval = 5 * time.Second
+)
+
+// Options configures a Broker. The zero value is ready to use.
+type Options struct {
+	// Prefix starts the name of every key the broker uses. Empty means
+	// DefaultPrefix.
+	Prefix string
+	// HistorySize is how many events each channel's stream keeps for
+	// replay. Zero means ssehub.DefaultHistorySize; negative keeps no
+	// history, so every resume gets a reset.
+	HistorySize int
+	// HistoryAge is how long an event stays replayable; a channel with no
+	// event for that long is dropped entirely. Zero means
+	// ssehub.DefaultHistoryAge; negative keeps events until HistorySize
+	// trims them.
+	HistoryAge time.Duration
+	// CanaryInterval is how often the watchdog checks that the
+	// subscription delivers. Zero means DefaultCanaryInterval; negative
+	// disables the watchdog.
+	CanaryInterval time.Duration
+	// Logger receives connection changes and dropped foreign messages. Nil
+	// discards them.
+	Logger *slog.Logger
+}
+
+// Broker is an ssehub.Broker, ssehub.Replayer and ssehub.Checker on Redis.
+// Its methods are safe for concurrent use.
+type Broker struct {
+	client      redis.UniversalClient
+	prefix      string
+	size        int           // <= 0: no history
+	age         time.Duration // <= 0: no age limit
+	canaryEvery time.Duration // <= 0: no watchdog
+	canary      string        // private channel of the watchdog
+	log         *slog.Logger
+	stateKey    string
+	activeKey   string
+	evictedKey  string
+
+	// cmdMu keeps the SUBSCRIBE and UNSUBSCRIBE commands on the connection
+	// in the order of the changes to channels they follow. Lock order:
+	// cmdMu, then mu.
+	cmdMu sync.Mutex
+
+	mu       sync.Mutex
+	closed   bool
+	started  bool // the subscription runs
+	channels map[string]*channel
+	ps       *redis.PubSub         // the current session's connection, or nil
+	pending  map[string][]*channel // per name, the channels whose SUBSCRIBE (nil: UNSUBSCRIBE) awaits its reply, in order
+	up       bool                  // subscribed and caught up
+	downErr  error                 // why the last attempt to subscribe failed
+	seen     uint64                // every event up to seen on live channels has been delivered
+	// Watchdog state: the last canary token sent, when, and the last one
+	// received.
+	canaryWant, canaryGot uint64
+	canarySent            time.Time
+
+	done      chan struct{}   // closed by Close
+	ctx       context.Context // cancelled by Close, to abort dialing
+	cancelCtx context.CancelFunc
+	wg        sync.WaitGroup
+}
+
+// channel is one Redis channel the broker subscribes, with the local
+// subscriptions it feeds.
+type channel struct {
+	name      string
+	subs      []*sub
+	ready     chan struct{} // closed once first subscribed
+	readyDone bool
+	confirmed bool   // subscribed on the current connection
+	live      bool   // has been subscribed on some connection
+	last      uint64 // highest seq delivered
+}
+
+type sub struct{ deliver func(*ssehub.Event) }
+
+var (
+	_ ssehub.Broker   = (*Broker)(nil)
+	_ ssehub.Replayer = (*Broker)(nil)
+	_ ssehub.Checker  = (*Broker)(nil)
+)
+
+// New returns a Broker that uses client. The Broker does not close client;
+// close it after the Broker. New does not connect: the first Subscribe
+// opens the pub/sub connection, which is then kept, and restored when it
+// fails, until Close.
+func New(client redis.UniversalClient, opts Options) (*Broker, error) {
+	if client == nil {
+		return nil, errors.New("redisbroker: nil client")
+	}
+	b := &Broker{
+		client:      client,
+		prefix:      opts.Prefix,
+		size:        opts.HistorySize,
+		age:         opts.HistoryAge,
+		canaryEvery: opts.CanaryInterval,
+		log:         opts.Logger,
+		channels:    map[string]*channel{},
+		done:        make(chan struct{}),
+	}
+	if b.prefix == "" {
+		b.prefix = DefaultPrefix
+	}
+	if b.size == 0 {
+		b.size = ssehub.DefaultHistorySize
+	}
+	if b.age == 0 {
+		b.age = ssehub.DefaultHistoryAge
+	}
+	if b.canaryEvery == 0 {
+		b.canaryEvery = DefaultCanaryInterval
+	}
+	if b.log == nil {
+		b.log = slog.New(slog.DiscardHandler)
+	}
+	b.ctx, b.cancelCtx = context.WithCancel(context.Background())
+	b.stateKey = b.prefix + "state"
+	b.activeKey = b.prefix + "active"
+	b.evictedKey = b.prefix + "evicted"
+	// '#' cannot occur in an ssehub channel name, so no hub channel
+	// collides with the canary's.
+	b.canary = b.prefix + "canary#" + strconv.FormatUint(rand.Uint64(), 36)
+	return b, nil
+}
+
+// start starts the subscription and its watchdog, once. A broker that
+// only publishes never opens a pub/sub connection. b.mu must be held.
+func (b *Broker) start() {
+	if b.started || b.closed {
+		return
+	}
+	b.started = true
+	b.wg.Add(1)
+	go b.run()
+	if b.canaryEvery > 0 {
+		b.wg.Add(1)
+		go b.watch()
+	}
+}
+
+func (b *Broker) streamKey(channel string) string { return b.prefix + "stream:" + channel }
+func (b *Broker) idsKey(channel string) string    { return b.prefix + "ids:" + channel }
+
+// FormatSeq returns the id the broker gives an event with sequence number
+// seq when the publisher set none.
+func FormatSeq(seq uint64) string { return fmt.Sprintf("%016d", seq) }
+
+func unavailable(op string, err error) error {
+	return fmt.Errorf("%w: %s: %w", ssehub.ErrUnavailable, op, err)
+}
+
+// Publish implements ssehub.Broker. The event is in the channel's history
+// and on its way to every subscribed hub when Publish returns. An error
+// wrapping ssehub.ErrUnavailable means Redis could not be reached; when it
+// did not answer in time, the event may have been published all the same.
+func (b *Broker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Event, error) {
+	if b.isClosed() {
+		return nil, ssehub.ErrClosed
+	}
+	head := appendEnvelopeHead(make([]byte, 0, len(m.Data)+len(m.Type)+64), m)
+	var idJSON []byte
+	if m.ID != "" {
+		idJSON = appendJSONString(nil, m.ID)
+	}
+	age := int64(0)
+	if b.age > 0 {
+		age = b.age.Microseconds()
+	}
+	keys := []string{b.stateKey, b.activeKey, b.evictedKey, b.streamKey(m.Channel), b.idsKey(m.Channel)}
+	res, err := publishScript.Run(ctx, b.client, keys,
+		m.Channel, head, idJSON, m.ID, b.size, age, b.prefix).Int64Slice()
+	if err != nil {
+		return nil, unavailable(fmt.Sprintf("publish on %q", m.Channel), err)
+	}
+	if len(res) != 2 || res[0] <= 0 {
+		return nil, fmt.Errorf("redisbroker: publish script returned %v", res)
+	}
+	seq := uint64(res[0])
+	id := m.ID
+	if id == "" {
+		id = FormatSeq(seq)
+	}
+	return ssehub.NewEvent(m.Channel, id, m.Type, m.Data, m.Retry, seq, time.UnixMicro(res[0])), nil
+}
+
+// replayResult is what the replay script found for one channel.
+type replayResult struct {
+	ok     bool
+	events []*ssehub.Event
+}
+
+// runReplay runs the replay script for channels. With from nil, positions
+// come from lastEventID; otherwise from[i] is channel i's position.
+func (b *Broker) runReplay(ctx context.Context, channels []string, lastEventID string, from []uint64) (uint64, []replayResult, error) {
+	keys := make([]string, 0, 3+2*len(channels))
+	keys = append(keys, b.stateKey, b.activeKey, b.evictedKey)
+	args := make([]any, 0, 3+2*len(channels))
+	history := "0"
+	if b.size > 0 {
+		history = "1"
+	}
+	age := int64(0)
+	if b.age > 0 {
+		age = b.age.Microseconds()
+	}
+	args = append(args, lastEventID, history, age)
+	for _, name := range channels {
+		keys = append(keys, b.streamKey(name), b.idsKey(name))
+		args = append(args, name)
+	}
+	for i := range channels {
+		if from == nil {
+			args = append(args, "")
+		} else {
+			args = append(args, strconv.FormatUint(from[i], 10))
+		}
+	}
+	res, err := replayScript.Run(ctx, b.client, keys, args...).Slice()
+	if err != nil {
+		return 0, nil, unavailable("replay", err)
+	}
+	if len(res) != 1+2*len(channels) {
+		return 0, nil, fmt.Errorf("redisbroker: replay script returned %d values for %d channels", len(res), len(channels))
+	}
+	head, err := strconv.ParseUint(fmt.Sprint(res[0]), 10, 64)
+	if err != nil {
+		return 0, nil, fmt.Errorf("redisbroker: replay script returned head %v", res[0])
+	}
+	out := make([]replayResult, len(channels))
+	for i, name := range channels {
+		ok, _ := res[1+2*i].(int64)
+		out[i].ok = ok == 1
+		entries, _ := res[2+2*i].([]any)
+		for _, entry := range entries {
+			e, err := b.entryEvent(name, entry)
+			if err != nil {
+				// Only this broker writes streams; a bad entry means the
+				// data was changed behind its back.
+				b.log.LogAttrs(ctx, slog.LevelWarn, "redisbroker: skipped a bad stream entry",
+					slog.String("channel", name), slog.String("error", err.Error()))
+				continue
+			}
+			out[i].events = append(out[i].events, e)
+		}
+	}
+	return head, out, nil
+}
+
+// entryEvent decodes one stream entry, [id, [field, value, ...]].
+func (b *Broker) entryEvent(channel string, entry any) (*ssehub.Event, error) {
+	parts, _ := entry.([]any)
+	if len(parts) != 2 {
+		return nil, fmt.Errorf("entry %v", entry)
+	}
+	fields, _ := parts[1].([]any)
+	for i := 0; i+1 < len(fields); i += 2 {
+		if fields[i] == "e" {
+			payload, _ := fields[i+1].(string)
+			e, err := decodeEnvelope(channel, []byte(payload))
+			if err != nil {
+				return nil, err
+			}
+			if e.Seq == 0 {
+				return nil, fmt.Errorf("entry %v holds no sequence number", parts[0])
+			}
+			return e, nil
+		}
+	}
+	return nil, fmt.Errorf("entry %v has no envelope", parts[0])
+}
+
+// Replay implements ssehub.Replayer, reading the channels' streams in Redis.
+func (b *Broker) Replay(ctx context.Context, channels []string, lastEventID string, fn func(*ssehub.Event) error) (ssehub.Cursor, error) {
+	if b.isClosed() {
+		return ssehub.Cursor{}, ssehub.ErrClosed
+	}
+	seq, results, err := b.runReplay(ctx, channels, lastEventID, nil)
+	if err != nil {
+		return ssehub.Cursor{}, err
+	}
+	head := ssehub.Cursor{ID: FormatSeq(seq), Seq: seq}
+	var events []*ssehub.Event
+	for _, r := range results {
+		if !r.ok {
+			return head, fmt.Errorf("%w: %q", ssehub.ErrUnknownID, lastEventID)
+		}
+		events = append(events, r.events...)
+	}
+	slices.SortFunc(events, func(x, y *ssehub.Event) int { return cmpSeq(x.Seq, y.Seq) })
+	for _, e := range events {
+		if err := fn(e); err != nil {
+			return head, err
+		}
+	}
+	return head, nil
+}
+
+func cmpSeq(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// Check implements ssehub.Checker: it fails while the subscription is not
+// in place or has stopped delivering, or when Redis does not answer PING.
+// Before the first Subscribe, only PING counts.
+func (b *Broker) Check(ctx context.Context) error {
+	b.mu.Lock()
+	closed, started, up, downErr, overdue := b.closed, b.started, b.up, b.downErr, b.canaryOverdue()
+	b.mu.Unlock()
+	switch {
+	case closed:
+		return ssehub.ErrClosed
+	case !started:
+		// Nothing subscribed yet: publishing only needs the connection.
+	case !up && downErr != nil:
+		return unavailable("subscribe", downErr)
+	case !up:
+		return fmt.Errorf("%w: not subscribed yet", ssehub.ErrUnavailable)
+	case overdue:
+		return fmt.Errorf("%w: subscription stopped delivering", ssehub.ErrUnavailable)
+	}
+	if err := b.client.Ping(ctx).Err(); err != nil {
+		return unavailable("ping", err)
+	}
+	return nil
+}
+
+// Close implements ssehub.Broker. It ends the subscription and waits for
+// the broker's goroutines, or for ctx. It does not close the client.
+func (b *Broker) Close(ctx context.Context) error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return ssehub.ErrClosed
+	}
+	b.closed = true
+	ps := b.ps
+	b.mu.Unlock()
+	close(b.done)
+	b.cancelCtx()
+	if ps != nil {
+		ps.Close()
+	}
+	finished := make(chan struct{})
+	go func() { b.wg.Wait(); close(finished) }()
+	select {
+	case <-finished:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (b *Broker) isClosed() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closed
+}

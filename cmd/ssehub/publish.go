@@ -1,0 +1,143 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/ssehub/ssehub"
+)
+
+// maxStdin bounds the message publish reads from stdin.
+const maxStdin = 64 << 20
+
+func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ io.Writer) error {
+	fs := newFlagSet("publish", "publish [flags] < message.json", stdout)
+	var (
+		channel = fs.String("channel", ssehub.DefaultChannel, "`channel` to publish to")
+		typ     = fs.String("type", "", "event `type` (the event: field); empty for plain messages")
+		id      = fs.String("id", "", "event `id`; empty lets the hub assign one")
+		retry   = fs.Int("retry", 0, "reconnection time in `ms` sent with the event; 0 sends none")
+		hubURL  = fs.String("url", "http://127.0.0.1:8080", "`URL` of the hub")
+		timeout = fs.Duration("timeout", 10*time.Second, "how long to wait for the hub")
+		token   = fs.String("token", "", "bearer `token` for the hub (a publish token or a JWT)")
+		// With a Redis broker the message goes straight into Redis, as
+		// the hubs' own publishes do, trimming history as they do.
+		brokerURL   = fs.String("broker", "", "publish straight into this Redis broker `URL` (redis:// or rediss://) instead of through the hub at --url")
+		historySize = fs.Int("history-size", ssehub.DefaultHistorySize, "with a Redis --broker: events kept per channel; give the hubs' value")
+		historyAge  = fs.Duration("history-age", ssehub.DefaultHistoryAge, "with a Redis --broker: how long events stay replayable; give the hubs' value")
+	)
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	data, err := readMessage(stdin)
+	if err != nil {
+		return err
+	}
+	m := ssehub.Message{Channel: *channel, Data: data, Type: *typ, ID: *id, Retry: *retry}
+	if err := m.Normalize(); err != nil {
+		return errors.New(strings.TrimPrefix(err.Error(), "ssehub: "))
+	}
+	direct, err := directBroker(*brokerURL)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	var assigned string
+	if direct {
+		if *historySize == 0 {
+			*historySize = -1
+		}
+		assigned, err = publishBroker(ctx, *brokerURL, m, brokerOptions{historySize: *historySize, historyAge: *historyAge})
+	} else {
+		assigned, err = publishHTTP(ctx, *hubURL, *token, m)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, assigned)
+	return nil
+}
+
+// readMessage reads exactly one JSON document from r.
+func readMessage(r io.Reader) (json.RawMessage, error) {
+	body, err := io.ReadAll(io.LimitReader(r, maxStdin+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading stdin: %v", err)
+	}
+	if len(body) > maxStdin {
+		return nil, fmt.Errorf("message on stdin is over %d bytes", maxStdin)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, errors.New("no JSON message on stdin")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	var raw json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
+		return nil, fmt.Errorf("stdin is not valid JSON: %v", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("stdin holds more than one JSON document; publish one message at a time")
+	}
+	return raw, nil
+}
+
+// publishHTTP posts m to the hub's publish endpoint, with token as a
+// bearer token unless it is empty, and returns the id.
+func publishHTTP(ctx context.Context, hubURL, token string, m ssehub.Message) (string, error) {
+	u, err := url.Parse(hubURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", fmt.Errorf("--url %q is not an http(s) URL", hubURL)
+	}
+	// Keep the message's bytes as given: no HTML escaping of <, > and &.
+	var body bytes.Buffer
+	enc := json.NewEncoder(&body)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(m); err != nil {
+		return "", err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.JoinPath("publish").String(), &body)
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range bearerHeader(token) {
+		req.Header[k] = v
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("cannot reach the hub at %s: %v", hubURL, unwrapURLError(err))
+	}
+	defer resp.Body.Close()
+	var out struct {
+		ID    string `json:"id"`
+		Error string `json:"error"`
+	}
+	dec := json.NewDecoder(io.LimitReader(resp.Body, 1<<20))
+	if err := dec.Decode(&out); err != nil && resp.StatusCode == http.StatusOK {
+		return "", fmt.Errorf("the hub at %s answered with something that is not JSON: %v", hubURL, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		if out.Error == "" {
+			out.Error = http.StatusText(resp.StatusCode)
+		}
+		return "", fmt.Errorf("the hub refused the message (%d): %s", resp.StatusCode, out.Error)
+	}
+	return out.ID, nil
+}
+
+func unwrapURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ssehub/ssehub"
+	"github.com/ssehub/ssehub/broker/redisbroker"
+)
+
+// openRedisBroker opens a Redis broker with a client of its own on the
+// server u names: redis://[user:password@]host:port/db, or rediss:// for
+// TLS. Query parameters are go-redis client options, such as
+// ?dial_timeout=3s&pool_size=20.
+func openRedisBroker(u *url.URL, opt brokerOptions) (ssehub.Broker, func(context.Context) error, error) {
+	ro, err := redis.ParseURL(u.String())
+	if err != nil {
+		// The message may quote the URL; never print its password.
+		msg := err.Error()
+		if p, ok := u.User.Password(); ok && p != "" {
+			msg = strings.ReplaceAll(msg, p, "xxxxx")
+		}
+		return nil, nil, fmt.Errorf("broker URL %q: %s", u.Redacted(), msg)
+	}
+	// go-redis logs to stderr by itself; its messages (failed dials) repeat
+	// what the broker reports, so they go to the debug level. The logger is
+	// process-wide, and this process opens one broker.
+	redis.SetLogger(redisLogger{opt.logger})
+	client := redis.NewClient(ro)
+	b, err := redisbroker.New(client, redisbroker.Options{
+		HistorySize: opt.historySize,
+		HistoryAge:  opt.historyAge,
+		Logger:      opt.logger,
+	})
+	if err != nil {
+		client.Close()
+		return nil, nil, err
+	}
+	closeAll := func(ctx context.Context) error {
+		err := b.Close(ctx)
+		return errors.Join(err, client.Close())
+	}
+	return b, closeAll, nil
+}
+
+// directBroker reports whether a publish goes straight into the broker at
+// raw rather than through a hub: it does for Redis, which hubs share, and
+// not for the in-memory broker, which lives inside one hub.
+func directBroker(raw string) (bool, error) {
+	if raw == "" {
+		return false, nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return false, errors.New("--broker is not a valid URL")
+	}
+	switch u.Scheme {
+	case "memory":
+		return false, nil
+	case "redis", "rediss":
+		return true, nil
+	}
+	return false, fmt.Errorf("--broker %q: publish goes straight into redis:// or rediss:// only", u.Redacted())
+}
+
+// publishBroker publishes m into the broker at raw, without a hub, and
+// returns the event's id.
+func publishBroker(ctx context.Context, raw string, m ssehub.Message, opt brokerOptions) (string, error) {
+	b, closeBroker, err := openBroker(ctx, raw, opt)
+	if err != nil {
+		return "", err
+	}
+	defer closeBroker(context.WithoutCancel(ctx))
+	e, err := b.Publish(ctx, m)
+	if err != nil {
+		return "", errors.New(strings.TrimPrefix(err.Error(), "ssehub: "))
+	}
+	return e.ID, nil
+}
+
+// redisLogger passes go-redis's log messages to slog at the debug level.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	if l.log != nil {
+		l.log.LogAttrs(ctx, slog.LevelDebug, "redis client", slog.String("detail", fmt.Sprintf(format, v...)))
+	}
+}

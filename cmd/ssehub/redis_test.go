@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ssehub/ssehub/internal/redistest"
+	"github.com/ssehub/ssehub/internal/sse"
+)
+
+// TestRedisBrokerTwoHubs runs two `ssehub serve` processes on one Redis:
+// what is published through hub A, straight into Redis with
+// `publish --broker`, or with SSEHUB_BROKER set, reaches a stream on hub B
+// in order, and a client resumes on hub A from an id hub B sent.
+func TestRedisBrokerTwoHubs(t *testing.T) {
+	srv := redistest.Start(t)
+	a := startHub(t, "--broker", srv.URL())
+	b := startHub(t, "--broker", srv.URL(), "--heartbeat", "50ms")
+
+	events := openEvents(t, b.URL+"/sse?channel=news", "")
+	b.waitLog(t, "stream opened", 1)
+
+	var ids []string
+	publish := func(env []string, args ...string) {
+		t.Helper()
+		cmd := exec.Command(binary, append([]string{"publish", "--channel", "news"}, args...)...)
+		cmd.Env = append(cmd.Environ(), env...)
+		cmd.Stdin = strings.NewReader(`{"n": 1}`)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("publish %v: %v %s", args, err, exitStderr(err))
+		}
+		ids = append(ids, strings.TrimSpace(string(out)))
+	}
+	publish(nil, "--url", a.URL)
+	publish(nil, "--broker", srv.URL())
+	publish([]string{"SSEHUB_BROKER=" + srv.URL()})
+	publish([]string{"SSEHUB_BROKER=memory:"}, "--url", b.URL) // memory: means through the hub
+
+	for i, id := range ids {
+		e := events.next(t)
+		if e.LastEventID != id || e.Data != `{"n":1}` {
+			t.Fatalf("event %d on hub B: id %q data %q; want id %q", i, e.LastEventID, e.Data, id)
+		}
+	}
+	resumed := openEvents(t, a.URL+"/sse?channel=news", ids[0])
+	for _, id := range ids[1:] {
+		if e := resumed.next(t); e.LastEventID != id {
+			t.Fatalf("resumed on hub A: id %q, want %q", e.LastEventID, id)
+		}
+	}
+
+	// Redis goes away: publishing fails with a one-line message, either way.
+	srv.Stop()
+	for _, args := range [][]string{{"--broker", srv.URL(), "--timeout", "5s"}, {"--url", a.URL}} {
+		_, errOut, code := runCLI(t, `{}`, append([]string{"publish"}, args...)...)
+		if code == 0 || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, "unavailable") {
+			t.Fatalf("publish %v with Redis down: exit %d, stderr %q; want one line saying unavailable", args, code, errOut)
+		}
+	}
+	// Hub B's stream stays open. Redis comes back empty, so hub B cannot
+	// tell what its stream missed: it sends a reset once subscribed again,
+	// and live events after it.
+	srv.Start()
+	if e := events.next(t); e.Type != "ssehub.reset" {
+		t.Fatalf("after Redis restarted empty hub B sent %q %q, want a reset", e.Type, e.Data)
+	}
+	out, errOut, code := runCLI(t, `{"n": 2}`, "publish", "--url", a.URL, "--channel", "news")
+	if code != 0 {
+		t.Fatalf("publish after Redis restarted: exit %d, stderr %q", code, errOut)
+	}
+	if e := events.next(t); e.LastEventID != strings.TrimSpace(out) || e.Data != `{"n":2}` {
+		t.Fatalf("after the reset hub B sent %q %q, want id %s", e.LastEventID, e.Data, out)
+	}
+}
+
+func exitStderr(err error) string {
+	if ee, ok := err.(*exec.ExitError); ok {
+		return string(ee.Stderr)
+	}
+	return ""
+}
+
+// eventStream is a decoded GET /sse response.
+type eventStream struct {
+	events chan sse.Event
+}
+
+func openEvents(t *testing.T, url, lastID string) *eventStream {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", url, resp.Status)
+	}
+	s := &eventStream{events: make(chan sse.Event, 64)}
+	t.Cleanup(func() { cancel(); resp.Body.Close() })
+	go func() {
+		defer close(s.events)
+		dec := sse.NewDecoder(resp.Body)
+		for {
+			e, err := dec.Next()
+			if err != nil {
+				return
+			}
+			s.events <- e
+		}
+	}()
+	return s
+}
+
+func (s *eventStream) next(t *testing.T) sse.Event {
+	t.Helper()
+	select {
+	case e, ok := <-s.events:
+		if !ok {
+			t.Fatal("the stream ended")
+		}
+		return e
+	case <-time.After(30 * time.Second):
+		t.Fatal("no event after 30s")
+	}
+	return sse.Event{}
+}
+
+func TestBrokerURLs(t *testing.T) {
+	for _, tt := range []struct {
+		url, err string
+	}{
+		{"memory:", ""},
+		{"redis://127.0.0.1:1/0", ""},
+		{"rediss://user:secret@127.0.0.1:1/2", ""},
+		{"nats://127.0.0.1:4222", "unsupported scheme"},
+		{"redis://user:secret@127.0.0.1:1/x", "invalid database"},
+	} {
+		b, closeBroker, err := openBroker(context.Background(), tt.url, brokerOptions{})
+		if tt.err == "" {
+			if err != nil {
+				t.Errorf("%s: %v", tt.url, err)
+				continue
+			}
+			if b == nil {
+				t.Errorf("%s: no broker", tt.url)
+			}
+			closeBroker(context.Background())
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tt.err) {
+			t.Errorf("%s: error %v, want one saying %q", tt.url, err, tt.err)
+		}
+		if err != nil && strings.Contains(err.Error(), "secret") {
+			t.Errorf("%s: the error shows the password: %v", tt.url, err)
+		}
+	}
+}

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/ssehub/ssehub"
+)
+
+func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlagSet("serve", "serve [flags]", stdout)
+	var (
+		addr            = fs.String("addr", "127.0.0.1:8080", "`address` to listen on")
+		brokerURL       = fs.String("broker", "memory:", "broker `URL`: memory:, redis://[user:password@]host:port/db or rediss://...")
+		heartbeat       = fs.Duration("heartbeat", ssehub.DefaultHeartbeat, "interval of heartbeat comments on idle streams; 0 disables")
+		retry           = fs.Duration("retry", ssehub.DefaultRetry, "reconnection delay told to clients when a stream opens")
+		historySize     = fs.Int("history-size", ssehub.DefaultHistorySize, "events kept per channel for replay; 0 keeps none")
+		historyAge      = fs.Duration("history-age", ssehub.DefaultHistoryAge, "how long events stay replayable")
+		queueSize       = fs.Int("queue-size", ssehub.DefaultQueueSize, "events that may wait for one subscriber before it is disconnected")
+		maxMessageBytes = fs.Int("max-message-bytes", ssehub.DefaultMaxMessageBytes, "largest accepted message data, in bytes")
+		maxChannels     = fs.Int("max-channels-per-connection", ssehub.DefaultMaxChannels, "most channels one stream may subscribe to")
+		shutdownTimeout = fs.Duration("shutdown-timeout", 10*time.Second, "how long shutdown waits for publishes in flight and streams to end")
+	)
+	sec := addSecurityFlags(fs) // security.go
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if *heartbeat == 0 {
+		*heartbeat = -1
+	}
+	if *historySize < 0 || *queueSize <= 0 || *maxMessageBytes <= 0 || *maxChannels <= 0 {
+		return errors.New("--history-size must be >= 0 and --queue-size, --max-message-bytes, --max-channels-per-connection > 0")
+	}
+	if *historySize == 0 {
+		*historySize = -1
+	}
+
+	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	broker, closeBroker, err := openBroker(ctx, *brokerURL, brokerOptions{historySize: *historySize, historyAge: *historyAge, logger: logger})
+	if err != nil {
+		return err
+	}
+	cfg := ssehub.Config{
+		Broker:          broker,
+		Heartbeat:       *heartbeat,
+		Retry:           *retry,
+		QueueSize:       *queueSize,
+		MaxMessageBytes: *maxMessageBytes,
+		MaxChannels:     *maxChannels,
+		Logger:          logger,
+	}
+	if err := sec.apply(&cfg); err != nil {
+		closeBroker(ctx)
+		return err
+	}
+	hub, err := ssehub.New(cfg)
+	if err != nil {
+		closeBroker(ctx)
+		return err
+	}
+
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		closeBroker(ctx)
+		return err
+	}
+	// No ReadTimeout or WriteTimeout: they would cut streams. The hub
+	// bounds the read of publish bodies and each write to a stream itself.
+	srv := &http.Server{
+		Handler:           hub,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	// Shutdown waits for handlers to return, and a stream returns only
+	// when the hub ends it. shutdownCtx is set before Shutdown runs this.
+	var shutdownCtx context.Context
+	srv.RegisterOnShutdown(func() { hub.Close(shutdownCtx) })
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	logger.Info("listening", "addr", ln.Addr().String(), "url", "http://"+ln.Addr().String(), "broker", redactURL(*brokerURL))
+	sec.logAccess(logger, cfg, ln.Addr())
+
+	select {
+	case err = <-served:
+	case <-ctx.Done():
+		logger.Info("shutting down")
+		var cancel context.CancelFunc
+		shutdownCtx, cancel = context.WithTimeout(context.WithoutCancel(ctx), *shutdownTimeout)
+		defer cancel()
+		err = srv.Shutdown(shutdownCtx)
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("shutdown: streams still open after %s", *shutdownTimeout)
+			srv.Close()
+		}
+	}
+	if cerr := closeBroker(context.WithoutCancel(ctx)); err == nil && cerr != nil && !errors.Is(cerr, ssehub.ErrClosed) {
+		err = cerr
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}

@@ -1,0 +1,52 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/ssehub/ssehub/auth"
+)
+
+func runToken(_ context.Context, args []string, _ io.Reader, stdout, _ io.Writer) error {
+	fs := newFlagSet("token", "token --secret-file F [flags]", stdout)
+	var publish, subscribe listFlag
+	fs.Var(&publish, "publish", "channel `pattern` the token may publish to; repeat for several")
+	fs.Var(&subscribe, "subscribe", "channel `pattern` the token may read; repeat for several")
+	var (
+		secretFile = fs.String("secret-file", "", "`file` holding the HMAC secret, as given to serve --jwt-secret-file")
+		ttl        = fs.Duration("ttl", time.Hour, "how long the token is valid")
+		subject    = fs.String("subject", "", "the token's sub claim: who the token is for")
+		audience   = fs.String("audience", "", "the token's aud claim")
+		issuer     = fs.String("issuer", "", "the token's iss claim")
+	)
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if *secretFile == "" {
+		return errors.New("--secret-file is required")
+	}
+	if *ttl <= 0 {
+		return errors.New("--ttl must be positive")
+	}
+	secret, err := auth.ReadSecretFile(*secretFile)
+	if err != nil {
+		return errors.New(strings.TrimPrefix(err.Error(), "auth: "))
+	}
+	c := auth.NewClaims(*subject, publish, subscribe, *ttl)
+	if *audience != "" {
+		c.Audience = jwt.ClaimStrings{*audience}
+	}
+	c.Issuer = *issuer
+	tok, err := auth.Sign(secret, c)
+	if err != nil {
+		return errors.New(strings.TrimPrefix(err.Error(), "auth: "))
+	}
+	fmt.Fprintln(stdout, tok)
+	return nil
+}

@@ -1,0 +1,80 @@
+package ssehub
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// connLimiter counts the streams a hub serves, in total and per client
+// address. Its zero value is ready to use; the limits come with each call so
+// that they stay in Config.
+type connLimiter struct {
+	mu    sync.Mutex
+	total int
+	byIP  map[string]int
+}
+
+// acquire takes a slot for a stream from ip, or fails with
+// ErrTooManyConnections when max streams (or perIP streams from ip) are
+// open; zero or negative limits are off. release gives the slot back and
+// may be called more than once.
+func (l *connLimiter) acquire(ip string, max, perIP int) (release func(), err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if max > 0 && l.total >= max {
+		return nil, fmt.Errorf("%w: %d streams open, the limit", ErrTooManyConnections, max)
+	}
+	if perIP > 0 && l.byIP[ip] >= perIP {
+		return nil, fmt.Errorf("%w: %d streams open from this address, the limit", ErrTooManyConnections, perIP)
+	}
+	if l.byIP == nil {
+		l.byIP = map[string]int{}
+	}
+	l.total++
+	l.byIP[ip]++
+	return sync.OnceFunc(func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		l.total--
+		if l.byIP[ip]--; l.byIP[ip] <= 0 {
+			delete(l.byIP, ip)
+		}
+	}), nil
+}
+
+// open returns how many streams hold a slot.
+func (l *connLimiter) open() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.total
+}
+
+// clientIP is the address a request came from, without its port.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// bodyDeadline sets a read deadline of Config.ReadTimeout for the body of
+// the request w answers, and returns the function that lifts it once the
+// whole body is read. After a failed read the deadline stays: the server
+// then drains what is left of the body before it answers, and must not wait
+// for a client that stopped sending.
+func (h *Hub) bodyDeadline(w http.ResponseWriter) (lift func()) {
+	if h.cfg.ReadTimeout <= 0 {
+		return func() {}
+	}
+	rc := http.NewResponseController(w)
+	// A ResponseWriter that cannot set deadlines (a test recorder) reads
+	// without one.
+	if rc.SetReadDeadline(time.Now().Add(h.cfg.ReadTimeout)) != nil {
+		return func() {}
+	}
+	return func() { rc.SetReadDeadline(time.Time{}) }
+}
