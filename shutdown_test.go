@@ -142,7 +142,8 @@ func TestCloseDeadline(t *testing.T) {
 }
 
 // TestCloseEndsStreams closes a hub with open streams: each one gets what
-// was published before and then ends, and the endpoints answer 503.
+// was published before and then ends. Later streams get only a retry
+// delay; publish and health answer 503.
 func TestCloseEndsStreams(t *testing.T) {
 	t.Parallel()
 	hub, ts := newTestHub(t, ssehub.Config{})
@@ -164,8 +165,16 @@ func TestCloseEndsStreams(t *testing.T) {
 			t.Fatalf("stream %d: Next = %+v, %v; want io.EOF", i, e, err)
 		}
 	}
+	// A stream asked for now is answered with a retry delay and ends at
+	// once: an error status would stop an EventSource for good.
+	late := openStream(t, ts.Client(), ts.URL+"/sse", "")
+	if e, err := late.dec.Next(); err != io.EOF {
+		t.Fatalf("stream opened after Close: Next = %+v, %v; want io.EOF", e, err)
+	}
+	if late.dec.Retry() <= 0 {
+		t.Fatal("stream opened after Close set no reconnection delay")
+	}
 	for _, r := range []struct{ method, path, body string }{
-		{"GET", "/sse", ""},
 		{"POST", "/publish", `{"data":1}`},
 		{"GET", "/healthz", ""},
 	} {
