@@ -264,6 +264,10 @@ func DecodePublishRequest(r io.Reader) (Message, error) {
 		return Message{}, bodyError(err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return Message{}, bodyError(err)
+		}
 		return Message{}, fmt.Errorf("%w: body holds more than one JSON value", ErrBadRequest)
 	}
 	if req.Data == nil {

@@ -216,6 +216,7 @@ func TestPublishHTTPErrors(t *testing.T) {
 		{"two JSON values", "POST", `{"data":1} {"data":2}`, 400, "bad_request"},
 		{"data over limit", "POST", `{"data":"` + strings.Repeat("x", 1000) + `"}`, 413, "too_large"},
 		{"body over limit", "POST", `{"data":"` + strings.Repeat("x", 10000) + `"}`, 413, "too_large"},
+		{"white space over limit", "POST", `{"data":1}` + strings.Repeat(" ", 10000), 413, "too_large"},
 		{"wrong method", "GET", ``, 405, "method_not_allowed"},
 		{"PUT", "PUT", `{"data":1}`, 405, "method_not_allowed"},
 	}
