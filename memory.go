@@ -1,6 +1,7 @@
 package ssehub
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -246,23 +247,13 @@ func (b *MemoryBroker) Replay(ctx context.Context, channels []string, lastEventI
 		return head, fmt.Errorf("%w: %q", ErrUnknownID, lastEventID)
 	}
 	// Collected newest first per channel; put all of them in publish order.
-	slices.SortFunc(events, func(x, y *Event) int { return cmpSeq(x.Seq, y.Seq) })
+	slices.SortFunc(events, func(x, y *Event) int { return cmp.Compare(x.Seq, y.Seq) })
 	for _, e := range events {
 		if err := fn(e); err != nil {
 			return head, err
 		}
 	}
 	return head, nil
-}
-
-func cmpSeq(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // resolve finds the position lastEventID stands for: the seq of a retained
