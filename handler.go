@@ -60,12 +60,16 @@ func (h *Hub) serveHealth(w http.ResponseWriter, r *http.Request) {
 		methodNotAllowed(w, "GET, HEAD")
 		return
 	}
-	select {
-	case <-h.done:
+	// closing is set as soon as Close starts refusing work; done only
+	// once publishes in flight have finished.
+	h.mu.Lock()
+	closing := h.closing
+	h.mu.Unlock()
+	if closing {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "closing"})
-	default:
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		return
 	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 func (h *Hub) serveStream(w http.ResponseWriter, r *http.Request) {
@@ -292,6 +296,10 @@ func DecodePublishRequest(r io.Reader) (Message, error) {
 		return Message{}, bodyError(err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return Message{}, bodyError(err)
+		}
 		return Message{}, fmt.Errorf("%w: body holds more than one JSON value", ErrBadRequest)
 	}
 	if req.Data == nil {

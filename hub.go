@@ -152,6 +152,7 @@ type Subscription struct {
 	pending  []*Event // replayed events, sent before the queue
 	skip     uint64   // queued events with 0 < Seq <= skip were replayed
 
+	settled     chan struct{} // closed when Subscribe returns
 	endOnce     sync.Once
 	ended       chan struct{}
 	err         error // why the subscription ended; set before ended is closed
@@ -172,7 +173,8 @@ func (h *Hub) Subscribe(ctx context.Context, channels []string, lastEventID stri
 	if err != nil {
 		return nil, err
 	}
-	s := &Subscription{hub: h, queue: make(chan *Event, h.cfg.QueueSize), ended: make(chan struct{})}
+	s := &Subscription{hub: h, queue: make(chan *Event, h.cfg.QueueSize), ended: make(chan struct{}), settled: make(chan struct{})}
+	defer close(s.settled)
 	h.mu.Lock()
 	if h.closing {
 		h.mu.Unlock()
@@ -335,8 +337,12 @@ func (s *Subscription) offer(e *Event) {
 			if m := s.hub.metrics; m != nil {
 				m.SlowSubscriber()
 			}
-			// Not here: offer runs under the channel's read lock.
-			go s.release()
+			// Not here: offer runs under the channel's read lock, and
+			// Subscribe may still be adding channels to s.
+			go func() {
+				<-s.settled
+				s.release()
+			}()
 		}
 	}
 }

@@ -67,6 +67,7 @@
 package redisbroker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -389,23 +390,13 @@ func (b *Broker) Replay(ctx context.Context, channels []string, lastEventID stri
 		}
 		events = append(events, r.events...)
 	}
-	slices.SortFunc(events, func(x, y *ssehub.Event) int { return cmpSeq(x.Seq, y.Seq) })
+	slices.SortFunc(events, func(x, y *ssehub.Event) int { return cmp.Compare(x.Seq, y.Seq) })
 	for _, e := range events {
 		if err := fn(e); err != nil {
 			return head, err
 		}
 	}
 	return head, nil
-}
-
-func cmpSeq(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Check implements ssehub.Checker: it fails while the subscription is not

@@ -1,6 +1,7 @@
 package redisbroker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -374,7 +375,7 @@ func (b *Broker) catchUp(ctx context.Context, behind []*channel, held []heldEven
 			}
 		}
 	}
-	slices.SortFunc(events, func(x, y *ssehub.Event) int { return cmpSeq(x.Seq, y.Seq) })
+	slices.SortFunc(events, func(x, y *ssehub.Event) int { return cmp.Compare(x.Seq, y.Seq) })
 
 	b.mu.Lock()
 	defer b.mu.Unlock()
