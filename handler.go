@@ -244,6 +244,9 @@ func (st *stream) write(p []byte) {
 
 func (st *stream) event(e *Event) {
 	st.write(e.frame)
+	if e.position {
+		return
+	}
 	st.events++
 	if st.m != nil {
 		st.batch = append(st.batch, e)

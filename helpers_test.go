@@ -193,6 +193,8 @@ func (b *fakeBroker) Subscribe(ctx context.Context, channel string, deliver func
 	return b.mem.Subscribe(ctx, channel, deliver)
 }
 
+func (b *fakeBroker) Head(ctx context.Context) (ssehub.Cursor, error) { return b.mem.Head(ctx) }
+
 func (b *fakeBroker) Replay(ctx context.Context, channels []string, lastEventID string, fn func(*ssehub.Event) error) (ssehub.Cursor, error) {
 	if b.replay != nil {
 		return b.replay(ctx, channels, lastEventID, fn)

@@ -186,6 +186,16 @@ func (h *Hub) Subscribe(ctx context.Context, channels []string, lastEventID stri
 		h.metrics.SubscriptionOpened()
 	}
 
+	// A new client's position is the head before it subscribes, so that
+	// the catch-up below covers anything published in between.
+	var start Cursor
+	if lastEventID == "" && h.replayer != nil {
+		if start, err = h.replayer.Head(ctx); err != nil {
+			s.release()
+			return nil, fmt.Errorf("head: %w", err)
+		}
+	}
+
 	// Live first, then history: an event published meanwhile is either
 	// in the replay or queued, and the queue skips what the replay covered.
 	for _, name := range names {
@@ -200,13 +210,45 @@ func (h *Hub) Subscribe(ctx context.Context, channels []string, lastEventID stri
 		s.channels = append(s.channels, c)
 	}
 	if lastEventID != "" {
-		if err := s.replay(ctx, names, lastEventID); err != nil {
-			s.release()
-			return nil, err
-		}
+		err = s.replay(ctx, names, lastEventID)
+	} else if start.ID != "" {
+		err = s.catchUp(ctx, names, start)
+	}
+	if err != nil {
+		s.release()
+		return nil, err
 	}
 	s.stopCtx = context.AfterFunc(ctx, func() { s.end(ctx.Err()) })
 	return s, nil
+}
+
+// catchUp starts a subscription that has no last event id from start, the
+// broker's head taken before it subscribed: it passes on the events
+// published since (those that beat the live subscription), and first a
+// frame that sets the client's last event id to start. A client that
+// reconnects before its first event then resumes from there instead of
+// missing what was published while it was away.
+func (s *Subscription) catchUp(ctx context.Context, names []string, start Cursor) error {
+	s.pending = append(s.pending, positionEvent(start))
+	head, err := s.hub.replayer.Replay(ctx, names, start.ID, func(e *Event) error {
+		s.pending = append(s.pending, e)
+		return nil
+	})
+	switch {
+	case errors.Is(err, ErrUnknownID):
+		// Nothing to catch up from; live events start after head.
+		s.pending = s.pending[:1]
+	case err != nil:
+		return fmt.Errorf("catch up from %q: %w", start.ID, err)
+	}
+	s.skip = head.Seq
+	return nil
+}
+
+// positionEvent is a frame with only an id field: it sets the client's last
+// event id without dispatching an event. Next does not return it.
+func positionEvent(c Cursor) *Event {
+	return &Event{ID: c.ID, Seq: c.Seq, Time: time.Now(), frame: []byte("id: " + c.ID + "\n\n"), position: true}
 }
 
 func (s *Subscription) replay(ctx context.Context, names []string, lastEventID string) error {
@@ -388,8 +430,10 @@ func (s *Subscription) Close() {
 // returns an error once the subscription has ended (the context's error,
 // ErrSlowSubscriber or ErrClosed) or when ctx ends.
 func (s *Subscription) Next(ctx context.Context) (*Event, error) {
-	if e := s.nextPending(); e != nil {
-		return e, nil
+	for e := s.nextPending(); e != nil; e = s.nextPending() {
+		if !e.position {
+			return e, nil
+		}
 	}
 	for {
 		select {

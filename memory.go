@@ -208,6 +208,19 @@ func (b *MemoryBroker) Subscribe(ctx context.Context, channel string, deliver fu
 	}, nil
 }
 
+// Head implements Replayer.
+func (b *MemoryBroker) Head(ctx context.Context) (Cursor, error) {
+	if err := ctx.Err(); err != nil {
+		return Cursor{}, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return Cursor{}, ErrClosed
+	}
+	return Cursor{ID: formatSeq(b.seq), Seq: b.seq}, nil
+}
+
 // Replay implements Replayer.
 func (b *MemoryBroker) Replay(ctx context.Context, channels []string, lastEventID string, fn func(*Event) error) (Cursor, error) {
 	if err := ctx.Err(); err != nil {

@@ -399,6 +399,27 @@ func (b *Broker) Replay(ctx context.Context, channels []string, lastEventID stri
 	return head, nil
 }
 
+// Head implements ssehub.Replayer: the last sequence number issued, or a
+// zero Cursor when nothing was ever published on this Redis.
+func (b *Broker) Head(ctx context.Context) (ssehub.Cursor, error) {
+	if b.isClosed() {
+		return ssehub.Cursor{}, ssehub.ErrClosed
+	}
+	v, err := b.client.HGet(ctx, b.stateKey, "seq").Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return ssehub.Cursor{}, nil
+	case err != nil:
+		b.metrics.BrokerError()
+		return ssehub.Cursor{}, unavailable("head", err)
+	}
+	seq, err := strconv.ParseUint(v, 10, 64)
+	if err != nil || seq == 0 {
+		return ssehub.Cursor{}, nil
+	}
+	return ssehub.Cursor{ID: FormatSeq(seq), Seq: seq}, nil
+}
+
 // Check implements ssehub.Checker: it fails while the subscription is not
 // in place or has stopped delivering, or when Redis does not answer PING.
 // Before the first Subscribe, only PING counts.

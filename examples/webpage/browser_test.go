@@ -543,14 +543,14 @@ func TestResumeAfterRestart(t *testing.T) {
 			publishDown: func(t *testing.T, data string) string {
 				return runPublishCLI(t, data, "--broker", rs.URL(), "--channel", "cool_channel", "--type", "cool")
 			},
-		})
+		}, 3)
 	})
-	t.Run("shared memory broker", func(t *testing.T) {
+	sharedMemory := func(t *testing.T) resumeSetup {
 		// MemoryBroker history lives in the process, so here one broker
 		// outlives both hubs, as Redis would.
 		b := ssehub.NewMemoryBroker(ssehub.MemoryConfig{})
 		t.Cleanup(func() { b.Close(context.Background()) })
-		testResume(t, resumeSetup{
+		return resumeSetup{
 			newBroker: func(*testing.T) (ssehub.Broker, func()) { return b, func() {} },
 			publishDown: func(t *testing.T, data string) string {
 				e, err := b.Publish(t.Context(), ssehub.Message{Channel: "cool_channel", Type: "cool", Data: json.RawMessage(data)})
@@ -559,14 +559,19 @@ func TestResumeAfterRestart(t *testing.T) {
 				}
 				return e.ID
 			},
-		})
-	})
+		}
+	}
+	t.Run("shared memory broker", func(t *testing.T) { testResume(t, sharedMemory(t), 3) })
+	// A page that saw no event before the restart resumes from the id the
+	// hub sent when the stream opened.
+	t.Run("no event before the restart", func(t *testing.T) { testResume(t, sharedMemory(t), 0) })
 }
 
-// testResume stops the hub under an open page, publishes while it is down,
-// and starts a new hub process on the same address: the page reconnects
-// by itself with Last-Event-ID and shows every event once, in order.
-func testResume(t *testing.T, setup resumeSetup) {
+// testResume publishes before events, stops the hub under an open page,
+// publishes while it is down, and starts a new hub process on the same
+// address: the page reconnects by itself with Last-Event-ID and shows
+// every event once, in order.
+func testResume(t *testing.T, setup resumeSetup, before int) {
 	ctx := newTab(t)
 	broker1, close1 := setup.newBroker(t)
 	srv1 := startServer(t, serverOptions{broker: broker1, onStop: close1})
@@ -581,10 +586,12 @@ func testResume(t *testing.T, setup resumeSetup) {
 		want = append(want, coolPrefix+data)
 		return data
 	}
-	for range 3 {
+	for range before {
 		ids = append(ids, publish(t, srv1.URL, "cool_channel", "cool", next()))
 	}
-	waitItems(t, ctx, 3)
+	if before > 0 {
+		waitItems(t, ctx, before)
+	}
 
 	srv1.stop(t)
 	waitStatus(t, ctx, "reconnecting")
@@ -598,11 +605,11 @@ func testResume(t *testing.T, setup resumeSetup) {
 	}
 	broker2, close2 := setup.newBroker(t)
 	srv2 := startServer(t, serverOptions{ln: ln, broker: broker2, onStop: close2})
-	waitItems(t, ctx, 6)
+	waitItems(t, ctx, before+3)
 	for range 3 {
 		ids = append(ids, publish(t, srv2.URL, "cool_channel", "cool", next()))
 	}
-	waitItems(t, ctx, 9)
+	waitItems(t, ctx, before+6)
 
 	st := readPage(t, ctx)
 	if st.Status != "open" {
@@ -612,8 +619,13 @@ func testResume(t *testing.T, setup resumeSetup) {
 		t.Errorf("page shows\n%q\nwant every event once, in order:\n%q", st.Items, want)
 	}
 	reqs := srv2.streamRequests()
-	if len(reqs) == 0 || reqs[0].lastEventID != ids[2] {
-		t.Errorf("stream requests after the restart: %+v; want the first with Last-Event-ID %s", reqs, ids[2])
+	switch {
+	case len(reqs) == 0:
+		t.Errorf("no stream request after the restart")
+	case before > 0 && reqs[0].lastEventID != ids[before-1]:
+		t.Errorf("stream requests after the restart: %+v; want the first with Last-Event-ID %s", reqs, ids[before-1])
+	case before == 0 && reqs[0].lastEventID == "":
+		t.Errorf("stream requests after the restart: %+v; want the first with the position the hub sent on connect", reqs)
 	}
 }
 
