@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"sync"
 
 	"github.com/ssehub/ssehub"
 )
@@ -61,7 +60,7 @@ func (w *webFlags) handler(h http.Handler) (http.Handler, error) {
 // serve serves srv on ln, over TLS (and so HTTP/2) when prepare loaded a
 // certificate.
 func (w *webFlags) serve(srv *http.Server, ln net.Listener) error {
-	srv.RegisterOnShutdown(trackFreshConns(srv).closeAll)
+	ssehub.CloseFreshConns(srv)
 	if w.tls == nil {
 		return srv.Serve(ln)
 	}
@@ -77,40 +76,3 @@ func (w *webFlags) url(ln net.Listener) string {
 	return "http://" + ln.Addr().String()
 }
 
-// freshConns tracks connections that have not sent a request yet.
-// Browsers open such spare connections ahead of need, and Shutdown waits
-// up to 5 seconds for each to send one; closeAll closes them instead.
-type freshConns struct {
-	mu      sync.Mutex
-	conns   map[net.Conn]struct{}
-	closing bool
-}
-
-// trackFreshConns sets srv.ConnState to track srv's fresh connections.
-func trackFreshConns(srv *http.Server) *freshConns {
-	f := &freshConns{conns: map[net.Conn]struct{}{}}
-	srv.ConnState = func(c net.Conn, s http.ConnState) {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		switch {
-		case s == http.StateNew && f.closing:
-			c.Close()
-		case s == http.StateNew:
-			f.conns[c] = struct{}{}
-		default:
-			delete(f.conns, c)
-		}
-	}
-	return f
-}
-
-// closeAll closes the connections that have not sent a request, and those
-// accepted from now on.
-func (f *freshConns) closeAll() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.closing = true
-	for c := range f.conns {
-		c.Close()
-	}
-}

@@ -38,7 +38,6 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
-	"sync"
 	"syscall"
 	"time"
 
@@ -240,7 +239,7 @@ func serve(ctx context.Context, ln net.Listener, handler http.Handler, hub *sseh
 			hub.Close(ctx)
 		})
 	}
-	srv.RegisterOnShutdown(trackFreshConns(srv).closeAll)
+	ssehub.CloseFreshConns(srv)
 	scheme := "http"
 	if tlsConfig != nil {
 		scheme = "https"
@@ -269,40 +268,3 @@ func serve(ctx context.Context, ln net.Listener, handler http.Handler, hub *sseh
 	return err
 }
 
-// freshConns tracks connections that have not sent a request yet.
-// Browsers open such spare connections ahead of need, and Shutdown waits
-// up to 5 seconds for each to send one; closeAll closes them instead.
-type freshConns struct {
-	mu      sync.Mutex
-	conns   map[net.Conn]struct{}
-	closing bool
-}
-
-// trackFreshConns sets srv.ConnState to track srv's fresh connections.
-func trackFreshConns(srv *http.Server) *freshConns {
-	f := &freshConns{conns: map[net.Conn]struct{}{}}
-	srv.ConnState = func(c net.Conn, s http.ConnState) {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		switch {
-		case s == http.StateNew && f.closing:
-			c.Close()
-		case s == http.StateNew:
-			f.conns[c] = struct{}{}
-		default:
-			delete(f.conns, c)
-		}
-	}
-	return f
-}
-
-// closeAll closes the connections that have not sent a request, and those
-// accepted from now on.
-func (f *freshConns) closeAll() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.closing = true
-	for c := range f.conns {
-		c.Close()
-	}
-}
