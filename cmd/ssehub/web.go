@@ -75,4 +75,3 @@ func (w *webFlags) url(ln net.Listener) string {
 	}
 	return "http://" + ln.Addr().String()
 }
-

@@ -267,4 +267,3 @@ func serve(ctx context.Context, ln net.Listener, handler http.Handler, hub *sseh
 	}
 	return err
 }
-
