@@ -39,6 +39,11 @@ type Replayer interface {
 	// have been evicted, Replay calls fn for nothing and returns the head
 	// with an error wrapping ErrUnknownID: the subscriber resumes from head.
 	Replay(ctx context.Context, channels []string, lastEventID string, fn func(*Event) error) (head Cursor, err error)
+
+	// Head returns the broker's latest position: replaying after head.ID
+	// yields exactly the events published after the call. A zero Cursor
+	// means the broker has no position to offer yet.
+	Head(ctx context.Context) (Cursor, error)
 }
 
 // Cursor is a position in a broker's event order: the id a client resumes

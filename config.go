@@ -52,7 +52,7 @@ type Config struct {
 	// ResponseWriters that cannot be hijacked, are served as usual.
 	// Middleware that wraps the ResponseWriter sees the headers but not
 	// the body of a detached stream, and http.Server.Shutdown does not wait
-	// for detached streams: Hub.Close ends them.
+	// for detached streams: Hub.Close or Hub.Drain ends them.
 	Detach bool
 	// Logger receives one record per stream opened and closed, and broker
 	// errors. Nil discards them.
@@ -75,6 +75,9 @@ type Config struct {
 	// that sends it slowly cannot hold the handler (408). It does not apply
 	// to streams. Negative disables it.
 	ReadTimeout time.Duration
+	// Metrics receives counts of streams, channels and events, for
+	// monitoring (see package promhub). Nil records nothing.
+	Metrics Metrics
 }
 
 func (c Config) withDefaults() (Config, error) {

@@ -49,4 +49,7 @@ var (
 	// ErrRequestTimeout means a request body did not arrive within
 	// Config.ReadTimeout.
 	ErrRequestTimeout = errors.New("ssehub: request body timeout")
+	// ErrInvalidOrigin means a web origin given to CORS is not a scheme and
+	// host with an optional port.
+	ErrInvalidOrigin = errors.New("ssehub: invalid origin")
 )

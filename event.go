@@ -26,7 +26,8 @@ type Event struct {
 	// Time is when the event was published.
 	Time time.Time
 
-	frame []byte
+	frame    []byte
+	position bool // only sets the client's last event id (see positionEvent)
 }
 
 // NewEvent returns an Event with its wire form encoded. The caller must have

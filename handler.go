@@ -22,6 +22,7 @@ import (
 //	GET  /sse?channel=NAME   the event stream (see StreamHandler)
 //	POST /publish            publish a message (see PublishHandler)
 //	GET  /healthz            liveness (see HealthHandler)
+//	GET  /readyz             readiness (see ReadyHandler)
 //
 // To serve them under other paths, mount the handlers one by one.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -32,6 +33,8 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.servePublish(w, r)
 	case "/healthz":
 		h.serveHealth(w, r)
+	case "/readyz":
+		h.serveReady(w, r)
 	default:
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path)
 	}
@@ -57,12 +60,16 @@ func (h *Hub) serveHealth(w http.ResponseWriter, r *http.Request) {
 		methodNotAllowed(w, "GET, HEAD")
 		return
 	}
-	select {
-	case <-h.done:
+	// closing is set as soon as Close starts refusing work; done only
+	// once publishes in flight have finished.
+	h.mu.Lock()
+	closing := h.closing
+	h.mu.Unlock()
+	if closing {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "closing"})
-	default:
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		return
 	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 func (h *Hub) serveStream(w http.ResponseWriter, r *http.Request) {
@@ -105,7 +112,7 @@ func (h *Hub) serveStream(w http.ResponseWriter, r *http.Request) {
 	}
 	defer sub.Close()
 
-	st := stream{w: w, rc: http.NewResponseController(w), timeout: h.cfg.WriteTimeout}
+	st := stream{w: w, rc: http.NewResponseController(w), timeout: h.cfg.WriteTimeout, m: h.metrics}
 	reason := streamEndReason(ctx, h.runStream(ctx, &st, sub))
 	h.log.LogAttrs(ctx, slog.LevelInfo, "stream closed",
 		slog.String("remote", r.RemoteAddr),
@@ -166,6 +173,7 @@ func (h *Hub) runStream(ctx context.Context, st *stream, sub *Subscription) stri
 	if err := st.flush(); err != nil {
 		return "write: " + err.Error()
 	}
+	st.live = true
 
 	var tick <-chan time.Time
 	if h.cfg.Heartbeat > 0 {
@@ -190,6 +198,9 @@ func (h *Hub) runStream(ctx context.Context, st *stream, sub *Subscription) stri
 		case <-tick:
 			st.write(sse.Heartbeat)
 		case <-sub.ended:
+			if sub.err == errDraining {
+				return h.finishDrained(st, sub)
+			}
 			return sub.err.Error()
 		case <-h.done:
 			for e := sub.tryNext(); e != nil; e = sub.tryNext() {
@@ -214,6 +225,10 @@ type stream struct {
 	events  int64
 	err     error
 	armed   bool
+
+	m     Metrics  // nil records nothing
+	live  bool     // events from now on are live, not replayed
+	batch []*Event // events written since the last flush, when m is set
 }
 
 func (st *stream) write(p []byte) {
@@ -234,7 +249,13 @@ func (st *stream) write(p []byte) {
 
 func (st *stream) event(e *Event) {
 	st.write(e.frame)
+	if e.position {
+		return
+	}
 	st.events++
+	if st.m != nil {
+		st.batch = append(st.batch, e)
+	}
 }
 
 func (st *stream) flush() error {
@@ -242,7 +263,25 @@ func (st *stream) flush() error {
 		st.err = st.rc.Flush()
 	}
 	st.armed = false
+	if st.m != nil && len(st.batch) > 0 {
+		st.report()
+	}
 	return st.err
+}
+
+// report passes the events of the last flush to the metrics.
+func (st *stream) report() {
+	if st.err == nil {
+		st.m.EventsWritten(len(st.batch))
+		if st.live {
+			now := time.Now()
+			for _, e := range st.batch {
+				st.m.WriteLatency(now.Sub(e.Time))
+			}
+		}
+	}
+	clear(st.batch)
+	st.batch = st.batch[:0]
 }
 
 // publishRequest is the body of POST /publish. ID accepts a JSON string or
@@ -265,6 +304,10 @@ func DecodePublishRequest(r io.Reader) (Message, error) {
 		return Message{}, bodyError(err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return Message{}, bodyError(err)
+		}
 		return Message{}, fmt.Errorf("%w: body holds more than one JSON value", ErrBadRequest)
 	}
 	if req.Data == nil {

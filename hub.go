@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -21,6 +22,7 @@ type Hub struct {
 	replayer  Replayer // nil when the broker keeps no history
 	ownBroker bool
 	log       *slog.Logger
+	metrics   Metrics // nil records nothing
 
 	mu         sync.Mutex
 	channels   map[string]*hubChannel
@@ -29,6 +31,8 @@ type Hub struct {
 	streams    sync.WaitGroup
 
 	done chan struct{} // closed when Close tells subscriptions to end
+
+	drainJitter time.Duration // set by Drain before it ends the first stream
 
 	conns    connLimiter // streams open over HTTP, for the connection limits
 	detacher detacher    // streams taken over from net/http (Config.Detach)
@@ -62,7 +66,7 @@ func New(cfg Config) (*Hub, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Hub{cfg: cfg, broker: cfg.Broker, log: cfg.Logger, channels: map[string]*hubChannel{}, done: make(chan struct{})}
+	h := &Hub{cfg: cfg, broker: cfg.Broker, log: cfg.Logger, metrics: cfg.Metrics, channels: map[string]*hubChannel{}, done: make(chan struct{})}
 	if h.broker == nil {
 		h.broker = NewMemoryBroker(MemoryConfig{})
 		h.ownBroker = true
@@ -100,7 +104,11 @@ func (h *Hub) publish(ctx context.Context, m Message) (*Event, error) {
 	h.publishing.Add(1)
 	h.mu.Unlock()
 	defer h.publishing.Done()
-	return h.broker.Publish(ctx, m)
+	e, err := h.broker.Publish(ctx, m)
+	if err == nil && h.metrics != nil {
+		h.metrics.EventPublished()
+	}
+	return e, err
 }
 
 // Close ends the hub: it refuses new publishes and subscriptions, waits for
@@ -146,12 +154,13 @@ type Subscription struct {
 	pending  []*Event // replayed events, sent before the queue
 	skip     uint64   // queued events with 0 < Seq <= skip were replayed
 
+	settled     chan struct{} // closed when Subscribe returns
 	endOnce     sync.Once
 	ended       chan struct{}
 	err         error // why the subscription ended; set before ended is closed
 	releaseOnce sync.Once
 	stopCtx     func() bool
-	wake        func() // called by offer when set; see setWake
+	wake        atomic.Pointer[func()] // when set, called as events are queued and when s ends (stream_detach.go)
 }
 
 // Subscribe subscribes to channels (DefaultChannel when empty). With a
@@ -167,7 +176,8 @@ func (h *Hub) Subscribe(ctx context.Context, channels []string, lastEventID stri
 	if err != nil {
 		return nil, err
 	}
-	s := &Subscription{hub: h, queue: make(chan *Event, h.cfg.QueueSize), ended: make(chan struct{})}
+	s := &Subscription{hub: h, queue: make(chan *Event, h.cfg.QueueSize), ended: make(chan struct{}), settled: make(chan struct{})}
+	defer close(s.settled)
 	h.mu.Lock()
 	if h.closing {
 		h.mu.Unlock()
@@ -175,6 +185,19 @@ func (h *Hub) Subscribe(ctx context.Context, channels []string, lastEventID stri
 	}
 	h.streams.Add(1)
 	h.mu.Unlock()
+	if h.metrics != nil {
+		h.metrics.SubscriptionOpened()
+	}
+
+	// A new client's position is the head before it subscribes, so that
+	// the catch-up below covers anything published in between.
+	var start Cursor
+	if lastEventID == "" && h.replayer != nil {
+		if start, err = h.replayer.Head(ctx); err != nil {
+			s.release()
+			return nil, fmt.Errorf("head: %w", err)
+		}
+	}
 
 	// Live first, then history: an event published meanwhile is either
 	// in the replay or queued, and the queue skips what the replay covered.
@@ -190,30 +213,74 @@ func (h *Hub) Subscribe(ctx context.Context, channels []string, lastEventID stri
 		s.channels = append(s.channels, c)
 	}
 	if lastEventID != "" {
-		if err := s.replay(ctx, names, lastEventID); err != nil {
-			s.release()
-			return nil, err
-		}
+		err = s.replay(ctx, names, lastEventID)
+	} else if start.ID != "" {
+		err = s.catchUp(ctx, names, start)
+	}
+	if err != nil {
+		s.release()
+		return nil, err
 	}
 	s.stopCtx = context.AfterFunc(ctx, func() { s.end(ctx.Err()) })
 	return s, nil
+}
+
+// catchUp starts a subscription that has no last event id from start, the
+// broker's head taken before it subscribed: it passes on the events
+// published since (those that beat the live subscription), and first a
+// frame that sets the client's last event id to start. A client that
+// reconnects before its first event then resumes from there instead of
+// missing what was published while it was away.
+func (s *Subscription) catchUp(ctx context.Context, names []string, start Cursor) error {
+	s.pending = append(s.pending, positionEvent(start))
+	head, err := s.hub.replayer.Replay(ctx, names, start.ID, func(e *Event) error {
+		s.pending = append(s.pending, e)
+		return nil
+	})
+	switch {
+	case errors.Is(err, ErrUnknownID):
+		// Nothing to catch up from; live events start after head.
+		s.pending = s.pending[:1]
+	case err != nil:
+		return fmt.Errorf("catch up from %q: %w", start.ID, err)
+	}
+	s.skip = head.Seq
+	return nil
+}
+
+// positionEvent is a frame with only an id field: it sets the client's last
+// event id without dispatching an event. Next does not return it.
+func positionEvent(c Cursor) *Event {
+	return &Event{ID: c.ID, Seq: c.Seq, Time: time.Now(), frame: []byte("id: " + c.ID + "\n\n"), position: true}
 }
 
 func (s *Subscription) replay(ctx context.Context, names []string, lastEventID string) error {
 	h := s.hub
 	if h.replayer == nil {
 		s.pending = append(s.pending, resetEvent(Cursor{}))
+		if h.metrics != nil {
+			h.metrics.Replay(ReplayReset)
+		}
 		return nil
 	}
 	head, err := h.replayer.Replay(ctx, names, lastEventID, func(e *Event) error {
 		s.pending = append(s.pending, e)
 		return nil
 	})
+	outcome := ReplayResumed
 	switch {
 	case errors.Is(err, ErrUnknownID):
 		s.pending = append(s.pending[:0], resetEvent(head))
+		outcome = ReplayReset
 	case err != nil:
-		return fmt.Errorf("replay after %q: %w", lastEventID, err)
+		err = fmt.Errorf("replay after %q: %w", lastEventID, err)
+		outcome = ReplayFailed
+	}
+	if h.metrics != nil {
+		h.metrics.Replay(outcome)
+	}
+	if outcome == ReplayFailed {
+		return err
 	}
 	s.skip = head.Seq
 	return nil
@@ -262,10 +329,16 @@ func (h *Hub) acquire(ctx context.Context, name string) (*hubChannel, error) {
 		// The broker subscription outlives this caller, so it must not end
 		// with the caller's context.
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), subscribeTimeout)
-		c.stop, c.err = h.broker.Subscribe(sctx, name, c.dispatch)
+		deliver := c.dispatch
+		if m := h.metrics; m != nil {
+			deliver = func(e *Event) { m.EventReceived(); c.dispatch(e) }
+		}
+		c.stop, c.err = h.broker.Subscribe(sctx, name, deliver)
 		cancel()
 		if c.err != nil {
 			c.err = fmt.Errorf("subscribe %q: %w", name, c.err)
+		} else if h.metrics != nil {
+			h.metrics.ChannelSubscribed()
 		}
 		close(c.ready)
 	} else {
@@ -295,20 +368,28 @@ func (h *Hub) unref(c *hubChannel) {
 	if last && c.stop != nil {
 		c.stop()
 	}
+	if last && c.err == nil && h.metrics != nil {
+		h.metrics.ChannelUnsubscribed()
+	}
 }
 
 // offer queues e for s, ending s when its queue is full.
 func (s *Subscription) offer(e *Event) {
 	select {
 	case s.queue <- e:
+		s.notify()
 	default:
 		if s.end(ErrSlowSubscriber) {
-			// Not here: offer runs under the channel's read lock.
-			go s.release()
+			if m := s.hub.metrics; m != nil {
+				m.SlowSubscriber()
+			}
+			// Not here: offer runs under the channel's read lock, and
+			// Subscribe may still be adding channels to s.
+			go func() {
+				<-s.settled
+				s.release()
+			}()
 		}
-	}
-	if s.wake != nil {
-		s.wake()
 	}
 }
 
@@ -320,7 +401,17 @@ func (s *Subscription) end(err error) bool {
 		close(s.ended)
 		ended = true
 	})
+	if ended {
+		s.notify()
+	}
 	return ended
+}
+
+// notify calls the wake function, if one is set.
+func (s *Subscription) notify() {
+	if w := s.wake.Load(); w != nil {
+		(*w)()
+	}
 }
 
 // release detaches s from its channels.
@@ -331,6 +422,9 @@ func (s *Subscription) release() {
 			delete(c.subs, s)
 			c.mu.Unlock()
 			s.hub.unref(c)
+		}
+		if m := s.hub.metrics; m != nil {
+			m.SubscriptionClosed()
 		}
 		s.hub.streams.Done()
 	})
@@ -350,8 +444,10 @@ func (s *Subscription) Close() {
 // returns an error once the subscription has ended (the context's error,
 // ErrSlowSubscriber or ErrClosed) or when ctx ends.
 func (s *Subscription) Next(ctx context.Context) (*Event, error) {
-	if e := s.nextPending(); e != nil {
-		return e, nil
+	for e := s.nextPending(); e != nil; e = s.nextPending() {
+		if !e.position {
+			return e, nil
+		}
 	}
 	for {
 		select {
@@ -361,6 +457,12 @@ func (s *Subscription) Next(ctx context.Context) (*Event, error) {
 			}
 			return e, nil
 		case <-s.ended:
+			if s.err == errDraining {
+				// The hub drains: hand over what is queued, then end.
+				if e := s.tryNext(); e != nil {
+					return e, nil
+				}
+			}
 			return nil, s.err
 		case <-s.hub.done:
 			// The hub is closing: hand over what is queued, then end.

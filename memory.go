@@ -1,6 +1,7 @@
 package ssehub
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -119,7 +120,10 @@ func (b *MemoryBroker) Publish(ctx context.Context, m Message) (*Event, error) {
 	ch := b.channels[m.Channel]
 	if ch == nil {
 		if b.size < 0 {
-			return e, nil // no history and no subscriber
+			// No history and no subscriber: a resume from before this
+			// event must learn that it missed it.
+			b.forgotten = e.Seq
+			return e, nil
 		}
 		ch = b.channel(m.Channel)
 	}
@@ -128,6 +132,8 @@ func (b *MemoryBroker) Publish(ctx context.Context, m Message) (*Event, error) {
 			ch.evicted = old.Seq
 		}
 		b.expire(ch, now)
+	} else {
+		ch.evicted = e.Seq // history is off: nothing is kept for replay
 	}
 	// Delivery under the lock keeps every channel in publish order;
 	// deliver never blocks.
@@ -141,7 +147,10 @@ func (b *MemoryBroker) Publish(ctx context.Context, m Message) (*Event, error) {
 func (b *MemoryBroker) channel(name string) *memChannel {
 	ch := b.channels[name]
 	if ch == nil {
-		ch = &memChannel{}
+		// A channel forgotten earlier may have lost events; a resume from
+		// before them must still learn that, so the new state starts
+		// where the forgotten ones ended.
+		ch = &memChannel{evicted: b.forgotten}
 		if b.size > 0 {
 			ch.ring = ring.New[*Event](b.size)
 		}
@@ -199,6 +208,19 @@ func (b *MemoryBroker) Subscribe(ctx context.Context, channel string, deliver fu
 	}, nil
 }
 
+// Head implements Replayer.
+func (b *MemoryBroker) Head(ctx context.Context) (Cursor, error) {
+	if err := ctx.Err(); err != nil {
+		return Cursor{}, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return Cursor{}, ErrClosed
+	}
+	return Cursor{ID: formatSeq(b.seq), Seq: b.seq}, nil
+}
+
 // Replay implements Replayer.
 func (b *MemoryBroker) Replay(ctx context.Context, channels []string, lastEventID string, fn func(*Event) error) (Cursor, error) {
 	if err := ctx.Err(); err != nil {
@@ -238,23 +260,13 @@ func (b *MemoryBroker) Replay(ctx context.Context, channels []string, lastEventI
 		return head, fmt.Errorf("%w: %q", ErrUnknownID, lastEventID)
 	}
 	// Collected newest first per channel; put all of them in publish order.
-	slices.SortFunc(events, func(x, y *Event) int { return cmpSeq(x.Seq, y.Seq) })
+	slices.SortFunc(events, func(x, y *Event) int { return cmp.Compare(x.Seq, y.Seq) })
 	for _, e := range events {
 		if err := fn(e); err != nil {
 			return head, err
 		}
 	}
 	return head, nil
-}
-
-func cmpSeq(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // resolve finds the position lastEventID stands for: the seq of a retained

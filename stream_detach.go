@@ -3,6 +3,7 @@ package ssehub
 import (
 	"context"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"runtime"
@@ -61,7 +62,14 @@ type detacher struct {
 	queue   []*detached // streams waiting for a writer, first at head
 	head    int
 	workers int
-	bufs    [][]byte // spare write buffers
+	spare   []*scratch
+}
+
+// scratch is what a writer works with: the chunk it builds and, when the
+// hub has Metrics, the live events in it.
+type scratch struct {
+	buf  []byte
+	live []*Event
 }
 
 // detached is one stream taken over from net/http.
@@ -82,9 +90,11 @@ type detached struct {
 	blocked   atomic.Bool // writeRest is waiting for the client
 
 	// Owned by the goroutine running the stream.
-	ended     bool   // the connection is closed and the subscription released
-	rest      []byte // what a blocked write has yet to send
-	endReason string // set when the write in progress is the stream's last
+	ended     bool     // the connection is closed and the subscription released
+	rest      []byte   // what a blocked write has yet to send
+	restN     int      // events in rest, for Metrics
+	restLive  []*Event // live events in rest, for Metrics
+	endReason string   // set when the write in progress is the stream's last
 	events    int64
 
 	release func()      // gives back the connection slot
@@ -134,10 +144,7 @@ func (h *Hub) detach(ctx context.Context, w http.ResponseWriter, r *http.Request
 		// ctx ends with the handler. What its deadline stands for is the
 		// expiry of the credential the stream was opened with
 		// (admitStream), which ends a stream in the handler as well.
-		st.expiry = time.AfterFunc(time.Until(deadline), func() {
-			sub.end(errCredentialExpired)
-			st.wake()
-		})
+		st.expiry = time.AfterFunc(time.Until(deadline), func() { sub.end(errCredentialExpired) })
 	}
 	h.detacher.register(h, st)
 	st.wake() // the retry line, replayed events, and whatever is queued
@@ -168,17 +175,9 @@ func (h *Hub) firstLine() []byte {
 	return sse.Heartbeat
 }
 
-// setWake sets the function offer calls after queueing an event or ending
-// s. It holds every channel's lock, as offer runs under one of them.
-func (s *Subscription) setWake(f func()) {
-	for _, c := range s.channels {
-		c.mu.Lock()
-	}
-	s.wake = f
-	for _, c := range s.channels {
-		c.mu.Unlock()
-	}
-}
+// setWake sets the function s calls after queueing an event and when it
+// ends.
+func (s *Subscription) setWake(f func()) { s.wake.Store(&f) }
 
 func (d *detacher) register(h *Hub, st *detached) {
 	d.regMu.Lock()
@@ -253,8 +252,11 @@ func (st *detached) wake() {
 		select {
 		case <-st.sub.ended:
 			// A write waits for a client that stopped reading, and the
-			// hub has let the subscriber go: cut the write short.
-			st.conn.Close()
+			// hub has let the subscriber go: cut the write short. A
+			// drained stream is still to get its queued events.
+			if st.sub.err != errDraining {
+				st.conn.Close()
+			}
 		default:
 		}
 	}
@@ -276,8 +278,8 @@ func (d *detacher) push(st *detached) {
 
 // work runs queued streams until the queue is empty.
 func (d *detacher) work() {
-	buf := d.buffer()
-	defer d.release(buf)
+	sc := d.scratch()
+	defer d.release(sc)
 	for {
 		d.mu.Lock()
 		if d.head == len(d.queue) {
@@ -297,38 +299,40 @@ func (d *detacher) work() {
 			d.queue, d.head = d.queue[:n], 0
 		}
 		d.mu.Unlock()
-		st.run(buf)
+		st.run(sc)
 	}
 }
 
-func (d *detacher) buffer() []byte {
+func (d *detacher) scratch() *scratch {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if n := len(d.bufs); n > 0 {
-		b := d.bufs[n-1]
-		d.bufs = d.bufs[:n-1]
-		return b
+	if n := len(d.spare); n > 0 {
+		sc := d.spare[n-1]
+		d.spare = d.spare[:n-1]
+		return sc
 	}
-	return make([]byte, 0, maxChunk+4<<10)
+	return &scratch{buf: make([]byte, 0, maxChunk+4<<10)}
 }
 
-func (d *detacher) release(b []byte) {
-	if cap(b) > 4*maxChunk {
+func (d *detacher) release(sc *scratch) {
+	if cap(sc.buf) > 4*maxChunk {
 		return // grown by a large event; let it go
 	}
+	clear(sc.live)
+	sc.live = sc.live[:0]
 	d.mu.Lock()
-	if len(d.bufs) < 2*runtime.GOMAXPROCS(0) {
-		d.bufs = append(d.bufs, b[:0])
+	if len(d.spare) < 2*runtime.GOMAXPROCS(0) {
+		d.spare = append(d.spare, sc)
 	}
 	d.mu.Unlock()
 }
 
 // run handles the stream's wake-ups until none is left, or until a write
 // blocks and writeRest takes the stream over.
-func (st *detached) run(buf []byte) {
+func (st *detached) run(sc *scratch) {
 	for {
 		n := st.pending.Load()
-		if !st.ended && st.step(buf) {
+		if !st.ended && st.step(sc) {
 			return
 		}
 		if st.pending.Add(-n) == 0 {
@@ -339,56 +343,84 @@ func (st *detached) run(buf []byte) {
 
 // step writes what the stream has to send, and reports whether a write
 // blocked and was handed to writeRest.
-func (st *detached) step(buf []byte) (blocked bool) {
+func (st *detached) step(sc *scratch) (blocked bool) {
 	h, sub := st.hub, st.sub
 	for {
+		// finish says how the stream ends once its queue is out: the hub
+		// is draining it or closing.
+		finish := ""
 		select {
 		case <-sub.ended:
-			st.end(sub.err.Error(), true)
-			return false
+			if sub.err != errDraining {
+				st.end(sub.err.Error(), true)
+				return false
+			}
+			finish = "drained"
 		default:
+			select {
+			case <-h.done:
+				finish = "hub closed"
+			default:
+			}
 		}
-		closing := false
-		select {
-		case <-h.done:
-			closing = true
-		default:
-		}
-		b := buf[:chunkRoom]
-		more := false
+		b, n, more := sc.buf[:chunkRoom], 0, false
+		sc.live = sc.live[:0]
 		for {
 			if len(b) >= maxChunk {
 				more = true
 				break
 			}
-			e := sub.nextPending()
+			e, live := sub.nextPending(), false
 			if e == nil {
-				e = sub.tryNext()
+				e, live = sub.tryNext(), true
 			}
 			if e == nil {
 				break
 			}
 			b = append(b, e.frame...)
-			st.events++
+			if e.position {
+				continue // an id-only frame, not an event
+			}
+			n++
+			if live && h.metrics != nil {
+				sc.live = append(sc.live, e)
+			}
 		}
+		st.events += int64(n)
 		if st.heartbeat.Swap(false) && len(b) == chunkRoom {
 			b = append(b, sse.Heartbeat...)
 		}
-		if len(b) == chunkRoom && !closing {
+		if finish == "drained" && !more && h.cfg.Retry > 0 {
+			// When to come back, spread as Drain's waves are.
+			retry := h.cfg.Retry
+			if h.drainJitter > 0 {
+				retry += rand.N(h.drainJitter)
+			}
+			b = sse.AppendRetry(b, int(retry/time.Millisecond))
+		}
+		if len(b) == chunkRoom && finish == "" {
 			return false
 		}
-		p := frameChunk(b)
-		if closing && !more {
-			// The queue is drained: end the body, then the connection.
-			p = append(p, "0\r\n\r\n"...)
-			st.endReason = "hub closed"
+		var p []byte
+		if len(b) > chunkRoom {
+			p = frameChunk(b)
 		}
-		if blocked, err := st.write(p); err != nil {
+		if finish != "" && !more {
+			// The queue is out: end the body, then the connection.
+			p = append(p, "0\r\n\r\n"...)
+			st.endReason = finish
+		}
+		blocked, err := st.write(p)
+		if err != nil {
 			st.end("write: "+err.Error(), false)
 			return false
-		} else if blocked {
+		}
+		if blocked {
+			st.restN = n
+			st.restLive = append(st.restLive[:0], sc.live...)
 			return true
 		}
+		st.written(n, sc.live)
 		if st.endReason != "" {
 			st.end(st.endReason, false)
 			return false
@@ -396,6 +428,19 @@ func (st *detached) step(buf []byte) (blocked bool) {
 		if !more {
 			return false
 		}
+	}
+}
+
+// written passes n events written, live among them, to the metrics.
+func (st *detached) written(n int, live []*Event) {
+	m := st.hub.metrics
+	if m == nil || n == 0 {
+		return
+	}
+	m.EventsWritten(n)
+	now := time.Now()
+	for _, e := range live {
+		m.WriteLatency(now.Sub(e.Time))
 	}
 }
 
@@ -447,6 +492,10 @@ func (st *detached) writeRest() {
 		err = st.conn.SetWriteDeadline(time.Time{})
 	}
 	st.rest = nil
+	if err == nil {
+		st.written(st.restN, st.restLive)
+	}
+	st.restLive = nil
 	switch {
 	case err != nil:
 		reason := "write: " + err.Error()
@@ -460,9 +509,9 @@ func (st *detached) writeRest() {
 		st.end(st.endReason, false)
 	}
 	d := &st.hub.detacher
-	buf := d.buffer()
-	st.run(buf)
-	d.release(buf)
+	sc := d.scratch()
+	st.run(sc)
+	d.release(sc)
 }
 
 // end closes the stream, ending its body first when clean, releases its

@@ -427,3 +427,91 @@ func TestDetachGrantExpiryEndsStream(t *testing.T) {
 		t.Fatal("stream not detached")
 	}
 }
+
+func TestDetachDrain(t *testing.T) {
+	t.Parallel()
+	const retry = 3 * time.Second
+	ds := newDetachServer(t, Config{Retry: retry, Heartbeat: -1}, nil)
+	var decs []*sse.Decoder
+	for range 4 {
+		_, dec := ds.open(t, "?channel=drain", "")
+		decs = append(decs, dec)
+	}
+	ids := []string{detachPublish(t, ds.hub, "drain", `1`), detachPublish(t, ds.hub, "drain", `2`)}
+	const over = 200 * time.Millisecond
+	ds.closeOnce.Do(func() {}) // Drain instead of Close
+	if err := ds.hub.Drain(t.Context(), over); err != nil {
+		t.Fatal(err)
+	}
+	for i, dec := range decs {
+		for _, id := range ids {
+			if e := detachNext(t, dec); e.LastEventID != id {
+				t.Fatalf("stream %d: got id %q, want %q", i, e.LastEventID, id)
+			}
+		}
+		if _, err := dec.Next(); err != io.EOF {
+			t.Fatalf("stream %d: %v after the last event, want a clean end", i, err)
+		}
+		// The retry told at the end carries up to one wave interval of
+		// jitter: 4 streams over 200 ms are 4 waves of 50 ms.
+		if got, lo, hi := dec.Retry(), int(retry/time.Millisecond), int((retry+over/4)/time.Millisecond); got < lo || got >= hi {
+			t.Errorf("stream %d: retry %d, want in [%d, %d)", i, got, lo, hi)
+		}
+	}
+	for range decs {
+		if m := ds.log.waitClosed(t); m["reason"] != "drained" {
+			t.Errorf("closed for %q", m["reason"])
+		}
+	}
+}
+
+// detachMetrics counts what the hub reports about written events.
+type detachMetrics struct {
+	written   chan int
+	latencies atomic.Int32
+}
+
+func (m *detachMetrics) SubscriptionOpened()          {}
+func (m *detachMetrics) SubscriptionClosed()          {}
+func (m *detachMetrics) ChannelSubscribed()           {}
+func (m *detachMetrics) ChannelUnsubscribed()         {}
+func (m *detachMetrics) EventPublished()              {}
+func (m *detachMetrics) EventReceived()               {}
+func (m *detachMetrics) SlowSubscriber()              {}
+func (m *detachMetrics) Replay(ReplayOutcome)         {}
+func (m *detachMetrics) EventsWritten(n int)          { m.written <- n }
+func (m *detachMetrics) WriteLatency(d time.Duration) { m.latencies.Add(1) }
+
+func TestDetachMetrics(t *testing.T) {
+	t.Parallel()
+	m := &detachMetrics{written: make(chan int, 100)}
+	ds := newDetachServer(t, Config{Metrics: m, Heartbeat: -1}, nil)
+	first := detachPublish(t, ds.hub, "m", `0`)
+	detachPublish(t, ds.hub, "m", `1`)
+	// One replayed event, then two live ones; the id-only frame that
+	// starts a new stream is no event.
+	_, dec := ds.open(t, "?channel=m", first)
+	detachNext(t, dec)
+	detachPublish(t, ds.hub, "m", `2`)
+	detachPublish(t, ds.hub, "m", `3`)
+	detachNext(t, dec)
+	detachNext(t, dec)
+	total := 0
+	for total < 3 {
+		select {
+		case n := <-m.written:
+			total += n
+		case <-t.Context().Done():
+			t.Fatalf("%d events reported written, want 3", total)
+		}
+	}
+	ds.close(t)
+	select {
+	case n := <-m.written:
+		t.Fatalf("%d more events reported written", n)
+	default:
+	}
+	if got := m.latencies.Load(); got != 2 {
+		t.Fatalf("%d write latencies, want 2 (the live events)", got)
+	}
+}

@@ -60,6 +60,7 @@ func Run(t *testing.T, newBroker func(t *testing.T) ssehub.Broker) {
 		{"ReplayPublisherID", true, testReplayPublisherID},
 		{"ReplayUnknownID", true, testReplayUnknownID},
 		{"ReplayHead", true, testReplayHead},
+		{"Head", true, testHead},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -546,4 +547,26 @@ func testReplayHead(t *testing.T, b ssehub.Broker) {
 		}
 	}
 	checkEvents(t, "replay then live after the head", merged, want)
+}
+
+// testHead: Head is the position after which a replay yields exactly the
+// events published since, on any channel.
+func testHead(t *testing.T, b ssehub.Broker) {
+	a, c := channelName(t, "a"), channelName(t, "c")
+	rp := b.(ssehub.Replayer)
+	publish(t, b, msg(a, 0)) // a broker may have no position before its first event
+	head, err := rp.Head(t.Context())
+	if err != nil {
+		t.Fatalf("Head: %v", err)
+	}
+	if head.ID == "" || head.Seq == 0 {
+		t.Fatalf("Head after a publish = %+v, want a position", head)
+	}
+	want := []*ssehub.Event{publish(t, b, msg(a, 1)), publish(t, b, msg(c, 2)), publish(t, b, msg(a, 3))}
+	got, _ := mustReplay(t, b, []string{a, c}, head.ID)
+	checkEvents(t, "replay after Head", got, want)
+	later, err := rp.Head(t.Context())
+	if err != nil || later.Seq != want[2].Seq {
+		t.Fatalf("Head after three more publishes = %+v, %v; want the last one's Seq %d", later, err, want[2].Seq)
+	}
 }

@@ -67,6 +67,7 @@
 package redisbroker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -109,6 +110,9 @@ type Options struct {
 	// Logger receives connection changes and dropped foreign messages. Nil
 	// discards them.
 	Logger *slog.Logger
+	// Metrics counts failed calls to Redis, lost subscriptions and
+	// reconnections (package promhub implements it). Nil counts nothing.
+	Metrics ssehub.BrokerMetrics
 }
 
 // Broker is an ssehub.Broker, ssehub.Replayer and ssehub.Checker on Redis.
@@ -121,6 +125,7 @@ type Broker struct {
 	canaryEvery time.Duration // <= 0: no watchdog
 	canary      string        // private channel of the watchdog
 	log         *slog.Logger
+	metrics     ssehub.BrokerMetrics // never nil
 	stateKey    string
 	activeKey   string
 	evictedKey  string
@@ -138,6 +143,7 @@ type Broker struct {
 	pending  map[string][]*channel // per name, the channels whose SUBSCRIBE (nil: UNSUBSCRIBE) awaits its reply, in order
 	up       bool                  // subscribed and caught up
 	downErr  error                 // why the last attempt to subscribe failed
+	lost     bool                  // a session failed since the subscription was last up
 	seen     uint64                // every event up to seen on live channels has been delivered
 	// Watchdog state: the last canary token sent, when, and the last one
 	// received.
@@ -185,6 +191,7 @@ func New(client redis.UniversalClient, opts Options) (*Broker, error) {
 		age:         opts.HistoryAge,
 		canaryEvery: opts.CanaryInterval,
 		log:         opts.Logger,
+		metrics:     opts.Metrics,
 		channels:    map[string]*channel{},
 		done:        make(chan struct{}),
 	}
@@ -202,6 +209,9 @@ func New(client redis.UniversalClient, opts Options) (*Broker, error) {
 	}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
+	}
+	if b.metrics == nil {
+		b.metrics = noMetrics{}
 	}
 	b.ctx, b.cancelCtx = context.WithCancel(context.Background())
 	b.stateKey = b.prefix + "state"
@@ -260,6 +270,7 @@ func (b *Broker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Event, 
 	res, err := publishScript.Run(ctx, b.client, keys,
 		m.Channel, head, idJSON, m.ID, b.size, age, b.prefix).Int64Slice()
 	if err != nil {
+		b.metrics.BrokerError()
 		return nil, unavailable(fmt.Sprintf("publish on %q", m.Channel), err)
 	}
 	if len(res) != 2 || res[0] <= 0 {
@@ -366,6 +377,9 @@ func (b *Broker) Replay(ctx context.Context, channels []string, lastEventID stri
 	}
 	seq, results, err := b.runReplay(ctx, channels, lastEventID, nil)
 	if err != nil {
+		if errors.Is(err, ssehub.ErrUnavailable) {
+			b.metrics.BrokerError()
+		}
 		return ssehub.Cursor{}, err
 	}
 	head := ssehub.Cursor{ID: FormatSeq(seq), Seq: seq}
@@ -376,7 +390,7 @@ func (b *Broker) Replay(ctx context.Context, channels []string, lastEventID stri
 		}
 		events = append(events, r.events...)
 	}
-	slices.SortFunc(events, func(x, y *ssehub.Event) int { return cmpSeq(x.Seq, y.Seq) })
+	slices.SortFunc(events, func(x, y *ssehub.Event) int { return cmp.Compare(x.Seq, y.Seq) })
 	for _, e := range events {
 		if err := fn(e); err != nil {
 			return head, err
@@ -385,14 +399,25 @@ func (b *Broker) Replay(ctx context.Context, channels []string, lastEventID stri
 	return head, nil
 }
 
-func cmpSeq(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
+// Head implements ssehub.Replayer: the last sequence number issued, or a
+// zero Cursor when nothing was ever published on this Redis.
+func (b *Broker) Head(ctx context.Context) (ssehub.Cursor, error) {
+	if b.isClosed() {
+		return ssehub.Cursor{}, ssehub.ErrClosed
 	}
-	return 0
+	v, err := b.client.HGet(ctx, b.stateKey, "seq").Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return ssehub.Cursor{}, nil
+	case err != nil:
+		b.metrics.BrokerError()
+		return ssehub.Cursor{}, unavailable("head", err)
+	}
+	seq, err := strconv.ParseUint(v, 10, 64)
+	if err != nil || seq == 0 {
+		return ssehub.Cursor{}, nil
+	}
+	return ssehub.Cursor{ID: FormatSeq(seq), Seq: seq}, nil
 }
 
 // Check implements ssehub.Checker: it fails while the subscription is not

@@ -1,6 +1,7 @@
 package redisbroker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -135,7 +136,9 @@ func (b *Broker) run() {
 		if !up {
 			b.downErr = err
 		}
+		b.lost = true
 		b.mu.Unlock()
+		b.metrics.BrokerError()
 		switch {
 		case up:
 			b.log.LogAttrs(context.Background(), slog.LevelWarn, "redisbroker: subscription lost; reconnecting",
@@ -372,7 +375,7 @@ func (b *Broker) catchUp(ctx context.Context, behind []*channel, held []heldEven
 			}
 		}
 	}
-	slices.SortFunc(events, func(x, y *ssehub.Event) int { return cmpSeq(x.Seq, y.Seq) })
+	slices.SortFunc(events, func(x, y *ssehub.Event) int { return cmp.Compare(x.Seq, y.Seq) })
 
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -401,6 +404,10 @@ func (b *Broker) catchUp(ctx context.Context, behind []*channel, held []heldEven
 	}
 	b.seen = max(b.seen, seen)
 	b.up, b.downErr = true, nil
+	if b.lost {
+		b.lost = false
+		b.metrics.BrokerReconnected()
+	}
 	for _, h := range held {
 		b.receive(h)
 	}

@@ -16,6 +16,7 @@ type brokerOptions struct {
 	historySize int
 	historyAge  time.Duration
 	logger      *slog.Logger
+	metrics     ssehub.BrokerMetrics // nil counts nothing
 }
 
 // openBroker opens the broker a URL names. "memory:" (or "") is the

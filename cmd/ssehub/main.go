@@ -3,6 +3,7 @@
 //	ssehub serve      run the hub
 //	ssehub publish    publish the JSON message read on stdin
 //	ssehub subscribe  print a stream's events as JSON lines
+//	ssehub version    print the version
 //	ssehub token      mint a JWT for development and tests
 //	ssehub bench      measure a hub under load
 package main
@@ -40,6 +41,7 @@ func commands() []command {
 		{"serve", "run the hub", runServe},
 		{"publish", "publish the JSON message read on stdin", runPublish},
 		{"subscribe", "print a stream's events as JSON lines", runSubscribe},
+		{"version", "print the version", runVersion},
 		{"token", "mint a JWT for development and tests", runToken},
 		{"bench", "measure a hub under load", runBench},
 	}

@@ -145,6 +145,12 @@ func TestServePublishSubscribe(t *testing.T) {
 		t.Fatalf("first line %q, want the retry field flushed at connect", first)
 	}
 	raw.ReadString('\n')
+	// Then the stream's position, an id field alone, so that a reconnect
+	// before the first event resumes from here.
+	if pos, _ := raw.ReadString('\n'); !regexp.MustCompile(`^id: \d{16}\n$`).MatchString(pos) {
+		t.Fatalf("second field %q, want an id alone", pos)
+	}
+	raw.ReadString('\n')
 
 	// The subscriber CLI, in the background until it has two events.
 	sub := exec.Command(binary, "subscribe", "--url", hub.URL, "--channel", "cool_channel", "--count", "2")

@@ -37,6 +37,7 @@ func openRedisBroker(u *url.URL, opt brokerOptions) (ssehub.Broker, func(context
 		HistorySize: opt.historySize,
 		HistoryAge:  opt.historyAge,
 		Logger:      opt.logger,
+		Metrics:     opt.metrics,
 	})
 	if err != nil {
 		client.Close()

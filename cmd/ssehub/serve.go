@@ -27,9 +27,17 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		maxChannels     = fs.Int("max-channels-per-connection", ssehub.DefaultMaxChannels, "most channels one stream may subscribe to")
 		shutdownTimeout = fs.Duration("shutdown-timeout", 10*time.Second, "how long shutdown waits for publishes in flight and streams to end")
 		detach          = fs.Bool("detach", true, "take each HTTP/1.1 stream over from net/http once its headers are sent: a few KB per idle stream, and writes from a small pool")
+		web             = addWebFlags(fs)
+		ops             = addOpsFlags(fs) // ops.go
 	)
 	sec := addSecurityFlags(fs) // security.go
 	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if err := web.prepare(); err != nil {
+		return err
+	}
+	if err := ops.check(); err != nil {
 		return err
 	}
 	if *heartbeat == 0 {
@@ -42,8 +50,11 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		*historySize = -1
 	}
 
-	logger := slog.New(slog.NewTextHandler(stderr, nil))
-	broker, closeBroker, err := openBroker(ctx, *brokerURL, brokerOptions{historySize: *historySize, historyAge: *historyAge, logger: logger})
+	logger := ops.logger(stderr)
+	if err := ops.setupMetrics(); err != nil {
+		return err
+	}
+	broker, closeBroker, err := openBroker(ctx, *brokerURL, brokerOptions{historySize: *historySize, historyAge: *historyAge, logger: logger, metrics: ops.brokerMetrics()})
 	if err != nil {
 		return err
 	}
@@ -56,6 +67,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		MaxChannels:     *maxChannels,
 		Detach:          *detach,
 		Logger:          logger,
+		Metrics:         ops.hubMetrics(),
 	}
 	if err := sec.apply(&cfg); err != nil {
 		closeBroker(ctx)
@@ -67,6 +79,18 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		return err
 	}
 
+	handler, err := web.handler(hub)
+	if err != nil {
+		closeBroker(ctx)
+		return err
+	}
+	handler = ops.handler(handler)
+	stopMetrics, err := ops.serveMetrics(logger)
+	if err != nil {
+		closeBroker(ctx)
+		return err
+	}
+	defer stopMetrics(context.WithoutCancel(ctx))
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		closeBroker(ctx)
@@ -75,7 +99,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	// No ReadTimeout or WriteTimeout: they would cut streams. The hub
 	// bounds the read of publish bodies and each write to a stream itself.
 	srv := &http.Server{
-		Handler:           hub,
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
@@ -84,12 +108,11 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	// Shutdown waits for handlers to return, and a stream returns only
 	// when the hub ends it. shutdownCtx is set before Shutdown runs this.
 	var shutdownCtx context.Context
-	hubClosed := make(chan struct{})
-	srv.RegisterOnShutdown(func() { hub.Close(shutdownCtx); close(hubClosed) })
+	srv.RegisterOnShutdown(func() { ops.closeHub(shutdownCtx, hub) })
 
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	logger.Info("listening", "addr", ln.Addr().String(), "url", "http://"+ln.Addr().String(), "broker", redactURL(*brokerURL))
+	go func() { served <- web.serve(srv, ln) }()
+	logger.Info("listening", "addr", ln.Addr().String(), "url", web.url(ln), "broker", redactURL(*brokerURL))
 	sec.logAccess(logger, cfg, ln.Addr())
 
 	select {
@@ -97,16 +120,16 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	case <-ctx.Done():
 		logger.Info("shutting down")
 		var cancel context.CancelFunc
-		shutdownCtx, cancel = context.WithTimeout(context.WithoutCancel(ctx), *shutdownTimeout)
+		shutdownCtx, cancel = context.WithTimeout(context.WithoutCancel(ctx), ops.drain+*shutdownTimeout)
 		defer cancel()
 		err = srv.Shutdown(shutdownCtx)
 		if errors.Is(err, context.DeadlineExceeded) {
-			err = fmt.Errorf("shutdown: streams still open after %s", *shutdownTimeout)
+			err = fmt.Errorf("shutdown: streams still open after %s", ops.drain+*shutdownTimeout)
 			srv.Close()
 		}
 		// Detached streams are the hub's, not the server's: Shutdown does
-		// not wait for them, Close does (within shutdownCtx).
-		<-hubClosed
+		// not wait for them, the hub's Drain does.
+		ops.waitHub(shutdownCtx)
 	}
 	if cerr := closeBroker(context.WithoutCancel(ctx)); err == nil && cerr != nil && !errors.Is(cerr, ssehub.ErrClosed) {
 		err = cerr

@@ -1,0 +1,92 @@
+package ssehub_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/ssehub/ssehub"
+)
+
+// streamPosition opens a stream without Last-Event-ID, reads the id field
+// the hub sends before any event, and drops the connection.
+func streamPosition(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	r := bufio.NewReader(resp.Body)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("no id field before the first event: %v", err)
+		}
+		if strings.HasPrefix(line, "data:") {
+			t.Fatalf("an event came before the stream's position: %q", line)
+		}
+		if id, ok := strings.CutPrefix(line, "id: "); ok {
+			return strings.TrimSuffix(id, "\n")
+		}
+	}
+}
+
+// TestPositionBeforeFirstEvent: a client that leaves before its first
+// event and comes back with the id the hub gave it on connect receives
+// everything published while it was away.
+func TestPositionBeforeFirstEvent(t *testing.T) {
+	t.Parallel()
+	hub, ts := newTestHub(t, ssehub.Config{})
+	publish(t, hub, "p", `"before"`)
+	pos := streamPosition(t, ts.URL+"/sse?channel=p&channel=q")
+	want := []string{
+		publish(t, hub, "p", `1`),
+		publish(t, hub, "q", `2`),
+		publish(t, hub, "p", `3`),
+	}
+	s := openStream(t, ts.Client(), ts.URL+"/sse?channel=p&channel=q", pos)
+	for _, id := range want {
+		if e := s.next(t); e.LastEventID != id || e.Type == ssehub.ResetType {
+			t.Fatalf("resumed stream: event %+v, want id %s", e, id)
+		}
+	}
+}
+
+// TestCatchUpBeforeLiveSubscription publishes an event after the hub has
+// taken a new subscriber's position but before its live subscription is
+// in place: the subscriber still gets it, once.
+func TestCatchUpBeforeLiveSubscription(t *testing.T) {
+	t.Parallel()
+	mem := ssehub.NewMemoryBroker(ssehub.MemoryConfig{})
+	fb := &fakeBroker{mem: mem}
+	var sneaked string
+	fb.subscribe = func(ctx context.Context, channel string, deliver func(*ssehub.Event)) (func(), error) {
+		e, err := mem.Publish(ctx, ssehub.Message{Channel: channel, Data: json.RawMessage(`"sneaked"`)})
+		if err != nil {
+			return nil, err
+		}
+		sneaked = e.ID
+		return mem.Subscribe(ctx, channel, deliver)
+	}
+	hub, err := ssehub.New(ssehub.Config{Broker: fb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hub.Close(context.Background())
+	sub, err := hub.Subscribe(t.Context(), []string{"c"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	live := publish(t, hub, "c", `"live"`)
+	for _, want := range []string{sneaked, live} {
+		e, err := sub.Next(t.Context())
+		if err != nil || e.ID != want {
+			t.Fatalf("Next = %+v, %v; want id %s (the position frame is not an event)", e, err, want)
+		}
+	}
+}

@@ -1,0 +1,41 @@
+package ssehub
+
+import (
+	"net"
+	"net/http"
+	"sync"
+)
+
+// CloseFreshConns makes srv close, as soon as its shutdown starts, the
+// connections that have not sent a request yet, and those it accepts from
+// then on. Browsers open such spare connections ahead of need, and
+// http.Server.Shutdown would otherwise wait up to five seconds for each to
+// send one. It sets srv.ConnState and registers with srv.RegisterOnShutdown;
+// call it before srv starts serving.
+func CloseFreshConns(srv *http.Server) {
+	var (
+		mu      sync.Mutex
+		fresh   = map[net.Conn]struct{}{}
+		closing bool
+	)
+	srv.ConnState = func(c net.Conn, s http.ConnState) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case s == http.StateNew && closing:
+			c.Close()
+		case s == http.StateNew:
+			fresh[c] = struct{}{}
+		default:
+			delete(fresh, c)
+		}
+	}
+	srv.RegisterOnShutdown(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		closing = true
+		for c := range fresh {
+			c.Close()
+		}
+	})
+}
