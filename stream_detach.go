@@ -37,12 +37,15 @@ import (
 // the write, bounded by WriteTimeout, and the stream then goes back to the
 // pool: only a stream with a slow reader holds a goroutine.
 //
-// Nothing reads from a detached connection. A client that went away is
-// found by the next write to it, an event or a heartbeat. Heartbeats come
-// from one ticker per hub, which ticks twice per Heartbeat interval and
-// sends one to each stream that wrote nothing since the previous tick: no
-// stream goes longer than the interval without a write, and a busy stream
-// gets none.
+// Nothing reads from a detached connection. On Linux one goroutine per hub
+// waits on an epoll instance that holds every detached connection
+// (peerWatch), so a client's end of input ends its stream at once, as
+// net/http's own read does for a stream in its handler. Elsewhere, and for
+// a client that vanished without closing, the next write finds it gone: an
+// event or a heartbeat. Heartbeats come from one ticker per hub, which
+// ticks twice per Heartbeat interval and sends one to each stream that
+// wrote nothing since the previous tick: no stream goes longer than the
+// interval without a write, and a busy stream gets none.
 
 // maxChunk bounds the bytes a writer gathers into one write, so that one
 // busy stream does not hold a writer for long.
@@ -63,6 +66,8 @@ type detacher struct {
 	head    int
 	workers int
 	spare   []*scratch
+
+	peers peerWatch
 }
 
 // scratch is what a writer works with: the chunk it builds and, when the
@@ -88,6 +93,7 @@ type detached struct {
 	heartbeat atomic.Bool // a heartbeat is due
 	wrote     atomic.Bool // a write happened since the last heartbeat tick
 	blocked   atomic.Bool // writeRest is waiting for the client
+	readable  atomic.Bool // the client sent something, perhaps its end (peerWatch)
 
 	// Owned by the goroutine running the stream.
 	ended     bool     // the connection is closed and the subscription released
@@ -97,6 +103,7 @@ type detached struct {
 	endReason string   // set when the write in progress is the stream's last
 	events    int64
 
+	watchFD int32       // the fd peerWatch knows the connection by, or -1
 	release func()      // gives back the connection slot
 	expiry  *time.Timer // ends the stream when its credential expires; may be nil
 	remote  string
@@ -126,7 +133,7 @@ func (h *Hub) detach(ctx context.Context, w http.ResponseWriter, r *http.Request
 	if err != nil {
 		return false
 	}
-	st := &detached{hub: h, sub: sub, conn: conn, release: release, remote: r.RemoteAddr, since: time.Now()}
+	st := &detached{hub: h, sub: sub, conn: conn, watchFD: -1, release: release, remote: r.RemoteAddr, since: time.Now()}
 	if sc, ok := conn.(syscall.Conn); ok && canWriteNonblocking {
 		if raw, err := sc.SyscallConn(); err == nil {
 			st.nb.init(raw)
@@ -147,6 +154,7 @@ func (h *Hub) detach(ctx context.Context, w http.ResponseWriter, r *http.Request
 		st.expiry = time.AfterFunc(time.Until(deadline), func() { sub.end(errCredentialExpired) })
 	}
 	h.detacher.register(h, st)
+	h.detacher.peers.watch(st)
 	st.wake() // the retry line, replayed events, and whatever is queued
 	return true
 }
@@ -262,6 +270,12 @@ func (st *detached) wake() {
 	}
 }
 
+// peerActive tells st that its client sent something or went away.
+func (st *detached) peerActive() {
+	st.readable.Store(true)
+	st.wake()
+}
+
 // push queues st for a writer, starting one if fewer than GOMAXPROCS run.
 func (d *detacher) push(st *detached) {
 	d.mu.Lock()
@@ -345,6 +359,10 @@ func (st *detached) run(sc *scratch) {
 // blocked and was handed to writeRest.
 func (st *detached) step(sc *scratch) (blocked bool) {
 	h, sub := st.hub, st.sub
+	if st.readable.Swap(false) && st.nb.peerClosed() {
+		st.end("client gone", false)
+		return false
+	}
 	for {
 		// finish says how the stream ends once its queue is out: the hub
 		// is draining it or closing.
@@ -526,6 +544,7 @@ func (st *detached) end(reason string, clean bool) {
 		st.nb.write([]byte("0\r\n\r\n"))
 	}
 	st.conn.Close()
+	st.hub.detacher.peers.unwatch(st)
 	if st.expiry != nil {
 		st.expiry.Stop()
 	}

@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -260,20 +262,43 @@ func rawStream(t *testing.T, base, query string) (net.Conn, *bufio.Reader) {
 	return conn, br
 }
 
-func TestDetachFindsDeadPeerByHeartbeat(t *testing.T) {
+func TestDetachNoticesClientGone(t *testing.T) {
 	t.Parallel()
-	ds := newDetachServer(t, Config{Heartbeat: 5 * time.Millisecond}, nil)
+	if runtime.GOOS != "linux" {
+		t.Skip("elsewhere heartbeats find a client gone")
+	}
+	// No heartbeat and no event: only the client's end of input can end
+	// the stream.
+	ds := newDetachServer(t, Config{Heartbeat: -1}, nil)
 	conn, _ := rawStream(t, ds.srv.URL, "?channel=gone")
 	conn.Close()
-	m := ds.log.waitClosed(t)
-	if !strings.HasPrefix(m["reason"], "write: ") {
-		t.Fatalf("closed for %q, want a write error", m["reason"])
+	if m := ds.log.waitClosed(t); m["reason"] != "client gone" {
+		t.Fatalf("closed for %q, want client gone", m["reason"])
 	}
 	ds.hub.mu.Lock()
 	n := len(ds.hub.channels)
 	ds.hub.mu.Unlock()
 	if n != 0 {
 		t.Fatalf("%d channels still subscribed", n)
+	}
+	ds.hub.detacher.peers.mu.Lock()
+	watched := len(ds.hub.detacher.peers.fds)
+	ds.hub.detacher.peers.mu.Unlock()
+	if watched != 0 {
+		t.Fatalf("%d connections still watched", watched)
+	}
+}
+
+func TestDetachIgnoresClientData(t *testing.T) {
+	t.Parallel()
+	ds := newDetachServer(t, Config{Heartbeat: -1}, nil)
+	conn, br := rawStream(t, ds.srv.URL, "?channel=chatty")
+	// Bytes after the request are not an end: the stream goes on.
+	conn.Write([]byte("unexpected\r\n"))
+	id := detachPublish(t, ds.hub, "chatty", `{}`)
+	dec := sse.NewDecoder(httputil.NewChunkedReader(br))
+	if e := detachNext(t, dec); e.LastEventID != id {
+		t.Fatalf("got id %q, want %q", e.LastEventID, id)
 	}
 }
 

@@ -13,3 +13,5 @@ type nbWriter struct{}
 func (w *nbWriter) init(syscall.RawConn) {}
 
 func (w *nbWriter) write([]byte) (int, error) { return 0, nil }
+
+func (w *nbWriter) peerClosed() bool { return false }

@@ -46,3 +46,27 @@ func (w *nbWriter) write(p []byte) (int, error) {
 	}
 	return w.n, nil
 }
+
+// peerClosed reports whether the client has ended its side of the
+// connection, or reset it, by peeking at what it sent without waiting.
+// Data waiting to be read is not an end: it stays unread.
+func (w *nbWriter) peerClosed() bool {
+	var (
+		n    int
+		rerr error
+		b    [1]byte
+	)
+	err := w.raw.Read(func(fd uintptr) bool {
+		n, _, rerr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return true
+	})
+	switch {
+	case err != nil:
+		return true
+	case rerr == syscall.EAGAIN || rerr == syscall.EINTR:
+		return false
+	case rerr != nil:
+		return true
+	}
+	return n == 0
+}
