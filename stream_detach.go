@@ -120,12 +120,24 @@ func (h *Hub) detach(ctx context.Context, w http.ResponseWriter, r *http.Request
 	if r.ProtoMajor != 1 || r.TLS != nil || !hijacker(w) {
 		return false
 	}
-	// The first line goes out with the headers, in one write; net/http
-	// chooses the chunked encoding, and the body goes on in chunks. Should
-	// Hijack still fail, the caller sends the line again: a repeated retry
-	// field or comment changes nothing for the client.
+	// The first line and the events waiting to be replayed go out with
+	// the headers, in one write; net/http chooses the chunked encoding, and
+	// the body goes on in chunks. Should Hijack still fail, the caller
+	// sends the first line again (a repeated retry field or comment
+	// changes nothing for the client) and goes on after those events.
 	rc := http.NewResponseController(w)
+	if h.cfg.WriteTimeout > 0 {
+		// Hijack lifts it.
+		rc.SetWriteDeadline(time.Now().Add(h.cfg.WriteTimeout))
+	}
 	w.Write(h.firstLine())
+	n := 0
+	for e := sub.nextPending(); e != nil; e = sub.nextPending() {
+		w.Write(e.frame)
+		if !e.position {
+			n++
+		}
+	}
 	if rc.Flush() != nil {
 		return false
 	}
@@ -134,6 +146,8 @@ func (h *Hub) detach(ctx context.Context, w http.ResponseWriter, r *http.Request
 		return false
 	}
 	st := &detached{hub: h, sub: sub, conn: conn, watchFD: -1, release: release, remote: r.RemoteAddr, since: time.Now()}
+	st.events = int64(n)
+	st.written(n, nil)
 	if sc, ok := conn.(syscall.Conn); ok && canWriteNonblocking {
 		if raw, err := sc.SyscallConn(); err == nil {
 			st.nb.init(raw)
@@ -146,16 +160,25 @@ func (h *Hub) detach(ctx context.Context, w http.ResponseWriter, r *http.Request
 		sub.stopCtx()
 		sub.stopCtx = nil // and with it the request and its context
 	}
-	sub.setWake(st.wake)
 	if deadline, ok := ctx.Deadline(); ok {
 		// ctx ends with the handler. What its deadline stands for is the
 		// expiry of the credential the stream was opened with
 		// (admitStream), which ends a stream in the handler as well.
 		st.expiry = time.AfterFunc(time.Until(deadline), func() { sub.end(errCredentialExpired) })
 	}
-	h.detacher.register(h, st)
 	h.detacher.peers.watch(st)
-	st.wake() // the retry line, replayed events, and whatever is queued
+	// From here on the stream may run, in a writer: what is queued from
+	// now on wakes it; what was queued or happened before, this does.
+	sub.setWake(st.wake)
+	h.detacher.register(h, st)
+	select {
+	case <-sub.ended:
+		st.wake()
+	default:
+		if len(sub.queue) > 0 {
+			st.wake()
+		}
+	}
 	return true
 }
 
