@@ -202,8 +202,10 @@ func startServer(t *testing.T, o serverOptions) *testServer {
 	}
 	s := &testServer{done: make(chan error, 1), onStop: o.onStop}
 	if !o.noHub {
-		// A short retry keeps reconnects in the tests quick.
-		hub, err := ssehub.New(ssehub.Config{Broker: o.broker, Retry: 200 * time.Millisecond})
+		// A short retry keeps reconnects in the tests quick. Detached
+		// streams, as in the example, serve HTTP/1.1; HTTP/2 streams
+		// stay in their handlers.
+		hub, err := ssehub.New(ssehub.Config{Broker: o.broker, Retry: 200 * time.Millisecond, Detach: true})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -119,7 +119,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 		defer closeBroker()
-		hub, err = ssehub.New(ssehub.Config{Broker: broker, Logger: log})
+		// Detach: idle HTTP/1.1 streams hold no goroutine or buffers.
+		hub, err = ssehub.New(ssehub.Config{Broker: broker, Logger: log, Detach: true})
 		if err != nil {
 			return err
 		}
