@@ -40,19 +40,8 @@ const (
 // and Drain returns ctx's error. Drain, like Close, closes the broker if the
 // hub created it. A second call to Drain or Close returns ErrClosed.
 func (h *Hub) Drain(ctx context.Context, over time.Duration) error {
-	h.mu.Lock()
-	if h.closing {
-		h.mu.Unlock()
-		return ErrClosed
-	}
-	h.closing = true
-	h.mu.Unlock()
-
-	waited := make(chan struct{})
-	go func() { h.publishing.Wait(); close(waited) }()
-	select {
-	case <-waited:
-	case <-ctx.Done():
+	if err := h.stopAccepting(ctx); err != nil {
+		return err
 	}
 
 	subs := h.subscriptions()
@@ -84,21 +73,8 @@ waves:
 			s.end(errDraining)
 		}
 	}
-	close(h.done)
-
-	streams := make(chan struct{})
-	go func() { h.streams.Wait(); close(streams) }()
-	select {
-	case <-streams:
-	case <-ctx.Done():
-	}
+	err := h.finish(ctx)
 	h.log.LogAttrs(ctx, slog.LevelInfo, "hub drained", slog.Duration("duration", time.Since(start)))
-	err := ctx.Err()
-	if h.ownBroker {
-		if cerr := h.broker.Close(ctx); err == nil {
-			err = cerr
-		}
-	}
 	return err
 }
 

@@ -117,6 +117,16 @@ func (h *Hub) publish(ctx context.Context, m Message) (*Event, error) {
 // created it. Use it with http.Server.RegisterOnShutdown, since Shutdown
 // waits for streams to end and a stream does not end by itself.
 func (h *Hub) Close(ctx context.Context) error {
+	if err := h.stopAccepting(ctx); err != nil {
+		return err
+	}
+	return h.finish(ctx)
+}
+
+// stopAccepting begins the end of the hub: new publishes and subscriptions
+// are refused from now on, and it waits for the publishes in flight, or for
+// ctx. It returns ErrClosed when the hub is already ending.
+func (h *Hub) stopAccepting(ctx context.Context) error {
 	h.mu.Lock()
 	if h.closing {
 		h.mu.Unlock()
@@ -131,18 +141,27 @@ func (h *Hub) Close(ctx context.Context) error {
 	case <-waited:
 	case <-ctx.Done():
 	}
-	close(h.done)
+	return nil
+}
 
+// finish tells the remaining subscriptions to end once they have passed on
+// what is queued, waits for them (or for ctx), and closes the broker if the
+// hub created it.
+func (h *Hub) finish(ctx context.Context) error {
+	close(h.done)
 	streams := make(chan struct{})
 	go func() { h.streams.Wait(); close(streams) }()
 	select {
 	case <-streams:
 	case <-ctx.Done():
 	}
+	err := ctx.Err()
 	if h.ownBroker {
-		return h.broker.Close(ctx)
+		if cerr := h.broker.Close(ctx); err == nil {
+			err = cerr
+		}
 	}
-	return ctx.Err()
+	return err
 }
 
 // Subscription is one subscriber's view of the hub: retained events after
