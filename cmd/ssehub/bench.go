@@ -123,7 +123,7 @@ func runBaseline(ctx context.Context, o bench.Options, stderr io.Writer) (*bench
 	stream, publish := bench.Targets(srv.URL)
 	o.StreamURLs, o.PublishURL = []string{stream}, publish
 	// Let the hub's connections of the first run go before the second.
-	if err := sleep(ctx, time.Second); err != nil {
+	if err := bench.Sleep(ctx, time.Second); err != nil {
 		return nil, err
 	}
 	res, err := bench.Run(ctx, o)
@@ -131,15 +131,4 @@ func runBaseline(ctx context.Context, o bench.Options, stderr io.Writer) (*bench
 		return nil, fmt.Errorf("baseline: %s", strings.TrimPrefix(err.Error(), "bench: "))
 	}
 	return res, nil
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

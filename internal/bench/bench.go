@@ -305,7 +305,7 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 		return res, fmt.Errorf("bench: no subscriber connected: %s", res.FirstError)
 	}
 
-	if err := sleepCtx(ctx, o.Settle); err != nil {
+	if err := Sleep(ctx, o.Settle); err != nil {
 		return nil, err
 	}
 	if len(o.PIDs) > 0 {
@@ -419,7 +419,8 @@ func (r *runner) closeAll() {
 	r.readers.Wait()
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
+// Sleep waits for d, or until ctx ends, and returns ctx.Err() then.
+func Sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -447,7 +448,7 @@ func (r *runner) connect(ctx context.Context, res *Result) error {
 	r.subs = make([]*subscriber, 0, o.Subscribers)
 	for i := 0; i < o.Subscribers; i++ {
 		if step > 0 {
-			if err := sleepCtx(ctx, time.Until(start.Add(time.Duration(i)*step))); err != nil {
+			if err := Sleep(ctx, time.Until(start.Add(time.Duration(i)*step))); err != nil {
 				return err
 			}
 		}

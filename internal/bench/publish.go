@@ -162,7 +162,7 @@ func (r *runner) publishAll(ctx context.Context, res *Result) error {
 			return nil
 		}
 		k := claimed.Add(1) - 1
-		return sleepCtx(ctx, time.Until(start.Add(time.Duration(float64(k)*float64(time.Second)/o.Rate))))
+		return Sleep(ctx, time.Until(start.Add(time.Duration(float64(k)*float64(time.Second)/o.Rate))))
 	}
 	for _, p := range pubs {
 		wg.Add(1)
