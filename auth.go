@@ -107,7 +107,7 @@ func (h *Hub) admitStream(r *http.Request, channels []string) (context.Context, 
 			ctx, cancel = context.WithDeadlineCause(ctx, g.Expires, errCredentialExpired)
 		}
 	}
-	release, err := h.conns.acquire(clientIP(r), h.cfg.MaxConnections, h.cfg.MaxConnectionsPerIP)
+	release, err := h.conns.acquire(h.clientIP(r), h.cfg.MaxConnections, h.cfg.MaxConnectionsPerIP)
 	if err != nil {
 		cancel()
 		return nil, nil, err

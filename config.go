@@ -3,6 +3,7 @@ package ssehub
 import (
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"time"
 )
 
@@ -68,9 +69,17 @@ type Config struct {
 	// negative means no limit.
 	MaxConnections int
 	// MaxConnectionsPerIP bounds how many streams the hub serves at once to
-	// one client address (the host of http.Request.RemoteAddr); over it,
+	// one client address (the host of http.Request.RemoteAddr, or see
+	// TrustedProxies); over it,
 	// 503 with Retry-After. Zero or negative means no limit.
 	MaxConnectionsPerIP int
+	// TrustedProxies are the addresses of reverse proxies in front of the
+	// hub. For a request from one of them, the client address that
+	// MaxConnectionsPerIP counts is taken from X-Forwarded-For: the
+	// rightmost entry that is not itself a trusted proxy. From any other
+	// address X-Forwarded-For is ignored, so a client cannot pick the
+	// address it is counted under.
+	TrustedProxies []netip.Prefix
 	// ReadTimeout bounds reading the body of a publish request, so a client
 	// that sends it slowly cannot hold the handler (408). It does not apply
 	// to streams. Negative disables it.

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
+	"strings"
 	"sync"
 	"time"
 )
@@ -52,13 +54,44 @@ func (l *connLimiter) open() int {
 	return l.total
 }
 
-// clientIP is the address a request came from, without its port.
-func clientIP(r *http.Request) string {
+// clientIP is the address a request came from, without its port: its
+// peer's, or for a peer in TrustedProxies the rightmost address of
+// X-Forwarded-For that is not a trusted proxy.
+func (h *Hub) clientIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		return r.RemoteAddr
+		host = r.RemoteAddr
+	}
+	if len(h.cfg.TrustedProxies) == 0 || !h.trusted(host) {
+		return host
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		hop := strings.TrimSpace(hops[i])
+		if hop == "" {
+			continue
+		}
+		if !h.trusted(hop) {
+			return hop
+		}
+		host = hop
 	}
 	return host
+}
+
+// trusted reports whether addr is in Config.TrustedProxies.
+func (h *Hub) trusted(addr string) bool {
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, p := range h.cfg.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // bodyDeadline sets a read deadline of Config.ReadTimeout for the body of

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 
 	"github.com/ssehub/ssehub"
@@ -27,6 +28,7 @@ type securityFlags struct {
 	allowQueryToken  *bool
 	maxConns         *int
 	maxConnsPerIP    *int
+	trustedProxies   listFlag
 }
 
 func addSecurityFlags(fs *flagSet) *securityFlags {
@@ -42,6 +44,7 @@ func addSecurityFlags(fs *flagSet) *securityFlags {
 		maxConns:         fs.Int("max-connections", 0, "most streams served at once; 0 means no limit"),
 		maxConnsPerIP:    fs.Int("max-connections-per-ip", 0, "most streams served at once to one client address; 0 means no limit"),
 	}
+	fs.Var(&s.trustedProxies, "trusted-proxy", "`address` or CIDR of a reverse proxy whose X-Forwarded-For names the client for --max-connections-per-ip; repeat for several")
 	fs.Var(&s.public, "public", "channel `pattern` anyone may read without a token when JWTs are on; repeat for several")
 	return s
 }
@@ -53,6 +56,13 @@ func (s *securityFlags) apply(cfg *ssehub.Config) error {
 	}
 	cfg.MaxConnections = *s.maxConns
 	cfg.MaxConnectionsPerIP = *s.maxConnsPerIP
+	for _, v := range s.trustedProxies {
+		p, err := parsePrefix(v)
+		if err != nil {
+			return fmt.Errorf("--trusted-proxy %q: not an address or CIDR", v)
+		}
+		cfg.TrustedProxies = append(cfg.TrustedProxies, p)
+	}
 
 	ac := auth.Config{
 		Audience:        *s.jwtAudience,
@@ -144,4 +154,17 @@ func bearerHeader(tok string) http.Header {
 		return nil
 	}
 	return http.Header{"Authorization": {"Bearer " + tok}}
+}
+
+// parsePrefix reads a CIDR, or a single address as a prefix of its own.
+func parsePrefix(v string) (netip.Prefix, error) {
+	if strings.Contains(v, "/") {
+		p, err := netip.ParsePrefix(v)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(v)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
