@@ -63,6 +63,10 @@ type Config struct {
 	// parameter, for clients that can set neither a header nor a cookie.
 	// The hub never logs request URLs, but proxies in front of it may.
 	AllowQueryToken bool
+	// Leeway is the clock skew allowed when checking "exp" and "nbf". A
+	// stream's credential then ends Leeway after its "exp". Negative is
+	// an error.
+	Leeway time.Duration
 }
 
 // Claims is the payload of a token: the registered claims, and the channel
@@ -79,6 +83,7 @@ type Claims struct {
 type Authorizer struct {
 	publishHash []byte // sha256 of Config.PublishToken; nil when unset
 	key         any
+	leeway      time.Duration
 	methods     []string
 	parser      *jwt.Parser
 	public      patterns
@@ -126,6 +131,13 @@ func New(cfg Config) (*Authorizer, error) {
 		if cfg.Issuer != "" {
 			opts = append(opts, jwt.WithIssuer(cfg.Issuer))
 		}
+		if cfg.Leeway < 0 {
+			return nil, fmt.Errorf("auth: leeway %s is negative", cfg.Leeway)
+		}
+		if cfg.Leeway > 0 {
+			opts = append(opts, jwt.WithLeeway(cfg.Leeway))
+		}
+		a.leeway = cfg.Leeway
 		a.parser = jwt.NewParser(opts...)
 	}
 	return a, nil
@@ -189,7 +201,7 @@ func (a *Authorizer) Authorize(r *http.Request) (ssehub.Grant, error) {
 		Subject:       c.Subject,
 		Publish:       pub.match,
 		Subscribe:     func(ch string) bool { return a.isPublic(ch) || sub.match(ch) },
-		Expires:       c.ExpiresAt.Time,
+		Expires:       c.ExpiresAt.Time.Add(a.leeway),
 	}, nil
 }
 

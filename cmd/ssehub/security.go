@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/ssehub/ssehub"
 	"github.com/ssehub/ssehub/auth"
@@ -23,6 +24,7 @@ type securityFlags struct {
 	jwtKeyFile       *string
 	jwtAudience      *string
 	jwtIssuer        *string
+	jwtLeeway        *time.Duration
 	public           listFlag
 	cookieName       *string
 	allowQueryToken  *bool
@@ -39,6 +41,7 @@ func addSecurityFlags(fs *flagSet) *securityFlags {
 		jwtKeyFile:       fs.String("jwt-key-file", "", "PEM `file` of the RSA, ECDSA or Ed25519 public key that verifies JWTs"),
 		jwtAudience:      fs.String("jwt-audience", "", "`audience` a JWT's aud must hold"),
 		jwtIssuer:        fs.String("jwt-issuer", "", "`issuer` a JWT's iss must be"),
+		jwtLeeway:        fs.Duration("jwt-leeway", 0, "clock skew allowed when checking a JWT's exp and nbf"),
 		cookieName:       fs.String("cookie-name", auth.DefaultCookieName, "`cookie` a browser's token comes in"),
 		allowQueryToken:  fs.Bool("allow-query-token", false, "also accept a token in the access_token URL query parameter"),
 		maxConns:         fs.Int("max-connections", 0, "most streams served at once; 0 means no limit"),
@@ -67,6 +70,7 @@ func (s *securityFlags) apply(cfg *ssehub.Config) error {
 	ac := auth.Config{
 		Audience:        *s.jwtAudience,
 		Issuer:          *s.jwtIssuer,
+		Leeway:          *s.jwtLeeway,
 		Public:          s.public,
 		CookieName:      *s.cookieName,
 		AllowQueryToken: *s.allowQueryToken,
@@ -102,7 +106,7 @@ func (s *securityFlags) apply(cfg *ssehub.Config) error {
 		for _, f := range []struct {
 			name string
 			set  bool
-		}{{"--public", len(s.public) > 0}, {"--jwt-audience", ac.Audience != ""}, {"--jwt-issuer", ac.Issuer != ""}} {
+		}{{"--public", len(s.public) > 0}, {"--jwt-audience", ac.Audience != ""}, {"--jwt-issuer", ac.Issuer != ""}, {"--jwt-leeway", ac.Leeway != 0}} {
 			if f.set {
 				return fmt.Errorf("%s needs --jwt-secret-file or --jwt-key-file", f.name)
 			}
