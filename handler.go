@@ -89,7 +89,7 @@ func (h *Hub) serveStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer func() { release() }() // unless a detached stream takes it over
-	sub, err := h.Subscribe(ctx, q["channel"], lastID)
+	sub, err := h.subscribe(ctx, q["channel"], lastID)
 	if err != nil {
 		if errors.Is(err, ErrUnavailable) || errors.Is(err, ErrClosed) {
 			h.serveComeBack(w, r, err)

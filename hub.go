@@ -30,7 +30,9 @@ type Hub struct {
 	publishing sync.WaitGroup
 	streams    sync.WaitGroup
 
-	done chan struct{} // closed when Close tells subscriptions to end
+	done      <-chan struct{}    // closed when Close tells subscriptions to end
+	doneCtx   context.Context    // done as a context
+	closeDone context.CancelFunc // closes done
 
 	drainJitter time.Duration // set by Drain before it ends the first stream
 
@@ -66,7 +68,9 @@ func New(cfg Config) (*Hub, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Hub{cfg: cfg, broker: cfg.Broker, log: cfg.Logger, metrics: cfg.Metrics, channels: map[string]*hubChannel{}, done: make(chan struct{})}
+	h := &Hub{cfg: cfg, broker: cfg.Broker, log: cfg.Logger, metrics: cfg.Metrics, channels: map[string]*hubChannel{}}
+	h.doneCtx, h.closeDone = context.WithCancel(context.Background())
+	h.done = h.doneCtx.Done()
 	if h.broker == nil {
 		h.broker = NewMemoryBroker(MemoryConfig{})
 		h.ownBroker = true
@@ -148,7 +152,7 @@ func (h *Hub) stopAccepting(ctx context.Context) error {
 // what is queued, waits for them (or for ctx), and closes the broker if the
 // hub created it.
 func (h *Hub) finish(ctx context.Context) error {
-	close(h.done)
+	h.closeDone()
 	streams := make(chan struct{})
 	go func() { h.streams.Wait(); close(streams) }()
 	select {
@@ -179,6 +183,7 @@ type Subscription struct {
 	err         error // why the subscription ended; set before ended is closed
 	releaseOnce sync.Once
 	stopCtx     func() bool
+	stopHub     func() bool            // for Go subscriptions: release when the hub finishes
 	wake        atomic.Pointer[func()] // when set, called as events are queued and when s ends (stream_detach.go)
 }
 
@@ -188,9 +193,22 @@ type Subscription struct {
 // cannot resume from lastEventID, the first event has type ResetType.
 //
 // The subscription ends when ctx ends, when it falls QueueSize events
-// behind (ErrSlowSubscriber), or when the hub closes (ErrClosed). Call
-// Close when done with it.
+// behind (ErrSlowSubscriber), or when the hub closes (ErrClosed; Next still
+// returns the events queued until then). Call Close when done with it.
 func (h *Hub) Subscribe(ctx context.Context, channels []string, lastEventID string) (*Subscription, error) {
+	s, err := h.subscribe(ctx, channels, lastEventID)
+	if err != nil {
+		return nil, err
+	}
+	// A Go subscription may never be read or closed again; it must not
+	// hold Close up. What it has queued stays readable through Next.
+	s.stopHub = context.AfterFunc(h.doneCtx, s.release)
+	return s, nil
+}
+
+// subscribe is Subscribe for the hub's own streams, which release their
+// subscription themselves once they have written what it queued.
+func (h *Hub) subscribe(ctx context.Context, channels []string, lastEventID string) (*Subscription, error) {
 	names, err := h.checkChannels(channels)
 	if err != nil {
 		return nil, err
@@ -455,6 +473,9 @@ func (s *Subscription) Close() {
 	s.end(ErrClosed)
 	if s.stopCtx != nil {
 		s.stopCtx()
+	}
+	if s.stopHub != nil {
+		s.stopHub()
 	}
 	s.release()
 }

@@ -3,11 +3,13 @@ package ssehub_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/ssehub/ssehub"
 )
@@ -131,4 +133,32 @@ func TestSubscribeWhileOverflowing(t *testing.T) {
 	if published.Load() == 0 {
 		t.Fatal("nothing was published")
 	}
+}
+
+// TestCloseDoesNotWaitForIdleGoSubscriptions: a Go subscription that is
+// neither read nor closed does not hold Close up, and what it had queued
+// stays readable through Next, which then reports ErrClosed.
+func TestCloseDoesNotWaitForIdleGoSubscriptions(t *testing.T) {
+	t.Parallel()
+	hub, err := ssehub.New(ssehub.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := hub.Subscribe(t.Context(), []string{"idle"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := publish(t, hub, "idle", `"queued"`)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if err := hub.Close(ctx); err != nil {
+		t.Fatalf("Close with an idle Go subscription: %v", err)
+	}
+	if e, err := sub.Next(t.Context()); err != nil || e.ID != id {
+		t.Fatalf("Next after Close = %v, %v; want the queued event %s", e, err, id)
+	}
+	if _, err := sub.Next(t.Context()); !errors.Is(err, ssehub.ErrClosed) {
+		t.Fatalf("Next after the queue = %v, want ErrClosed", err)
+	}
+	sub.Close()
 }
