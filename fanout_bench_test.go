@@ -81,25 +81,7 @@ func BenchmarkFanoutDispatch(b *testing.B) {
 				gate    fanoutGate
 				readers sync.WaitGroup
 			)
-			for range subs {
-				s, err := h.Subscribe(ctx, []string{"fanout"}, "")
-				if err != nil {
-					b.Fatal(err)
-				}
-				readers.Add(1)
-				go func() {
-					defer readers.Done()
-					defer s.Close()
-					var n, last int64
-					for {
-						if _, err := s.Next(ctx); err != nil {
-							return
-						}
-						n++
-						gate.reached(n, &last)
-					}
-				}()
-			}
+			startFanoutReaders(b, ctx, h, subs, &gate, &readers)
 			h.mu.Lock()
 			c := h.channels["fanout"]
 			h.mu.Unlock()
@@ -137,25 +119,7 @@ func BenchmarkFanoutPublish(b *testing.B) {
 				gate    fanoutGate
 				readers sync.WaitGroup
 			)
-			for range subs {
-				s, err := h.Subscribe(ctx, []string{"fanout"}, "")
-				if err != nil {
-					b.Fatal(err)
-				}
-				readers.Add(1)
-				go func() {
-					defer readers.Done()
-					defer s.Close()
-					var n, last int64
-					for {
-						if _, err := s.Next(ctx); err != nil {
-							return
-						}
-						n++
-						gate.reached(n, &last)
-					}
-				}()
-			}
+			startFanoutReaders(b, ctx, h, subs, &gate, &readers)
 			m := Message{Channel: "fanout", Data: json.RawMessage(`{"n":1}`)}
 
 			var before runtime.MemStats
@@ -249,4 +213,29 @@ func benchmarkFanoutStream(b *testing.B, detach bool, subs int) {
 		conn.Close()
 	}
 	readers.Wait()
+}
+
+// startFanoutReaders subscribes n Go subscriptions to the "fanout" channel,
+// each reading in a goroutine of its own and reporting to gate.
+func startFanoutReaders(b *testing.B, ctx context.Context, h *Hub, n int, gate *fanoutGate, readers *sync.WaitGroup) {
+	b.Helper()
+	for range n {
+		s, err := h.Subscribe(ctx, []string{"fanout"}, "")
+		if err != nil {
+			b.Fatal(err)
+		}
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			defer s.Close()
+			var n, last int64
+			for {
+				if _, err := s.Next(ctx); err != nil {
+					return
+				}
+				n++
+				gate.reached(n, &last)
+			}
+		}()
+	}
 }

@@ -1,7 +1,6 @@
 package ssehub_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -9,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -109,27 +107,9 @@ func secPost(t *testing.T, url string, hdr http.Header, body string) (*http.Resp
 	return resp, out
 }
 
-// secBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
-type secBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *secBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *secBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // secLogger returns a logger that writes text records to a buffer.
-func secLogger() (*slog.Logger, *secBuffer) {
-	buf := &secBuffer{}
+func secLogger() (*slog.Logger, *lockedBuffer) {
+	buf := &lockedBuffer{}
 	return slog.New(slog.NewTextHandler(buf, nil)), buf
 }
 
