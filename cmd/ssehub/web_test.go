@@ -2,15 +2,9 @@ package main
 
 import (
 	"bufio"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -18,9 +12,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/ssehub/ssehub/internal/sse"
+	"github.com/ssehub/ssehub/internal/testcert"
 )
 
 // preflight sends a CORS preflight for a stream from origin and returns
@@ -85,7 +79,7 @@ func TestServeCORSOriginsFromEnvironment(t *testing.T) {
 }
 
 func TestServeWebFlagErrors(t *testing.T) {
-	cert, key := writeTestCert(t)
+	cert, key := testcert.Write(t)
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -106,7 +100,7 @@ func TestServeWebFlagErrors(t *testing.T) {
 
 // TestServeTLS serves HTTPS: clients that speak HTTP/2 get streams over it.
 func TestServeTLS(t *testing.T) {
-	cert, key := writeTestCert(t)
+	cert, key := testcert.Write(t)
 	hub := startHub(t, "--tls-cert", cert, "--tls-key", key)
 	url := "https://" + strings.TrimPrefix(hub.URL, "http://")
 	if !strings.Contains(hub.log.String(), "url="+url) {
@@ -144,43 +138,6 @@ func TestServeTLS(t *testing.T) {
 	if err != nil || ev.Type != "cool" || ev.Data != `{"secure":"✓"}` || ev.LastEventID != out.ID {
 		t.Fatalf("event %+v, %v; want the published one with id %s", ev, err, out.ID)
 	}
-}
-
-// writeTestCert writes a self-signed certificate for 127.0.0.1 and its key.
-func writeTestCert(t *testing.T) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
 }
 
 // TestShutdownClosesFreshConns: a connection that never sent a request,
