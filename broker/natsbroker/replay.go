@@ -1,0 +1,195 @@
+package natsbroker
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+
+	"github.com/ssehub/ssehub"
+)
+
+// Replay implements ssehub.Replayer. It reads each channel's events after
+// lastEventID from the stream's leader, one request per event, channels in
+// parallel, and merges them in stream order. The head it returns is the
+// stream's last sequence number when the replay started.
+//
+// lastEventID is unknown when it is neither an id of this stream nor a
+// publisher's id found in the index for one of channels. Events of a
+// channel after it are gone when the channel has since received more than
+// Options.HistorySize events, or when they expired.
+func (b *Broker) Replay(ctx context.Context, channels []string, lastEventID string, fn func(*ssehub.Event) error) (ssehub.Cursor, error) {
+	if b.isClosed() {
+		return ssehub.Cursor{}, ssehub.ErrClosed
+	}
+	st, err := b.streams(ctx)
+	if err != nil {
+		return ssehub.Cursor{}, err
+	}
+	info, err := b.info(ctx, st, "")
+	if err != nil {
+		return ssehub.Cursor{}, err
+	}
+	last := info.State.LastSeq
+	head := st.cursor(last)
+	if b.size <= 0 {
+		return head, fmt.Errorf("%w: %q: no history kept", ssehub.ErrUnknownID, lastEventID)
+	}
+	pos, ok, err := b.resolve(ctx, st, channels, lastEventID, last)
+	if err != nil {
+		return ssehub.Cursor{}, err
+	}
+	if !ok {
+		return head, fmt.Errorf("%w: %q", ssehub.ErrUnknownID, lastEventID)
+	}
+
+	results := make([]channelReplay, len(channels))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, checkParallel)
+	for i, name := range channels {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			results[i] = b.readChannel(ctx, st, name, pos, last)
+		})
+	}
+	wg.Wait()
+	var events []*ssehub.Event
+	for _, r := range results {
+		switch {
+		case r.err != nil:
+			return ssehub.Cursor{}, r.err
+		case r.gone:
+			return head, fmt.Errorf("%w: %q", ssehub.ErrUnknownID, lastEventID)
+		}
+		events = append(events, r.events...)
+	}
+	slices.SortFunc(events, func(x, y *ssehub.Event) int { return cmp.Compare(x.Seq, y.Seq) })
+	for _, e := range events {
+		if err := fn(e); err != nil {
+			return head, err
+		}
+	}
+	return head, nil
+}
+
+// resolve returns the stream position lastEventID stands for: the
+// sequence number in an id of this stream incarnation, or the latest
+// position the index holds for a publisher's id on one of channels. ok is
+// false when it stands for none at or before last.
+func (b *Broker) resolve(ctx context.Context, st *streamState, channels []string, id string, last uint64) (pos uint64, ok bool, err error) {
+	if seq, mine := parseID(id, st.tag); mine {
+		return seq, seq <= last, nil
+	}
+	for _, name := range channels {
+		m, err := b.getMsg(ctx, b.idsStream, msgGetRequest{LastFor: b.idsSubj + "." + indexKey(name, id)})
+		if err != nil {
+			return 0, false, err
+		}
+		if m == nil {
+			continue
+		}
+		// The entry holds the position as an id, so one left over from an
+		// earlier stream incarnation does not match this one's tag.
+		if seq, mine := parseID(string(m.Data), st.tag); mine && seq <= last && seq > pos {
+			pos, ok = seq, true
+		}
+	}
+	return pos, ok, nil
+}
+
+// channelReplay is what Replay read of one channel.
+type channelReplay struct {
+	events []*ssehub.Event
+	gone   bool // some events after the position left the stream
+	err    error
+}
+
+// readChannel reads the events of channel name after pos, up to last.
+func (b *Broker) readChannel(ctx context.Context, st *streamState, name string, pos, last uint64) channelReplay {
+	subject := b.subjectOf(name)
+	first, err := b.getMsg(ctx, b.stream, msgGetRequest{Seq: 1, NextFor: subject})
+	if err != nil {
+		return channelReplay{err: err}
+	}
+	if first == nil || first.Seq > pos {
+		// Cheap to tell before reading: a client far behind costs two
+		// requests per channel, not a full history.
+		if gone, err := b.goneFrom(ctx, st, subject, pos); err != nil || gone {
+			return channelReplay{gone: gone, err: err}
+		}
+	}
+	var r channelReplay
+	limit := b.size + 1 // more than HistorySize events after pos: too far behind
+	m := first
+	if m == nil || m.Seq <= pos {
+		m, err = b.getMsg(ctx, b.stream, msgGetRequest{Seq: pos + 1, NextFor: subject})
+	}
+	for ; err == nil && m != nil && m.Seq <= last; m, err = b.getMsg(ctx, b.stream, msgGetRequest{Seq: m.Seq + 1, NextFor: subject}) {
+		if len(r.events) == limit {
+			return channelReplay{gone: true}
+		}
+		h, herr := m.header()
+		var e *ssehub.Event
+		if herr == nil {
+			e, herr = b.decode(st.tag, m.Subject, h, m.Data, m.Seq, m.Time)
+		}
+		if herr != nil {
+			b.log.LogAttrs(ctx, slog.LevelWarn, "natsbroker: skipped a message that is not a valid event",
+				slog.String("subject", m.Subject), slog.Uint64("seq", m.Seq), slog.String("error", herr.Error()))
+			continue
+		}
+		r.events = append(r.events, e)
+	}
+	if err != nil {
+		return channelReplay{err: err}
+	}
+	// Events leave a subject oldest first, so one that went while reading
+	// took every event at or before pos with it: look again.
+	gone, err := b.gone(ctx, st, name, pos)
+	if err != nil || gone {
+		return channelReplay{gone: gone, err: err}
+	}
+	return r
+}
+
+// gone reports whether events of channel name published after pos have
+// left the stream.
+//
+// Events of one subject leave the stream oldest first: by age and by the
+// stream's byte limit, which both take the stream's oldest events, and by
+// the limit per subject, which takes the subject's oldest. So when the
+// channel still holds an event at or before pos, none after pos is gone.
+// Otherwise see goneFrom.
+func (b *Broker) gone(ctx context.Context, st *streamState, name string, pos uint64) (bool, error) {
+	subject := b.subjectOf(name)
+	first, err := b.getMsg(ctx, b.stream, msgGetRequest{Seq: 1, NextFor: subject})
+	if err != nil {
+		return false, err
+	}
+	if first != nil && first.Seq <= pos {
+		return false, nil
+	}
+	return b.goneFrom(ctx, st, subject, pos)
+}
+
+// goneFrom is gone for a subject that holds no event at or before pos.
+// Events after pos taken by age or size were the stream's oldest then, so
+// the stream now starts after them, beyond pos+1. Events after pos taken by
+// the limit per subject left that many younger ones behind: the subject
+// holds a full quota. When neither holds, nothing after pos is gone. The
+// quota is one more than HistorySize, so that a subject with exactly
+// HistorySize events after pos is not taken for one that lost some.
+func (b *Broker) goneFrom(ctx context.Context, st *streamState, subject string, pos uint64) (bool, error) {
+	info, err := b.info(ctx, st, subject)
+	if err != nil {
+		return false, err
+	}
+	if info.State.FirstSeq > pos+1 {
+		return true, nil
+	}
+	return st.perSubject > 0 && int64(info.State.Subjects[subject]) >= st.perSubject, nil
+}
+
