@@ -158,7 +158,7 @@ type Broker struct {
 	log       *slog.Logger
 	metrics   ssehub.BrokerMetrics // never nil
 
-	ensureMu sync.Mutex                 // one ensureStreams at a time
+	ensureMu sync.Mutex                  // one ensureStreams at a time
 	st       atomic.Pointer[streamState] // nil until the streams are known
 	// connectedAt is when the connection was last seen up, in Unix
 	// nanoseconds: Publish fails at once after a long outage.

@@ -192,4 +192,3 @@ func (b *Broker) goneFrom(ctx context.Context, st *streamState, subject string, 
 	}
 	return st.perSubject > 0 && int64(info.State.Subjects[subject]) >= st.perSubject, nil
 }
-
