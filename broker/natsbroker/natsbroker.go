@@ -85,7 +85,7 @@ import (
 const (
 	DefaultStream         = "SSEHUB"
 	DefaultMaxBytes       = 1 << 30
-	DefaultPublishTimeout = 5 * time.Second
+	DefaultPublishTimeout = 10 * time.Second
 	DefaultHeartbeat      = time.Second
 )
 
@@ -379,10 +379,6 @@ func (b *Broker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Event, 
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.pubWait)
 	defer cancel()
-	st, err := b.streams(ctx)
-	if err != nil {
-		return nil, err
-	}
 	msg := &nats.Msg{Subject: b.subjectOf(m.Channel), Data: m.Data, Header: nats.Header{}}
 	if m.Type != "" {
 		msg.Header.Set(HeaderType, m.Type)
@@ -398,10 +394,13 @@ func (b *Broker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Event, 
 	msgID := newMsgID()
 	msg.Header.Set(jetstream.MsgIDHeader, msgID)
 	msg.Header.Set(jetstream.ExpectedStreamHeader, b.stream)
-	ack, err := b.request(ctx, msg)
+	st, ack, err := b.publish(ctx, msg)
 	if err != nil {
 		if errors.Is(err, nats.ErrMaxPayload) {
 			return nil, fmt.Errorf("%w: %d bytes over the server's limit of %d", ssehub.ErrMessageTooLarge, len(m.Data), b.nc.MaxPayload())
+		}
+		if errors.Is(err, ssehub.ErrUnavailable) {
+			return nil, err // from streams, which counted it
 		}
 		b.metrics.BrokerError()
 		return nil, unavailable(fmt.Sprintf("publish on %q", m.Channel), err)
@@ -415,6 +414,36 @@ func (b *Broker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Event, 
 	return ssehub.NewEvent(m.Channel, id, m.Type, m.Data, m.Retry, ack.Sequence, time.Now()), nil
 }
 
+// publish sends msg to the events stream and waits for the
+// acknowledgement, trying again until ctx ends while no server answers.
+// When nothing stores the subject, the stream may have been deleted: the
+// next attempt checks for it, and creates it again.
+func (b *Broker) publish(ctx context.Context, msg *nats.Msg) (*streamState, *jetstream.PubAck, error) {
+	delay := minBackoff
+	for {
+		st, err := b.streams(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		ack, err := b.attempt(ctx, msg)
+		if err == nil {
+			return st, ack, nil
+		}
+		if errors.Is(err, jetstream.ErrNoStreamResponse) {
+			b.st.CompareAndSwap(st, nil)
+		}
+		if !retryable(err) || ctx.Err() != nil {
+			return nil, nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, err
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, maxBackoff)
+	}
+}
+
 // index records that the publisher's id on channel names the event at seq.
 // A failure is logged: the event is published, and a client resuming from
 // that id gets a reset.
@@ -422,10 +451,23 @@ func (b *Broker) index(ctx context.Context, st *streamState, channel, id string,
 	msg := &nats.Msg{Subject: b.idsSubj + "." + indexKey(channel, id), Data: []byte(FormatID(seq, st.tag)), Header: nats.Header{}}
 	msg.Header.Set(jetstream.MsgIDHeader, msgID+".id")
 	msg.Header.Set(jetstream.ExpectedStreamHeader, b.idsStream)
-	if _, err := b.request(ctx, msg); err != nil {
-		b.metrics.BrokerError()
-		b.log.LogAttrs(ctx, slog.LevelWarn, "natsbroker: could not index a publisher's id; resuming from it will reset",
-			slog.String("channel", channel), slog.String("id", id), slog.String("error", err.Error()))
+	delay := minBackoff
+	for {
+		_, err := b.attempt(ctx, msg)
+		if err == nil {
+			return
+		}
+		if !retryable(err) || ctx.Err() != nil {
+			b.metrics.BrokerError()
+			b.log.LogAttrs(ctx, slog.LevelWarn, "natsbroker: could not index a publisher's id; resuming from it will reset",
+				slog.String("channel", channel), slog.String("id", id), slog.String("error", err.Error()))
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, maxBackoff)
 	}
 }
 
@@ -450,31 +492,19 @@ const (
 	attemptTimeout = time.Second
 )
 
-// request publishes msg to its stream and waits for the acknowledgement,
-// trying again until ctx ends while no server answers.
-func (b *Broker) request(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
-	delay := minBackoff
-	for {
-		if err := b.connected(); err != nil {
-			return nil, err
-		}
-		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
-		ack, err := b.js.PublishMsg(actx, msg, jetstream.WithRetryAttempts(0))
-		cancel()
-		if err == nil {
-			return ack, nil
-		}
-		if !retryable(err) || ctx.Err() != nil {
-			return nil, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, err
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, maxBackoff)
+// attempt publishes msg once and waits for the acknowledgement.
+func (b *Broker) attempt(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
+	if err := b.connected(); err != nil {
+		return nil, err
 	}
+	ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
+	defer cancel()
+	return b.js.PublishMsg(ctx, msg, jetstream.WithRetryAttempts(0))
 }
+
+// errDown means the connection has been down for longer than a publish
+// may wait.
+var errDown = errors.New("not connected to NATS")
 
 // connected fails when the connection has been down for longer than a
 // publish may wait, so that publishes during a long outage fail at once.
@@ -488,7 +518,7 @@ func (b *Broker) connected() error {
 		return nats.ErrConnectionClosed
 	}
 	if down := now.Sub(time.Unix(0, b.connectedAt.Load())); down > b.pubWait {
-		return fmt.Errorf("not connected to NATS for %v", down.Round(time.Millisecond))
+		return fmt.Errorf("%w for %v", errDown, down.Round(time.Millisecond))
 	}
 	return nil
 }
@@ -500,7 +530,7 @@ func retryable(err error) bool {
 	switch {
 	case errors.As(err, &apiErr):
 		return apiErr.Code == 503 || apiErr.Code == 408
-	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrMaxPayload),
+	case errors.Is(err, ssehub.ErrUnavailable), errors.Is(err, errDown), errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrMaxPayload),
 		errors.Is(err, nats.ErrBadSubject), errors.Is(err, jetstream.ErrInvalidJSAck):
 		return false
 	}
@@ -525,7 +555,8 @@ func (b *Broker) Head(ctx context.Context) (ssehub.Cursor, error) {
 }
 
 // info asks the stream's leader for the stream's state, with the count of
-// messages on subject when it is not empty.
+// messages on subject when it is not empty. It tries again while no server
+// answers, or the stream has no leader, until Options.PublishTimeout.
 func (b *Broker) info(ctx context.Context, st *streamState, subject string) (*jetstream.StreamInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.pubWait)
 	defer cancel()
@@ -533,15 +564,31 @@ func (b *Broker) info(ctx context.Context, st *streamState, subject string) (*je
 	if subject != "" {
 		opts = append(opts, jetstream.WithSubjectFilter(subject))
 	}
-	info, err := st.events.Info(ctx, opts...)
-	if err != nil {
-		b.metrics.BrokerError()
+	delay := minBackoff
+	for {
+		err := b.connected()
+		if err == nil {
+			actx, acancel := context.WithTimeout(ctx, attemptTimeout)
+			var info *jetstream.StreamInfo
+			info, err = st.events.Info(actx, opts...)
+			acancel()
+			if err == nil {
+				return info, nil
+			}
+		}
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			b.st.CompareAndSwap(st, nil)
 		}
-		return nil, unavailable("stream info", err)
+		if !retryable(err) || ctx.Err() != nil {
+			b.metrics.BrokerError()
+			return nil, unavailable("stream info", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, maxBackoff)
 	}
-	return info, nil
 }
 
 // Check implements ssehub.Checker: it fails while the connection is down,

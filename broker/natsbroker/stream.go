@@ -220,22 +220,21 @@ type msgGetRequest struct {
 
 // getMsg asks the leader of stream for a message; nil means there is
 // none. It does not use direct gets, which other replicas may answer from
-// behind the leader.
+// behind the leader. It tries again while no server answers, or the
+// stream has no leader, until Options.PublishTimeout.
 func (b *Broker) getMsg(ctx context.Context, stream string, req msgGetRequest) (*storedMsg, error) {
 	body, _ := json.Marshal(req)
 	ctx, cancel := context.WithTimeout(ctx, b.pubWait)
 	defer cancel()
-	var (
-		resp *nats.Msg
-		err  error
-	)
 	delay := minBackoff
 	for {
-		actx, acancel := context.WithTimeout(ctx, attemptTimeout)
-		resp, err = b.nc.RequestWithContext(actx, "$JS.API.STREAM.MSG.GET."+stream, body)
-		acancel()
+		m, err := b.getMsgOnce(ctx, stream, body)
 		if err == nil || !retryable(err) || ctx.Err() != nil {
-			break
+			if err != nil {
+				b.metrics.BrokerError()
+				return nil, unavailable("get message", err)
+			}
+			return m, nil
 		}
 		select {
 		case <-ctx.Done():
@@ -243,26 +242,32 @@ func (b *Broker) getMsg(ctx context.Context, stream string, req msgGetRequest) (
 		}
 		delay = min(2*delay, maxBackoff)
 	}
+}
+
+func (b *Broker) getMsgOnce(ctx context.Context, stream string, body []byte) (*storedMsg, error) {
+	if err := b.connected(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
+	defer cancel()
+	resp, err := b.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+stream, body)
 	if err != nil {
-		b.metrics.BrokerError()
-		return nil, unavailable("get message", err)
+		return nil, err
 	}
 	var out struct {
 		Error   *jetstream.APIError `json:"error"`
 		Message *storedMsg          `json:"message"`
 	}
 	if err := json.Unmarshal(resp.Data, &out); err != nil {
-		return nil, unavailable("get message", err)
+		return nil, fmt.Errorf("answer: %w", err)
 	}
-	if out.Error != nil {
-		if out.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound {
-			return nil, nil
-		}
-		b.metrics.BrokerError()
-		return nil, unavailable("get message", out.Error)
-	}
-	if out.Message == nil {
-		return nil, unavailable("get message", errors.New("empty answer"))
+	switch {
+	case out.Error != nil && out.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+		return nil, nil
+	case out.Error != nil:
+		return nil, out.Error
+	case out.Message == nil:
+		return nil, errors.New("empty answer")
 	}
 	return out.Message, nil
 }
