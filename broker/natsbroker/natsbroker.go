@@ -176,6 +176,9 @@ type Broker struct {
 	lost     bool   // the consumer was lost since it was last up
 	seen     uint64 // every event up to seen has been delivered
 	seenTag  string // the stream incarnation seen belongs to
+	// fromFirst: the next consumer starts at the stream's first event,
+	// the stream having been created again.
+	fromFirst bool
 
 	reset     chan struct{} // asks the run loop to recreate the consumer
 	done      chan struct{} // closed by Close

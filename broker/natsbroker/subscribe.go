@@ -262,16 +262,22 @@ func (b *Broker) startConsumer() error {
 		b.mu.Unlock()
 		return ssehub.ErrClosed
 	}
-	recreated := b.seenTag != "" && b.seenTag != st.tag
-	if b.seenTag != st.tag {
-		// A new stream incarnation: its sequence numbers start over.
-		b.seen, b.seenTag = 0, st.tag
+	if b.seenTag != "" && b.seenTag != st.tag {
+		// The stream was deleted and created again: its sequence numbers
+		// start over, and what subscribers saw is gone. They start again
+		// from the new stream's first event.
+		b.log.LogAttrs(ctx, slog.LevelWarn, "natsbroker: the stream was created again; sending resets", slog.String("stream", b.stream))
+		for _, ch := range b.channels {
+			b.deliver(ch, resetEvent(ch.name, ssehub.Cursor{}))
+		}
+		b.seen, b.fromFirst = 0, true
 	}
+	b.seenTag = st.tag
+	start := b.seen + 1
+	fresh := b.seen == 0 && !b.fromFirst
 	b.gen++
 	c := &consumer{gen: b.gen, tag: st.tag, reconnects: b.nc.Stats().Reconnects}
 	c.touch(time.Now())
-	start := b.seen + 1
-	fresh := b.seen == 0
 	b.mu.Unlock()
 
 	inbox := b.nc.NewInbox()
@@ -320,16 +326,9 @@ func (b *Broker) startConsumer() error {
 		return nil // dropped meanwhile; the loop sees no consumer
 	}
 	c.name = info.Name
+	b.fromFirst = false
 	if b.seen == 0 {
 		b.seen = info.Delivered.Stream
-	}
-	if recreated {
-		// What subscribers saw belongs to a deleted stream.
-		b.log.LogAttrs(ctx, slog.LevelWarn, "natsbroker: the stream was recreated; sending resets", slog.String("stream", b.stream))
-		reset := st.cursor(b.seen)
-		for _, ch := range b.channels {
-			b.deliver(ch, resetEvent(ch.name, reset))
-		}
 	}
 	b.up, b.downErr = true, nil
 	close(b.upCh)

@@ -149,7 +149,7 @@ func (c *Cluster) configure(tb testing.TB, bin, root string, n int) error {
 		}
 		var conf strings.Builder
 		fmt.Fprintf(&conf, "server_name: %s\nlisten: 127.0.0.1:%d\nhttp: 127.0.0.1:%d\n", s.name, s.port, s.http)
-		fmt.Fprintf(&conf, "jetstream {\n  store_dir: %q\n  max_memory_store: 256MB\n  max_file_store: 2GB\n}\n", filepath.Join(s.dir, "store"))
+		fmt.Fprintf(&conf, "jetstream {\n  store_dir: %q\n  max_memory_store: 256MB\n  max_file_store: 64GB\n}\n", filepath.Join(s.dir, "store"))
 		if n > 1 {
 			fmt.Fprintf(&conf, "cluster {\n  name: natstest\n  listen: 127.0.0.1:%d\n  routes: [%s]\n}\n",
 				ports[3*i+2], strings.Join(routes, ", "))
