@@ -433,7 +433,7 @@ func (b *Broker) publish(ctx context.Context, msg *nats.Msg) (*streamState, *jet
 			return st, ack, nil
 		}
 		if errors.Is(err, jetstream.ErrNoStreamResponse) {
-			b.st.CompareAndSwap(st, nil)
+			b.checkStream(ctx, st)
 		}
 		if !retryable(err) || ctx.Err() != nil {
 			return nil, nil, err
@@ -444,6 +444,17 @@ func (b *Broker) publish(ctx context.Context, msg *nats.Msg) (*streamState, *jet
 		case <-time.After(delay):
 		}
 		delay = min(2*delay, maxBackoff)
+	}
+}
+
+// checkStream forgets st when the stream is gone: nothing stores the
+// subject, and the stream is not found. While the stream elects a leader
+// nothing stores the subject either, and then it is still there.
+func (b *Broker) checkStream(ctx context.Context, st *streamState) {
+	ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
+	defer cancel()
+	if _, err := b.js.Stream(ctx, b.stream); errors.Is(err, jetstream.ErrStreamNotFound) {
+		b.st.CompareAndSwap(st, nil)
 	}
 }
 
@@ -533,7 +544,7 @@ func retryable(err error) bool {
 	switch {
 	case errors.As(err, &apiErr):
 		return apiErr.Code == 503 || apiErr.Code == 408
-	case errors.Is(err, ssehub.ErrUnavailable), errors.Is(err, errDown), errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrMaxPayload),
+	case errors.Is(err, ssehub.ErrUnavailable), errors.Is(err, errDown), errors.Is(err, errConfig), errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrMaxPayload),
 		errors.Is(err, nats.ErrBadSubject), errors.Is(err, jetstream.ErrInvalidJSAck):
 		return false
 	}

@@ -28,6 +28,9 @@ const (
 	idsShare = 8
 )
 
+// errConfig means an existing stream does not fit the broker.
+var errConfig = errors.New("stream does not fit")
+
 // streams returns what the broker knows of its streams, creating or
 // updating them first when it has not done so yet.
 func (b *Broker) streams(ctx context.Context) (*streamState, error) {
@@ -41,13 +44,29 @@ func (b *Broker) streams(ctx context.Context) (*streamState, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.pubWait)
 	defer cancel()
-	st, err := b.ensureStreams(ctx)
-	if err != nil {
-		b.metrics.BrokerError()
-		return nil, unavailable("stream "+b.stream, err)
+	delay := minBackoff
+	for {
+		err := b.connected()
+		if err == nil {
+			actx, acancel := context.WithTimeout(ctx, 2*attemptTimeout)
+			var st *streamState
+			st, err = b.ensureStreams(actx)
+			acancel()
+			if err == nil {
+				b.st.Store(st)
+				return st, nil
+			}
+		}
+		if !retryable(err) || ctx.Err() != nil {
+			b.metrics.BrokerError()
+			return nil, unavailable("stream "+b.stream, err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, maxBackoff)
 	}
-	b.st.Store(st)
-	return st, nil
 }
 
 // perSubject is the events stream's limit per subject: one more than the
@@ -168,7 +187,7 @@ func (b *Broker) ensure(ctx context.Context, cfg jetstream.StreamConfig) (jetstr
 	}
 	have := s.CachedInfo().Config
 	if !slices.Equal(have.Subjects, cfg.Subjects) {
-		return nil, fmt.Errorf("stream %s takes subjects %q; the broker needs exactly %q", cfg.Name, have.Subjects, cfg.Subjects)
+		return nil, fmt.Errorf("%w: stream %s takes subjects %q; the broker needs exactly %q", errConfig, cfg.Name, have.Subjects, cfg.Subjects)
 	}
 	if b.keep {
 		return s, nil

@@ -28,11 +28,13 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 		hubURL  = fs.String("url", "http://127.0.0.1:8080", "`URL` of the hub")
 		timeout = fs.Duration("timeout", 10*time.Second, "how long to wait for the hub")
 		token   = fs.String("token", "", "bearer `token` for the hub (a publish token or a JWT)")
-		// With a Redis broker the message goes straight into Redis, as
-		// the hubs' own publishes do, trimming history as they do.
-		brokerURL   = fs.String("broker", "", "publish straight into this Redis broker `URL` (redis:// or rediss://) instead of through the hub at --url")
+		// With a Redis or NATS broker the message goes straight into it,
+		// as the hubs' own publishes do; into Redis, trimming history as
+		// they do.
+		brokerURL   = fs.String("broker", "", "publish straight into this broker `URL` (redis://, rediss://, nats:// or tls://) instead of through the hub at --url")
 		historySize = fs.Int("history-size", ssehub.DefaultHistorySize, "with a Redis --broker: events kept per channel; give the hubs' value")
 		historyAge  = fs.Duration("history-age", ssehub.DefaultHistoryAge, "with a Redis --broker: how long events stay replayable; give the hubs' value")
+		natsFlags   = addNATSFlags(fs, true) // nats.go
 	)
 	if err := fs.parse(args); err != nil {
 		return err
@@ -56,7 +58,7 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 		if *historySize == 0 {
 			*historySize = -1
 		}
-		assigned, err = publishBroker(ctx, *brokerURL, m, brokerOptions{historySize: *historySize, historyAge: *historyAge})
+		assigned, err = publishBroker(ctx, *brokerURL, m, brokerOptions{historySize: *historySize, historyAge: *historyAge, nats: natsFlags.options()})
 	} else {
 		assigned, err = publishHTTP(ctx, *hubURL, *token, m)
 	}

@@ -17,7 +17,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs := newFlagSet("serve", "serve [flags]", stdout)
 	var (
 		addr            = fs.String("addr", "127.0.0.1:8080", "`address` to listen on")
-		brokerURL       = fs.String("broker", "memory:", "broker `URL`: memory:, redis://[user:password@]host:port/db or rediss://...")
+		brokerURL       = fs.String("broker", "memory:", "broker `URL`: memory:, redis://[user:password@]host:port/db, rediss://..., or nats://host:port[,nats://host:port...] (tls://... for TLS)")
 		heartbeat       = fs.Duration("heartbeat", ssehub.DefaultHeartbeat, "interval of heartbeat comments on idle streams; 0 disables")
 		retry           = fs.Duration("retry", ssehub.DefaultRetry, "reconnection delay told to clients when a stream opens")
 		historySize     = fs.Int("history-size", ssehub.DefaultHistorySize, "events kept per channel for replay; 0 keeps none")
@@ -30,7 +30,8 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		web             = addWebFlags(fs)
 		ops             = addOpsFlags(fs) // ops.go
 	)
-	sec := addSecurityFlags(fs) // security.go
+	sec := addSecurityFlags(fs)          // security.go
+	natsFlags := addNATSFlags(fs, false) // nats.go
 	if err := fs.parse(args); err != nil {
 		return err
 	}
@@ -54,7 +55,13 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if err := ops.setupMetrics(); err != nil {
 		return err
 	}
-	broker, closeBroker, err := openBroker(ctx, *brokerURL, brokerOptions{historySize: *historySize, historyAge: *historyAge, logger: logger, metrics: ops.brokerMetrics()})
+	broker, closeBroker, err := openBroker(ctx, *brokerURL, brokerOptions{
+		historySize: *historySize,
+		historyAge:  *historyAge,
+		logger:      logger,
+		metrics:     ops.brokerMetrics(),
+		nats:        natsFlags.options(),
+	})
 	if err != nil {
 		return err
 	}

@@ -224,6 +224,26 @@ func (c *Cluster) Server(name string) *Server {
 	return nil
 }
 
+// Stop stops every server of the cluster.
+func (c *Cluster) Stop() { c.stopAll() }
+
+// Start starts every server of the cluster that is not running, with its
+// ports and store, and waits until the cluster is ready again. Servers of a
+// cluster that was down entirely must start together: none is ready
+// before a majority of them runs.
+func (c *Cluster) Start() {
+	c.Servers[0].tb.Helper()
+	for _, s := range c.Servers {
+		if s.Running() {
+			continue
+		}
+		if err := s.launch(); err != nil {
+			s.tb.Fatalf("natstest: %v", err)
+		}
+	}
+	c.WaitReady()
+}
+
 // WaitReady waits until every running server of the cluster is ready and
 // knows the cluster's leader, failing the test after a while.
 func (c *Cluster) WaitReady() {
@@ -259,7 +279,8 @@ func (s *Server) Running() bool {
 }
 
 // Start starts the stopped or killed server again with the same ports and
-// store, and waits until it is ready. In a cluster it rejoins the others.
+// store, and waits until it is ready. In a cluster it rejoins the others,
+// which must have a majority running; see Cluster.Start.
 func (s *Server) Start() {
 	s.tb.Helper()
 	if err := s.launch(); err != nil {
