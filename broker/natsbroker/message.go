@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -41,4 +42,52 @@ func (b *Broker) decode(tag, subject string, h nats.Header, data []byte, seq uin
 		m.ID = FormatID(seq, tag)
 	}
 	return ssehub.NewEvent(m.Channel, m.ID, m.Type, m.Data, m.Retry, seq, at), nil
+}
+
+// ackInfo is what a consumer's message says of itself in its reply
+// subject.
+type ackInfo struct {
+	streamSeq, consumerSeq uint64
+	time                   time.Time
+}
+
+// parseAck reads the reply subject of a message a consumer delivers:
+//
+//	$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ns>.<pending>
+//
+// or, from newer servers, the same with <domain>.<account hash> after
+// $JS.ACK. and a token at the end.
+func parseAck(reply string) (ackInfo, bool) {
+	rest, ok := strings.CutPrefix(reply, "$JS.ACK.")
+	if !ok {
+		return ackInfo{}, false
+	}
+	var tok [12]string
+	n := 0
+	for n < len(tok) {
+		i := strings.IndexByte(rest, '.')
+		if i < 0 {
+			tok[n] = rest
+			n++
+			break
+		}
+		tok[n], rest = rest[:i], rest[i+1:]
+		n++
+	}
+	// Tokens after $JS.ACK.: 7 in the old form, at least 9 in the new.
+	first := 3 // <sseq> in the old form
+	switch {
+	case n == 7:
+	case n >= 9:
+		first = 5
+	default:
+		return ackInfo{}, false
+	}
+	sseq, err1 := strconv.ParseUint(tok[first], 10, 64)
+	dseq, err2 := strconv.ParseUint(tok[first+1], 10, 64)
+	ns, err3 := strconv.ParseInt(tok[first+2], 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil {
+		return ackInfo{}, false
+	}
+	return ackInfo{streamSeq: sseq, consumerSeq: dseq, time: time.Unix(0, ns)}, true
 }

@@ -44,15 +44,26 @@ type consumer struct {
 	sub        *nats.Subscription
 	reconnects uint64 // the connection's reconnect count when it started
 	dseq       uint64 // last consumer sequence received; only its handler uses it
-	active     atomic.Int64
+	// received counts messages and heartbeats. The run loop notes when it
+	// last changed, which keeps the clock off the path of every event.
+	received   atomic.Uint64
+	noted      uint64       // received at the last tick; only the run loop uses it
+	lastActive atomic.Int64 // Unix nanoseconds
 }
 
-func (c *consumer) touch(t time.Time) { c.active.Store(t.UnixNano()) }
+// tick notes, at now, whether the consumer received anything since the
+// last tick.
+func (c *consumer) tick(now time.Time) {
+	if n := c.received.Load(); n != c.noted {
+		c.noted = n
+		c.lastActive.Store(now.UnixNano())
+	}
+}
 
-// silentFor returns how long the consumer has sent nothing, not even a
-// heartbeat.
+// silentFor returns how long the consumer had sent nothing, not even a
+// heartbeat, at its last tick.
 func (c *consumer) silentFor(now time.Time) time.Duration {
-	return now.Sub(time.Unix(0, c.active.Load()))
+	return now.Sub(time.Unix(0, c.lastActive.Load()))
 }
 
 // Subscribe implements ssehub.Broker. All channels share the broker's one
@@ -186,6 +197,7 @@ func (b *Broker) run() {
 			if b.nc.IsConnected() {
 				b.connectedAt.Store(now.UnixNano())
 			}
+			cur.tick(now)
 			switch {
 			case cur.silentFor(now) > missedBeats*b.hb:
 				b.log.LogAttrs(context.Background(), slog.LevelWarn, "natsbroker: consumer stopped delivering; recreating it")
@@ -277,7 +289,7 @@ func (b *Broker) startConsumer() error {
 	fresh := b.seen == 0 && !b.fromFirst
 	b.gen++
 	c := &consumer{gen: b.gen, tag: st.tag, reconnects: b.nc.Stats().Reconnects}
-	c.touch(time.Now())
+	c.lastActive.Store(time.Now().UnixNano())
 	b.mu.Unlock()
 
 	inbox := b.nc.NewInbox()
@@ -355,24 +367,23 @@ func (b *Broker) deliver(ch *channel, e *ssehub.Event) {
 // handle processes one message of consumer c. The client library calls it
 // for one message at a time, in order.
 func (b *Broker) handle(c *consumer, m *nats.Msg) {
-	now := time.Now()
+	c.received.Add(1)
 	if status := m.Header.Get("Status"); status != "" && len(m.Data) == 0 {
-		c.touch(now)
 		b.control(c, m, status)
 		return
 	}
-	meta, err := m.Metadata()
-	if err != nil {
-		b.log.LogAttrs(context.Background(), slog.LevelWarn, "natsbroker: consumer message without metadata", slog.String("subject", m.Subject))
+	ack, ok := parseAck(m.Reply)
+	if !ok {
+		b.log.LogAttrs(context.Background(), slog.LevelWarn, "natsbroker: consumer message without metadata",
+			slog.String("subject", m.Subject), slog.String("reply", m.Reply))
 		return
 	}
-	if meta.Sequence.Consumer != c.dseq+1 {
-		b.askReset(c, fmt.Sprintf("consumer sequence %d after %d", meta.Sequence.Consumer, c.dseq))
+	if ack.consumerSeq != c.dseq+1 {
+		b.askReset(c, fmt.Sprintf("consumer sequence %d after %d", ack.consumerSeq, c.dseq))
 		return
 	}
-	c.dseq = meta.Sequence.Consumer
-	c.touch(now)
-	seq := meta.Sequence.Stream
+	c.dseq = ack.consumerSeq
+	seq := ack.streamSeq
 
 	b.mu.Lock()
 	if b.cur != c || b.closed || seq <= b.seen {
@@ -387,9 +398,12 @@ func (b *Broker) handle(c *consumer, m *nats.Msg) {
 		// The stream no longer holds the events in between.
 		b.repair(c, prev, seq)
 	}
-	var e *ssehub.Event
+	var (
+		e   *ssehub.Event
+		err error
+	)
 	if held {
-		e, err = b.decode(c.tag, m.Subject, m.Header, m.Data, seq, meta.Timestamp)
+		e, err = b.decode(c.tag, m.Subject, m.Header, m.Data, seq, ack.time)
 		if err != nil {
 			b.log.LogAttrs(context.Background(), slog.LevelWarn, "natsbroker: skipped a message that is not a valid event",
 				slog.String("subject", m.Subject), slog.Uint64("seq", seq), slog.String("error", err.Error()))
