@@ -105,3 +105,25 @@ func BenchmarkPublish(b *testing.B) {
 		})
 	})
 }
+
+// BenchmarkNewStream measures the broker's part of opening a stream with
+// no Last-Event-ID on one channel: Head, then the replay after it that
+// catches up with what the subscription may have missed.
+func BenchmarkNewStream(b *testing.B) {
+	c := natstest.StartCluster(b, 3)
+	br := newBroker(b, c.URL(), natsbroker.Options{Stream: "BENCH_STREAM"})
+	ctx := context.Background()
+	if _, err := publish(ctx, br, "news", 1); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for range b.N {
+		head, err := br.Head(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := br.Replay(ctx, []string{"news"}, head.ID, func(*ssehub.Event) error { return nil }); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
