@@ -537,13 +537,19 @@ func (b *Broker) connected() error {
 	return nil
 }
 
+// noPeers is JetStream's error code for a stream it cannot place yet: a
+// cluster that has just started does not know its servers' resources for
+// a few seconds.
+const noPeers = 10005
+
 // retryable reports whether a failed request may succeed on another
-// attempt: no answer, no server, or a stream between leaders.
+// attempt: no answer, no server, a stream between leaders, or a cluster
+// still starting.
 func retryable(err error) bool {
 	var apiErr *jetstream.APIError
 	switch {
 	case errors.As(err, &apiErr):
-		return apiErr.Code == 503 || apiErr.Code == 408
+		return apiErr.Code == 503 || apiErr.Code == 408 || apiErr.ErrorCode == noPeers
 	case errors.Is(err, ssehub.ErrUnavailable), errors.Is(err, errDown), errors.Is(err, errConfig), errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrMaxPayload),
 		errors.Is(err, nats.ErrBadSubject), errors.Is(err, jetstream.ErrInvalidJSAck):
 		return false
