@@ -107,29 +107,26 @@ type channelReplay struct {
 	err    error
 }
 
+// eagerEvents is how many events readChannel reads before it checks
+// whether the channel lost events after the position at all: a client
+// far behind then costs a few requests, not a full history, and one just
+// behind pays for no check up front.
+const eagerEvents = 4
+
 // readChannel reads the events of channel name after pos, up to last.
 func (b *Broker) readChannel(ctx context.Context, st *streamState, name string, pos, last uint64) channelReplay {
 	subject := b.subjectOf(name)
-	first, err := b.getMsg(ctx, b.stream, msgGetRequest{Seq: 1, NextFor: subject})
-	if err != nil {
-		return channelReplay{err: err}
-	}
-	if first == nil || first.Seq > pos {
-		// Cheap to tell before reading: a client far behind costs two
-		// requests per channel, not a full history.
-		if gone, err := b.goneFrom(ctx, st, subject, pos); err != nil || gone {
-			return channelReplay{gone: gone, err: err}
-		}
-	}
 	var r channelReplay
 	limit := b.size + 1 // more than HistorySize events after pos: too far behind
-	m := first
-	if m == nil || m.Seq <= pos {
-		m, err = b.getMsg(ctx, b.stream, msgGetRequest{Seq: pos + 1, NextFor: subject})
-	}
+	m, err := b.getMsg(ctx, b.stream, msgGetRequest{Seq: pos + 1, NextFor: subject})
 	for ; err == nil && m != nil && m.Seq <= last; m, err = b.getMsg(ctx, b.stream, msgGetRequest{Seq: m.Seq + 1, NextFor: subject}) {
 		if len(r.events) == limit {
 			return channelReplay{gone: true}
+		}
+		if len(r.events) == eagerEvents {
+			if gone, err := b.gone(ctx, st, name, pos); err != nil || gone {
+				return channelReplay{gone: gone, err: err}
+			}
 		}
 		h, herr := m.header()
 		var e *ssehub.Event
@@ -146,8 +143,8 @@ func (b *Broker) readChannel(ctx context.Context, st *streamState, name string, 
 	if err != nil {
 		return channelReplay{err: err}
 	}
-	// Events leave a subject oldest first, so one that went while reading
-	// took every event at or before pos with it: look again.
+	// Events leave a subject oldest first, so one that left before it was
+	// read took every event at or before pos with it: check once read.
 	gone, err := b.gone(ctx, st, name, pos)
 	if err != nil || gone {
 		return channelReplay{gone: gone, err: err}
