@@ -199,9 +199,8 @@ type streamState struct {
 // channel is one channel this hub subscribes to, with its local
 // subscriptions.
 type channel struct {
-	name  string
-	subs  []*sub
-	ready bool
+	name string
+	subs []*sub
 }
 
 type sub struct{ deliver func(*ssehub.Event) }
