@@ -4,7 +4,8 @@
 --   * assigns the next seq and records the envelope in the channel's
 --     stream, indexing a publisher's own id;
 --   * trims the channel's stream, oldest first, to the history size, age
---     and per-channel bytes (never the event just added), noting the
+--     and per-channel bytes (never the event just added; see cost for how
+--     an event's bytes are counted), noting the
 --     highest trimmed seq as the channel's watermark;
 --   * trims the oldest events of any channel while all streams together
 --     hold more than the history bytes;
@@ -75,12 +76,21 @@ redis.call('HSET', state, 'seq', num(seq))
 if idjson == '' then idjson = '"' .. string.format('%016d', seq) .. '"' end
 local env = head .. idjson .. ',"ssehub_seq":' .. num(seq) .. '}'
 
--- The bytes an entry is counted for: its text, and the stream's and the
--- id index's bookkeeping.
+-- The bytes an event is counted for: what the allocator takes for its
+-- text (jemalloc has four size classes per power of two), and the
+-- stream's and the id index's bookkeeping.
+local function cost(env, rawid)
+  local n = #env + #rawid
+  if n > 4096 then
+    local _, e = math.frexp(n)
+    local step = 2 ^ (e - 3)
+    n = math.ceil(n / step) * step
+  end
+  return n + 80 + #rawid
+end
 local function esize(e)
-  local f, n = e[2], 80 + #e[2][2]
-  if f[3] == 'i' then n = n + 2 * #f[4] end
-  return n
+  local f = e[2]
+  return cost(f[2], f[3] == 'i' and f[4] or '')
 end
 
 -- The id index maps a publisher's id to "<seq>" of its latest retained
@@ -132,9 +142,8 @@ local function trim(c, drop)
 end
 
 if size > 0 then
-  local n = 80 + #env
+  local n = cost(env, rawid)
   if rawid ~= '' then
-    n = n + 2 * #rawid
     redis.call('XADD', stream, num(seq) .. '-0', 'e', env, 'i', rawid)
     local v = redis.call('HGET', ids, rawid)
     if v then
