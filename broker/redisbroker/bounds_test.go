@@ -10,6 +10,8 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -488,4 +490,101 @@ func TestPublishesDuringReplays(t *testing.T) {
 		t.Fatalf("only %d publishes while all readers were replaying; the test proves nothing", during)
 	}
 	t.Logf("%d publishes, %d while all %d readers were replaying; slowest %v", published, during, readers, slowest)
+}
+
+// BenchmarkPublishDuringReplays measures publishes on an unrelated
+// channel, one every 10 ms, while 20 readers on another hub (a process of
+// its own) resume from the start of a history of 1,000 events of 16 KB:
+// the latency of those publishes, how many took over 1 s or failed, how
+// many readers got every event, and how long the replays took.
+//
+//	go test -run '^$' -bench PublishDuringReplays -benchtime 1x ./broker/redisbroker/
+func BenchmarkPublishDuringReplays(b *testing.B) {
+	const (
+		readers = 20
+		events  = 1000
+	)
+	srv := redistest.Start(b)
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer client.Close()
+	br, err := redisbroker.New(client, redisbroker.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer br.Close(context.Background())
+	ctx := context.Background()
+	data := json.RawMessage(strconv.Quote(strings.Repeat("r", 16<<10)))
+	first, err := br.Publish(ctx, ssehub.Message{Channel: "history", Data: json.RawMessage(`0`)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for range events {
+		if _, err := br.Publish(ctx, ssehub.Message{Channel: "history", Data: data}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var (
+		lat     []time.Duration
+		replays time.Duration
+		failed  int
+		served  atomic.Int64 // readers that got every event
+	)
+	for b.Loop() {
+		child := exec.Command(os.Args[0], "-test.run=^$")
+		child.Env = append(os.Environ(), fmt.Sprintf("%s=%s,%s,%d,%d", replayChildEnv, srv.Addr(), first.ID, readers, events))
+		child.Stderr = os.Stderr
+		out, err := child.StdoutPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := child.Start(); err != nil {
+			b.Fatal(err)
+		}
+		sc := bufio.NewScanner(out)
+		if !sc.Scan() || sc.Text() != "replaying" {
+			b.Fatalf("the replaying process said %q", sc.Text())
+		}
+		start := time.Now()
+		finished := make(chan struct{})
+		go func() {
+			for sc.Scan() {
+				if sc.Text() == strconv.Itoa(events) {
+					served.Add(1)
+				}
+			}
+			close(finished)
+		}()
+		tick := time.NewTicker(10 * time.Millisecond)
+		for running := true; running; {
+			select {
+			case <-finished:
+				running = false
+				continue
+			case <-tick.C:
+			}
+			t0 := time.Now()
+			if _, err := br.Publish(ctx, ssehub.Message{Channel: "unrelated", Data: json.RawMessage(`1`)}); err != nil {
+				failed++
+			}
+			lat = append(lat, time.Since(t0))
+		}
+		tick.Stop()
+		replays += time.Since(start)
+		if err := child.Wait(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if len(lat) == 0 {
+		b.Fatal("no publish while the readers replayed")
+	}
+	slices.Sort(lat)
+	over := len(lat) - sort.Search(len(lat), func(i int) bool { return lat[i] > time.Second })
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	b.ReportMetric(ms(lat[len(lat)/2]), "p50-ms")
+	b.ReportMetric(ms(lat[len(lat)*99/100]), "p99-ms")
+	b.ReportMetric(ms(lat[len(lat)-1]), "max-ms")
+	b.ReportMetric(float64(over), "over-1s")
+	b.ReportMetric(float64(failed), "failed")
+	b.ReportMetric(float64(served.Load())/float64(b.N), "readers-served")
+	b.ReportMetric(replays.Seconds()/float64(b.N), "replays-s")
 }
