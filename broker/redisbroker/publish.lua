@@ -115,9 +115,10 @@ end
 -- so, and returns the bytes dropped and whether it dropped any.
 local function trim(c, drop)
   local cs, cids = prefix .. 'stream:' .. c, prefix .. 'ids:' .. c
-  local dropped, wm, from = 0, nil, '-'
+  local dropped, wm, from, count = 0, nil, '-', 1
+  -- Mostly one entry goes, or none: read one first, then more at a time.
   while true do
-    local batch = redis.call('XRANGE', cs, from, '+', 'COUNT', 64)
+    local batch = redis.call('XRANGE', cs, from, '+', 'COUNT', count)
     local stop = false
     for _, e in ipairs(batch) do
       local s = seqof(e[1])
@@ -127,8 +128,9 @@ local function trim(c, drop)
       unindex(cids, e)
       wm = s
     end
-    if stop or #batch < 64 then break end
+    if stop or #batch < count then break end
     from = '(' .. batch[#batch][1]
+    count = math.min(2 * count, 64)
   end
   if wm then
     redis.call('XTRIM', cs, 'MINID', num(wm + 1) .. '-0')
@@ -206,8 +208,10 @@ end
 if key ~= '' then
   redis.call('HSET', keys, key, 'p ' .. num(seq) .. ' ' .. fp)
   redis.call('ZADD', keyq, now + window, key)
-  -- Forget a few expired keys, and the oldest over the limit.
-  local old = redis.call('ZRANGEBYSCORE', keyq, '-inf', now, 'LIMIT', 0, 16)
+  -- Forget the oldest keys over the limit, and, every 16th publish, up to
+  -- 64 expired ones.
+  local old = {}
+  if seq % 16 == 0 then old = redis.call('ZRANGEBYSCORE', keyq, '-inf', now, 'LIMIT', 0, 64) end
   local over = redis.call('ZCARD', keyq) - maxkeys
   if over > 0 then
     for _, k in ipairs(redis.call('ZRANGE', keyq, 0, math.min(over, 64) - 1)) do old[#old + 1] = k end
