@@ -158,18 +158,29 @@ if size > 0 then
     redis.call('XADD', stream, num(seq) .. '-0', 'e', env)
   end
   redis.call('ZADD', active, seq, channel)
-  redis.call('ZADD', first, 'NX', seq, channel)
-  local total = math.max(0, tonumber(redis.call('HGET', state, 'bytes') or '0')) + n
+  local oldest = seq
+  if redis.call('ZADD', first, 'NX', seq, channel) == 0 then
+    oldest = tonumber(redis.call('ZSCORE', first, channel))
+  end
+  local total = tonumber(redis.call('HINCRBY', state, 'bytes', n))
   local len = redis.call('XLEN', stream)
   local chbytes = tonumber(redis.call('HINCRBY', sizes, channel, n))
-  local dropped = trim(channel, function(s, e)
-    if len > size or (age > 0 and s < now - age) or (chbudget > 0 and chbytes > chbudget) then
-      len, chbytes = len - 1, chbytes - esize(e)
-      return true
-    end
-    return false
-  end)
-  total = total - dropped
+  -- Reading entries is the costly part: only when something is over.
+  if len > size or (age > 0 and oldest < now - age) or (chbudget > 0 and chbytes > chbudget) then
+    local dropped = trim(channel, function(s, e)
+      if len > size or (age > 0 and s < now - age) or (chbudget > 0 and chbytes > chbudget) then
+        len, chbytes = len - 1, chbytes - esize(e)
+        return true
+      end
+      return false
+    end)
+    total = tonumber(redis.call('HINCRBY', state, 'bytes', -dropped))
+  end
+  if total < 0 then
+    -- Streams written before bytes were counted.
+    redis.call('HSET', state, 'bytes', '0')
+    total = 0
+  end
   -- Over the budget of all channels: the oldest events go first, whatever
   -- their channel, up to the next channel's oldest each round.
   while budget > 0 and total > budget do
@@ -178,12 +189,13 @@ if size > 0 then
     local limit = math.huge
     if two[4] then limit = tonumber(two[4]) end
     local took = false
-    local _, any = trim(two[1], function(s, e)
+    local dropped, any = trim(two[1], function(s, e)
       if total <= budget or (took and s > limit) then return false end
       total, took = total - esize(e), true
       return true
     end)
     if not any then break end
+    redis.call('HINCRBY', state, 'bytes', -dropped)
   end
   if age > 0 then
     local idle = redis.call('ZRANGEBYSCORE', active, '-inf', '(' .. num(now - age), 'WITHSCORES', 'LIMIT', 0, 8)
@@ -191,7 +203,7 @@ if size > 0 then
       local forgotten = tonumber(redis.call('HGET', state, 'forgotten') or '0')
       for i = 1, #idle, 2 do
         local c = idle[i]
-        total = total - tonumber(redis.call('HGET', sizes, c) or '0')
+        redis.call('HINCRBY', state, 'bytes', -tonumber(redis.call('HGET', sizes, c) or '0'))
         redis.call('DEL', prefix .. 'stream:' .. c, prefix .. 'ids:' .. c)
         redis.call('ZREM', active, c)
         redis.call('ZREM', evicted, c)
@@ -202,23 +214,23 @@ if size > 0 then
       redis.call('HSET', state, 'forgotten', num(forgotten))
     end
   end
-  redis.call('HSET', state, 'bytes', num(math.max(0, total)))
 end
 
 if key ~= '' then
   redis.call('HSET', keys, key, 'p ' .. num(seq) .. ' ' .. fp)
   redis.call('ZADD', keyq, now + window, key)
-  -- Forget the oldest keys over the limit, and, every 16th publish, up to
-  -- 64 expired ones.
-  local old = {}
-  if seq % 16 == 0 then old = redis.call('ZRANGEBYSCORE', keyq, '-inf', now, 'LIMIT', 0, 64) end
-  local over = redis.call('ZCARD', keyq) - maxkeys
-  if over > 0 then
-    for _, k in ipairs(redis.call('ZRANGE', keyq, 0, math.min(over, 64) - 1)) do old[#old + 1] = k end
-  end
-  if #old > 0 then
-    redis.call('HDEL', keys, unpack(old))
-    redis.call('ZREM', keyq, unpack(old))
+  -- Every 16th publish, forget up to 64 expired keys, and the oldest
+  -- over the limit.
+  if seq % 16 == 0 then
+    local old = redis.call('ZRANGEBYSCORE', keyq, '-inf', now, 'LIMIT', 0, 64)
+    local over = redis.call('ZCARD', keyq) - maxkeys
+    if over > 0 then
+      for _, k in ipairs(redis.call('ZRANGE', keyq, 0, math.min(over, 64) - 1)) do old[#old + 1] = k end
+    end
+    if #old > 0 then
+      redis.call('HDEL', keys, unpack(old))
+      redis.call('ZREM', keyq, unpack(old))
+    end
   end
 end
 return {seq, redis.call('PUBLISH', channel, env), 0}
