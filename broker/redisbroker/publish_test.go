@@ -170,7 +170,19 @@ func TestFrozenRedis(t *testing.T) {
 	t.Parallel()
 	const freeze = 10 * time.Second
 	srv := redistest.Start(t)
-	pubHub := newHub(t, srv, redisbroker.Options{CanaryInterval: 500 * time.Millisecond}, ssehub.Config{PublishTimeout: 2 * time.Second})
+	// The publishing hub's client has few connections and waits little
+	// for one, so that some publishes find none while Redis is frozen:
+	// those were never sent and must answer 503.
+	ro := testOptions(srv)
+	ro.PoolSize, ro.PoolTimeout = 4, 300*time.Millisecond
+	client := redis.NewClient(ro)
+	t.Cleanup(func() { client.Close() })
+	pubBroker, err := redisbroker.New(client, redisbroker.Options{CanaryInterval: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pubBroker.Close(context.Background()) })
+	pubHub := newHubOn(t, pubBroker, ssehub.Config{PublishTimeout: 2 * time.Second})
 	subHub := newHub(t, srv, redisbroker.Options{CanaryInterval: 500 * time.Millisecond}, ssehub.Config{})
 	s := openStream(t, subHub.srv.URL, []string{"f"}, "")
 
