@@ -6,10 +6,11 @@
 // Live traffic goes through Redis pub/sub on the plain channel name. Each
 // Broker holds one pub/sub connection, shared by all the channels its hub
 // subscribes; other commands use the client's pool. History lives in one
-// Redis stream per channel, bounded by count and age. A Lua script assigns
-// each event its sequence number, appends it to the stream and publishes
-// it in one atomic step, so a subscriber never sees an event that a replay
-// would not find, nor the other way round.
+// Redis stream per channel, bounded by count, age and bytes. A Lua script
+// assigns each event its sequence number, appends it to the stream and
+// publishes it in one atomic step, so a subscriber never sees an event that
+// a replay would not find, nor the other way round. Replays read the
+// streams in bounded pages, a few replays at a time (Options.MaxReplays).
 //
 // # Ids
 //
@@ -18,7 +19,9 @@
 // without an id gets seq as its id, written as 16 decimal digits, the
 // scheme ssehub.MemoryBroker uses; such ids sort in publish order. An id
 // the publisher chose is sent as given and kept in a per-channel index, so
-// a client can resume from it too.
+// a client can resume from it too. An id that names more than one retained
+// event, or a retained event and another seq, is ambiguous: a resume from
+// it gets a reset.
 //
 // # Envelopes and other publishers
 //
@@ -47,8 +50,13 @@
 //
 // # Failures
 //
-// When Redis cannot be reached, Publish fails with an error wrapping
-// ssehub.ErrUnavailable, Check reports it, and the broker reconnects with
+// Every publish carries an idempotency key, which the publish script
+// remembers: go-redis sending the script again, or a client sending the
+// message again with its key, publishes nothing more. When Redis cannot
+// be reached, or confirms that a publish whose answer was lost did not
+// happen, Publish fails with an error wrapping ssehub.ErrUnavailable; when
+// Redis does not answer in time, with one wrapping ssehub.ErrOutcomeUnknown.
+// Check reports an unreachable Redis, and the broker reconnects with
 // backoff and subscribes all its channels again by itself. Events
 // published while its subscription was down are then read from the
 // streams and delivered, in order, before live ones; when they are no
