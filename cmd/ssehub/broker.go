@@ -14,11 +14,12 @@ import (
 
 // brokerOptions are the settings a broker URL leaves to flags.
 type brokerOptions struct {
-	historySize int
-	historyAge  time.Duration
-	logger      *slog.Logger
-	metrics     ssehub.BrokerMetrics // nil counts nothing
-	nats        natsOptions
+	historySize  int
+	historyAge   time.Duration
+	historyBytes int64
+	logger       *slog.Logger
+	metrics      ssehub.BrokerMetrics // nil counts nothing
+	nats         natsOptions
 }
 
 // openBroker opens the broker a URL names. "memory:" (or "") is the
@@ -93,7 +94,14 @@ func publishBroker(ctx context.Context, raw string, m ssehub.Message, opt broker
 	defer closeBroker(context.WithoutCancel(ctx))
 	e, err := b.Publish(ctx, m)
 	if err != nil {
-		return "", errors.New(strings.TrimPrefix(err.Error(), "ssehub: "))
+		msg := strings.TrimPrefix(err.Error(), "ssehub: ")
+		switch {
+		case errors.Is(err, ssehub.ErrOutcomeUnknown):
+			return "", fmt.Errorf("%w: %s", errOutcomeUnknown, msg)
+		case errors.Is(err, ssehub.ErrUnavailable):
+			return "", fmt.Errorf("%w: %s", errNotPublished, msg)
+		}
+		return "", errors.New(msg)
 	}
 	return e.ID, nil
 }

@@ -32,12 +32,16 @@ func openRedisBroker(u *url.URL, opt brokerOptions) (ssehub.Broker, func(context
 	// what the broker reports, so they go to the debug level. The logger is
 	// process-wide, and this process opens one broker.
 	redis.SetLogger(redisLogger{opt.logger})
+	// Deadlines of the hub (publish timeout, readiness) bound the reads
+	// from Redis too, instead of go-redis's own read timeout alone.
+	ro.ContextTimeoutEnabled = true
 	client := redis.NewClient(ro)
 	b, err := redisbroker.New(client, redisbroker.Options{
-		HistorySize: opt.historySize,
-		HistoryAge:  opt.historyAge,
-		Logger:      opt.logger,
-		Metrics:     opt.metrics,
+		HistorySize:  opt.historySize,
+		HistoryAge:   opt.historyAge,
+		HistoryBytes: opt.historyBytes,
+		Logger:       opt.logger,
+		Metrics:      opt.metrics,
 	})
 	if err != nil {
 		client.Close()
