@@ -40,7 +40,7 @@ func BenchmarkNewChannel(b *testing.B) {
 	})
 	b.Run("consumer-per-channel", func(b *testing.B) {
 		br := newBroker(b, c.URL(), natsbroker.Options{Stream: "BENCH_PER"})
-		if _, err := br.Head(context.Background()); err != nil { // creates the stream
+		if _, err := br.Head(context.Background(), nil); err != nil { // creates the stream
 			b.Fatal(err)
 		}
 		nc := connect(b, c.URL())
@@ -118,7 +118,7 @@ func BenchmarkNewStream(b *testing.B) {
 	}
 	b.ResetTimer()
 	for range b.N {
-		head, err := br.Head(ctx)
+		head, err := br.Head(ctx, []string{"news"})
 		if err != nil {
 			b.Fatal(err)
 		}

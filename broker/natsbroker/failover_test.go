@@ -94,7 +94,7 @@ func TestFailover(t *testing.T) {
 	}
 	opts := natsbroker.Options{Stream: "FAILOVER"}
 	a := newBroker(t, c.URL(), opts)
-	if _, err := a.Head(t.Context()); err != nil {
+	if _, err := a.Head(t.Context(), nil); err != nil {
 		t.Fatal(err)
 	}
 	leader := c.Server(streamLeader(t, js, "FAILOVER"))

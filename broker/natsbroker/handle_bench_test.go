@@ -31,7 +31,11 @@ func BenchmarkHandle(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			c := &consumer{gen: 1, tag: "abcdef"}
+			ids, err := newIDCodec(make([]byte, 16), time.Now())
+			if err != nil {
+				b.Fatal(err)
+			}
+			c := &consumer{gen: 1, ids: ids}
 			br.cur, br.seen = c, 1
 			br.channels["news"] = &channel{name: "news", subs: []*sub{{deliver: func(*ssehub.Event) {}}}}
 			subject := br.subjectOf("other")

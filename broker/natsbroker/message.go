@@ -18,7 +18,7 @@ var errNotChannel = errors.New("subject names no valid channel")
 // the data, which must be JSON; the headers hold the type, the publisher's
 // id and the retry. Anything that would break the stream is an error: such
 // a message is skipped, never sent.
-func (b *Broker) decode(tag, subject string, h nats.Header, data []byte, seq uint64, at time.Time) (*ssehub.Event, error) {
+func (b *Broker) decode(ids *idCodec, subject string, h nats.Header, data []byte, seq uint64, at time.Time) (*ssehub.Event, error) {
 	name := b.channelOf(subject)
 	if name == "" || ssehub.ValidChannel(name) != nil {
 		return nil, errNotChannel
@@ -39,7 +39,7 @@ func (b *Broker) decode(tag, subject string, h nats.Header, data []byte, seq uin
 		return nil, err
 	}
 	if m.ID == "" {
-		m.ID = FormatID(seq, tag)
+		m.ID = ids.event(seq)
 	}
 	return ssehub.NewEvent(m.Channel, m.ID, m.Type, m.Data, m.Retry, seq, at), nil
 }

@@ -65,7 +65,9 @@ package natsbroker
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -125,8 +127,15 @@ type Options struct {
 	// process that only publishes sets it.
 	KeepStream bool
 	// PublishTimeout bounds how long Publish waits for an acknowledgement,
-	// retries included. Zero means DefaultPublishTimeout.
+	// retries included, when ctx allows longer. Zero means
+	// DefaultPublishTimeout.
 	PublishTimeout time.Duration
+	// IdempotencyWindow is how long the stream remembers message ids, and
+	// so how long a message sent again with its idempotency key is not
+	// published again. It applies when the broker creates or updates the
+	// stream, and is at most HistoryAge. Zero means
+	// ssehub.DefaultIdempotencyWindow.
+	IdempotencyWindow time.Duration
 	// Heartbeat is the idle heartbeat of the consumer: when none arrives
 	// for three of them, the consumer is recreated. Zero means
 	// DefaultHeartbeat.
@@ -154,6 +163,7 @@ type Broker struct {
 	maxBytes  int64
 	keep      bool
 	pubWait   time.Duration
+	keyWindow time.Duration
 	hb        time.Duration
 	log       *slog.Logger
 	metrics   ssehub.BrokerMetrics // never nil
@@ -190,7 +200,7 @@ type Broker struct {
 // streamState is what the broker knows of its streams.
 type streamState struct {
 	events jetstream.Stream
-	tag    string // of ids: derived from the stream's creation time
+	ids    *idCodec // of this incarnation of the stream
 	// perSubject is the stream's limit of messages per subject; <= 0
 	// means none.
 	perSubject int64
@@ -230,23 +240,24 @@ func New(nc *nats.Conn, opts Options) (*Broker, error) {
 		return nil, fmt.Errorf("natsbroker: %w", err)
 	}
 	b := &Broker{
-		nc:       nc,
-		js:       js,
-		stream:   opts.Stream,
-		subject:  opts.Subject,
-		replicas: opts.Replicas,
-		size:     opts.HistorySize,
-		age:      opts.HistoryAge,
-		maxBytes: opts.MaxBytes,
-		keep:     opts.KeepStream,
-		pubWait:  opts.PublishTimeout,
-		hb:       opts.Heartbeat,
-		log:      opts.Logger,
-		metrics:  opts.Metrics,
-		channels: map[string]*channel{},
-		upCh:     make(chan struct{}),
-		reset:    make(chan struct{}, 1),
-		done:     make(chan struct{}),
+		nc:        nc,
+		js:        js,
+		stream:    opts.Stream,
+		subject:   opts.Subject,
+		replicas:  opts.Replicas,
+		size:      opts.HistorySize,
+		age:       opts.HistoryAge,
+		maxBytes:  opts.MaxBytes,
+		keep:      opts.KeepStream,
+		pubWait:   opts.PublishTimeout,
+		keyWindow: opts.IdempotencyWindow,
+		hb:        opts.Heartbeat,
+		log:       opts.Logger,
+		metrics:   opts.Metrics,
+		channels:  map[string]*channel{},
+		upCh:      make(chan struct{}),
+		reset:     make(chan struct{}, 1),
+		done:      make(chan struct{}),
 	}
 	if b.stream == "" {
 		b.stream = DefaultStream
@@ -276,6 +287,9 @@ func New(nc *nats.Conn, opts Options) (*Broker, error) {
 	}
 	if b.pubWait <= 0 {
 		b.pubWait = DefaultPublishTimeout
+	}
+	if b.keyWindow <= 0 {
+		b.keyWindow = ssehub.DefaultIdempotencyWindow
 	}
 	if b.hb <= 0 {
 		b.hb = DefaultHeartbeat
@@ -334,50 +348,42 @@ func (b *Broker) channelOf(subject string) string {
 	return strings.ReplaceAll(tok[1:], "~", ".")
 }
 
-// FormatID returns the id the broker gives an event with sequence number
-// seq, in the stream incarnation with the given tag, when the publisher
-// set none.
-func FormatID(seq uint64, tag string) string {
-	return strconv.FormatUint(seq, 10) + "-" + tag
-}
-
-// parseID returns the sequence number of an id that FormatID made for a
-// stream with the given tag.
-func parseID(id, tag string) (uint64, bool) {
-	num, t, ok := strings.Cut(id, "-")
-	if !ok || t != tag || num == "" || num[0] == '0' {
-		return 0, false
-	}
-	seq, err := strconv.ParseUint(num, 10, 64)
-	return seq, err == nil
-}
-
-// tagOf derives a stream incarnation's tag from its creation time: six
-// base-36 digits of the microsecond clock.
-func tagOf(created time.Time) string {
-	const six = 36 * 36 * 36 * 36 * 36 * 36
-	s := strconv.FormatUint(uint64(created.UnixMicro())%six, 36)
-	return strings.Repeat("0", 6-len(s)) + s
-}
-
-func (st *streamState) cursor(seq uint64) ssehub.Cursor {
-	if seq == 0 {
-		return ssehub.Cursor{}
-	}
-	return ssehub.Cursor{ID: FormatID(seq, st.tag), Seq: seq}
+// position returns a cursor at seq, with an id that reveals nothing.
+func (st *streamState) position(seq uint64) ssehub.Cursor {
+	return ssehub.Cursor{ID: st.ids.position(seq), Seq: seq}
 }
 
 func unavailable(op string, err error) error {
 	return fmt.Errorf("%w: %s: %w", ssehub.ErrUnavailable, op, err)
 }
 
+// HeaderSum is the header of a message published with an idempotency key:
+// a digest of the message, so that the key sent again with another
+// message is refused rather than taken for a retry.
+const HeaderSum = "Ssehub-Sum"
+
 // Publish implements ssehub.Broker. It returns once the stream has
-// acknowledged the event. An error wrapping ssehub.ErrUnavailable means no
-// acknowledgement came within Options.PublishTimeout; the event may have
-// been stored all the same.
+// acknowledged the event: a majority of its replicas hold it.
+//
+// Each publish carries a message id, which JetStream remembers for the
+// idempotency window: the message's idempotency key, or a random id. An
+// attempt that gets no answer is sent again with the same id until ctx
+// ends or Options.PublishTimeout passes, so a retry stores nothing twice.
+// A message sent again with a key the stream remembers returns the event
+// published then, or an error wrapping ssehub.ErrIdempotencyKeyReused when
+// the message differs; once that event has left the stream, the broker
+// cannot compare, and takes the message for the same.
+//
+// An error wrapping ssehub.ErrUnavailable means the event was not stored:
+// no server took it. One wrapping ssehub.ErrOutcomeUnknown means an
+// attempt went unanswered and it may have been.
 func (b *Broker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Event, error) {
 	if b.isClosed() {
 		return nil, ssehub.ErrClosed
+	}
+	op := fmt.Sprintf("publish on %q", m.Channel)
+	if err := ctx.Err(); err != nil {
+		return nil, unavailable(op, err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.pubWait)
 	defer cancel()
@@ -391,59 +397,119 @@ func (b *Broker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Event, 
 	if m.Retry != 0 {
 		msg.Header.Set(HeaderRetry, strconv.Itoa(m.Retry))
 	}
-	// The same message id on every attempt: JetStream stores the event
-	// once however many attempts reach it.
-	msgID := newMsgID()
+	msgID := "r:" + newMsgID()
+	if m.IdempotencyKey != "" {
+		msgID = "k:" + m.IdempotencyKey
+		msg.Header.Set(HeaderSum, messageSum(m))
+	}
 	msg.Header.Set(jetstream.MsgIDHeader, msgID)
 	msg.Header.Set(jetstream.ExpectedStreamHeader, b.stream)
-	st, ack, err := b.publish(ctx, msg)
+	st, ack, sent, err := b.publish(ctx, msg)
 	if err != nil {
-		if errors.Is(err, nats.ErrMaxPayload) {
+		switch {
+		case errors.Is(err, nats.ErrMaxPayload):
 			return nil, fmt.Errorf("%w: %d bytes over the server's limit of %d", ssehub.ErrMessageTooLarge, len(m.Data), b.nc.MaxPayload())
-		}
-		if errors.Is(err, ssehub.ErrUnavailable) {
+		case errors.Is(err, ssehub.ErrUnavailable):
 			return nil, err // from streams, which counted it
 		}
 		b.metrics.BrokerError()
-		return nil, unavailable(fmt.Sprintf("publish on %q", m.Channel), err)
+		if sent {
+			return nil, fmt.Errorf("%w: %s: %w", ssehub.ErrOutcomeUnknown, op, err)
+		}
+		return nil, unavailable(op, err)
+	}
+	if ack.Duplicate && m.IdempotencyKey != "" {
+		if err := b.sameMessage(ctx, ack.Sequence, msg); err != nil {
+			return nil, fmt.Errorf("%w: %q", err, m.IdempotencyKey)
+		}
 	}
 	id := m.ID
 	if id == "" {
-		id = FormatID(ack.Sequence, st.tag)
+		id = st.ids.event(ack.Sequence)
 	} else {
 		b.index(ctx, st, m.Channel, m.ID, ack.Sequence, msgID)
 	}
 	return ssehub.NewEvent(m.Channel, id, m.Type, m.Data, m.Retry, ack.Sequence, time.Now()), nil
 }
 
+// messageSum digests what makes m the message it is, for HeaderSum.
+func messageSum(m ssehub.Message) string {
+	h := sha256.New()
+	var n [8]byte
+	for _, s := range []string{m.Channel, m.Type, m.ID, string(m.Data)} {
+		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+		h.Write(n[:])
+		h.Write([]byte(s))
+	}
+	binary.BigEndian.PutUint64(n[:], uint64(m.Retry))
+	h.Write(n[:])
+	return base64.RawURLEncoding.EncodeToString(h.Sum(nil)[:18])
+}
+
+// sameMessage checks that the event at seq, which JetStream says msg
+// duplicates, is msg and not another message published with its key.
+func (b *Broker) sameMessage(ctx context.Context, seq uint64, msg *nats.Msg) error {
+	first, err := b.getMsg(ctx, b.stream, msgGetRequest{Seq: seq})
+	if err != nil || first == nil {
+		// It cannot tell: the event has left the stream, or the leader
+		// does not answer. A key sent again is much more often a retry
+		// than a mistake.
+		return nil
+	}
+	h, err := first.header()
+	if err != nil || h.Get(HeaderSum) != msg.Header.Get(HeaderSum) || first.Subject != msg.Subject {
+		return ssehub.ErrIdempotencyKeyReused
+	}
+	return nil
+}
+
 // publish sends msg to the events stream and waits for the
 // acknowledgement, trying again until ctx ends while no server answers.
+// sent reports whether an attempt may have reached the stream unanswered.
 // When nothing stores the subject, the stream may have been deleted: the
 // next attempt checks for it, and creates it again.
-func (b *Broker) publish(ctx context.Context, msg *nats.Msg) (*streamState, *jetstream.PubAck, error) {
+func (b *Broker) publish(ctx context.Context, msg *nats.Msg) (st *streamState, ack *jetstream.PubAck, sent bool, err error) {
 	delay := minBackoff
 	for {
-		st, err := b.streams(ctx)
+		st, err = b.streams(ctx)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, sent, err
 		}
-		ack, err := b.attempt(ctx, msg)
+		ack, err = b.attempt(ctx, msg)
 		if err == nil {
-			return st, ack, nil
+			return st, ack, false, nil
+		}
+		if unanswered(err) {
+			sent = true
 		}
 		if errors.Is(err, jetstream.ErrNoStreamResponse) {
 			b.checkStream(ctx, st)
 		}
 		if !retryable(err) || ctx.Err() != nil {
-			return nil, nil, err
+			return nil, nil, sent, err
 		}
 		select {
 		case <-ctx.Done():
-			return nil, nil, err
+			return nil, nil, sent, err
 		case <-time.After(delay):
 		}
 		delay = min(2*delay, maxBackoff)
 	}
+}
+
+// unanswered reports whether a failed attempt may have been stored: it
+// went out and no answer came back.
+func unanswered(err error) bool {
+	var apiErr *jetstream.APIError
+	switch {
+	case errors.As(err, &apiErr), errors.Is(err, errDown),
+		errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse),
+		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrReconnectBufExceeded),
+		errors.Is(err, nats.ErrMaxPayload),
+		errors.Is(err, nats.ErrBadSubject), errors.Is(err, nats.ErrInvalidConnection):
+		return false
+	}
+	return true
 }
 
 // checkStream forgets st when the stream is gone: nothing stores the
@@ -461,7 +527,7 @@ func (b *Broker) checkStream(ctx context.Context, st *streamState) {
 // A failure is logged: the event is published, and a client resuming from
 // that id gets a reset.
 func (b *Broker) index(ctx context.Context, st *streamState, channel, id string, seq uint64, msgID string) {
-	msg := &nats.Msg{Subject: b.idsSubj + "." + indexKey(channel, id), Data: []byte(FormatID(seq, st.tag)), Header: nats.Header{}}
+	msg := &nats.Msg{Subject: b.idsSubj + "." + indexKey(channel, id), Data: []byte(st.ids.event(seq)), Header: nats.Header{}}
 	msg.Header.Set(jetstream.MsgIDHeader, msgID+".id")
 	msg.Header.Set(jetstream.ExpectedStreamHeader, b.idsStream)
 	delay := minBackoff
@@ -556,9 +622,11 @@ func retryable(err error) bool {
 	return true
 }
 
-// Head implements ssehub.Replayer: the stream's last sequence number, or a
-// zero Cursor when it holds nothing yet.
-func (b *Broker) Head(ctx context.Context) (ssehub.Cursor, error) {
+// Head implements ssehub.Replayer: the stream's last sequence number. Its
+// id is a position (see ids.go): it differs at every call and tells a
+// reader nothing of the events of other channels, which the sequence
+// number counts too; channels do not change it.
+func (b *Broker) Head(ctx context.Context, channels []string) (ssehub.Cursor, error) {
 	if b.isClosed() {
 		return ssehub.Cursor{}, ssehub.ErrClosed
 	}
@@ -570,7 +638,7 @@ func (b *Broker) Head(ctx context.Context) (ssehub.Cursor, error) {
 	if err != nil {
 		return ssehub.Cursor{}, err
 	}
-	return st.cursor(info.State.LastSeq), nil
+	return st.position(info.State.LastSeq), nil
 }
 
 // info asks the stream's leader for the stream's state, with the count of

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -21,10 +22,28 @@ func ids(events []*ssehub.Event) []string {
 	for i, e := range events {
 		s[i] = e.ID
 		if e.Type == ssehub.ResetType {
-			s[i] = "reset@" + e.ID
+			s[i] = "reset@" + strconv.FormatUint(e.Seq, 10)
 		}
 	}
 	return s
+}
+
+// resets gives each reset event among events the position its id stands
+// for as Seq, so that ids shows where it resumes.
+func resets(t *testing.T, b *natsbroker.Broker, events []*ssehub.Event) []*ssehub.Event {
+	t.Helper()
+	out := make([]*ssehub.Event, len(events))
+	for i, e := range events {
+		out[i] = e
+		if e.Type == ssehub.ResetType {
+			seq, ok := natsbroker.SeqOf(t.Context(), b, e.ID)
+			if !ok {
+				t.Fatalf("reset id %q is no position of the stream", e.ID)
+			}
+			out[i] = ssehub.NewEvent(e.Channel, e.ID, e.Type, e.Data, e.Retry, seq, e.Time)
+		}
+	}
+	return out
 }
 
 func mustPublish(t *testing.T, b ssehub.Broker, channel string, n int) *ssehub.Event {
@@ -62,8 +81,14 @@ func TestServerDown(t *testing.T) {
 	waitFor(t, "the broker to be ready", func() bool { return b.Check(t.Context()) == nil })
 
 	srv.Stop()
+	// The first publish may have gone out before the client saw the
+	// connection close: it cannot tell whether the server got it.
+	if _, err := publish(t.Context(), b, "down.a", 2); !errors.Is(err, ssehub.ErrUnavailable) && !errors.Is(err, ssehub.ErrOutcomeUnknown) {
+		t.Fatalf("Publish with the server down: %v, want ErrUnavailable or ErrOutcomeUnknown", err)
+	}
+	waitFor(t, "the connection to be down", func() bool { return b.Check(t.Context()) != nil })
 	if _, err := publish(t.Context(), b, "down.a", 2); !errors.Is(err, ssehub.ErrUnavailable) {
-		t.Fatalf("Publish with the server down: %v, want ErrUnavailable", err)
+		t.Fatalf("Publish with the connection down: %v, want ErrUnavailable", err)
 	}
 	if err := b.Check(t.Context()); !errors.Is(err, ssehub.ErrUnavailable) {
 		t.Fatalf("Check with the server down: %v, want ErrUnavailable", err)
@@ -122,9 +147,9 @@ func TestPartition(t *testing.T) {
 
 	// The stream keeps HistorySize+1 events per channel: the last four.
 	kept := cs[4:]
-	reset := "reset@" + natsbroker.FormatID(kept[0].Seq-1, strings.SplitN(c0.ID, "-", 2)[1])
+	reset := "reset@" + strconv.FormatUint(kept[0].Seq-1, 10)
 	want := append([]string{c0.ID, reset}, ids(kept)...)
-	if got := ids(busy.snapshot()); !slices.Equal(got, want) {
+	if got := ids(resets(t, b, busy.snapshot())); !slices.Equal(got, want) {
 		t.Fatalf("busy channel got %v, want %v", got, want)
 	}
 	if got, want := ids(quiet.snapshot()), []string{q0.ID, q1.ID}; !slices.Equal(got, want) {
@@ -172,7 +197,7 @@ func TestHistoryLimits(t *testing.T) {
 	}
 
 	aged := newBroker(t, srv.URL(), natsbroker.Options{Stream: "AGED", HistoryAge: time.Second})
-	before, err := aged.Head(t.Context())
+	before, err := aged.Head(t.Context(), []string{"aged.x"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,8 +211,8 @@ func TestHistoryLimits(t *testing.T) {
 		s, err := admin.Stream(t.Context(), "AGED")
 		return err == nil && s.CachedInfo().State.Msgs == 0
 	})
-	if _, err := replayIDs(t, aged, []string{"aged.x"}, natsbroker.FormatID(e.Seq-1, strings.SplitN(e.ID, "-", 2)[1])); !errors.Is(err, ssehub.ErrUnknownID) {
-		t.Fatalf("replay from before expired events: %v, want ErrUnknownID (head before: %+v)", err, before)
+	if _, err := replayIDs(t, aged, []string{"aged.x"}, before.ID); !errors.Is(err, ssehub.ErrUnknownID) {
+		t.Fatalf("replay from before expired events: %v, want ErrUnknownID", err)
 	}
 	if got, err := replayIDs(t, aged, []string{"aged.x"}, e.ID); err != nil || len(got) != 0 {
 		t.Fatalf("replay from the last event, expired: %v, %v; want nothing", got, err)
@@ -220,13 +245,13 @@ func TestOtherPublishers(t *testing.T) {
 	send(`1`, nats.Header{natsbroker.HeaderType: {"ssehub.reset"}})
 	send(`2`, nats.Header{natsbroker.HeaderRetry: {"soon"}})
 	last := send(`[3]`, nil)
-	tag := strings.SplitN(mustPublish(t, b, "news.eu", 4).ID, "-", 2)[1]
-	lastID := natsbroker.FormatID(last.Sequence, tag)
+	mustPublish(t, b, "news.eu", 4)
+	lastID := natsbroker.EventID(t.Context(), b, last.Sequence)
 	waitFor(t, "the last message", func() bool { return r.has(lastID) })
 	got := r.snapshot()
 	want := []string{
 		"id: n-1\nevent: note\nretry: 500\ndata: {\"a\":1}\n\n",
-		"id: " + natsbroker.FormatID(plain.Sequence, tag) + "\ndata: \"hi\"\n\n",
+		"id: " + natsbroker.EventID(t.Context(), b, plain.Sequence) + "\ndata: \"hi\"\n\n",
 		"id: " + lastID + "\ndata: [3]\n\n",
 	}
 	if len(got) < len(want) {
@@ -238,7 +263,7 @@ func TestOtherPublishers(t *testing.T) {
 		}
 	}
 	var replayed []string
-	if _, err := b.Replay(t.Context(), []string{"news.eu"}, natsbroker.FormatID(plain.Sequence-2, tag), func(e *ssehub.Event) error {
+	if _, err := b.Replay(t.Context(), []string{"news.eu"}, natsbroker.EventID(t.Context(), b, plain.Sequence-2), func(e *ssehub.Event) error {
 		replayed = append(replayed, string(e.Frame()))
 		return nil
 	}); err != nil {
@@ -267,11 +292,11 @@ func TestStreamRecreated(t *testing.T) {
 		t.Fatal(err)
 	}
 	e2 := mustPublish(t, b, "again", 2)
-	if e2.ID == e1.ID || strings.HasSuffix(e2.ID, strings.SplitN(e1.ID, "-", 2)[1]) {
-		t.Fatalf("the new stream's first id %s has the old stream's tag (%s)", e2.ID, e1.ID)
+	if _, ok := natsbroker.SeqOf(t.Context(), b, e1.ID); ok {
+		t.Fatalf("id %s of the deleted stream stands for a position in the new one", e1.ID)
 	}
 	waitFor(t, "the new stream's event", func() bool { return r.has(e2.ID) })
-	if got, want := ids(r.snapshot()), []string{e1.ID, "reset@", e2.ID}; !slices.Equal(got, want) {
+	if got, want := ids(resets(t, b, r.snapshot())), []string{e1.ID, "reset@0", e2.ID}; !slices.Equal(got, want) {
 		t.Fatalf("delivered %v, want %v", got, want)
 	}
 	if _, err := replayIDs(t, b, []string{"again"}, e1.ID); !errors.Is(err, ssehub.ErrUnknownID) {
@@ -281,5 +306,39 @@ func TestStreamRecreated(t *testing.T) {
 	defer cancel()
 	if got, err := replayIDs(t, b, []string{"again"}, e2.ID); err != nil || len(got) != 0 || ctx.Err() != nil {
 		t.Fatalf("replay after the new stream's id: %v, %v", got, err)
+	}
+}
+
+// TestOutcomeUnknown freezes the server while a publish waits for its
+// answer: the publish fails with ErrOutcomeUnknown. Sent again with its
+// idempotency key once the server is back, it returns the event the
+// frozen server stored after all, and subscribers get it once.
+func TestOutcomeUnknown(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	b := newBroker(t, srv.URL(), natsbroker.Options{Stream: "FROZEN", PublishTimeout: 500 * time.Millisecond})
+	r := subscribe(t, b, "frozen")
+	first := mustPublish(t, b, "frozen", 0)
+	waitFor(t, "the first event", func() bool { return r.has(first.ID) })
+
+	m := ssehub.Message{Channel: "frozen", Data: []byte(`{"n":1}`), IdempotencyKey: "order-17"}
+	srv.Freeze()
+	_, err := b.Publish(t.Context(), m)
+	srv.Thaw()
+	if !errors.Is(err, ssehub.ErrOutcomeUnknown) {
+		t.Fatalf("publish to a frozen server: %v, want ErrOutcomeUnknown", err)
+	}
+	var e *ssehub.Event
+	waitFor(t, "the publish sent again to go through", func() bool {
+		e, err = b.Publish(t.Context(), m)
+		return err == nil
+	})
+	last := mustPublish(t, b, "frozen", 2)
+	waitFor(t, "the last event", func() bool { return r.has(last.ID) })
+	if got, want := ids(r.snapshot()), []string{first.ID, e.ID, last.ID}; !slices.Equal(got, want) {
+		t.Fatalf("delivered %v, want %v: the message once", got, want)
+	}
+	if got := r.snapshot()[1]; string(got.Data) != `{"n":1}` {
+		t.Fatalf("the message came as %q", got.Data)
 	}
 }

@@ -3,6 +3,7 @@ package natsbroker
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -14,12 +15,15 @@ import (
 // Replay implements ssehub.Replayer. It reads each channel's events after
 // lastEventID from the stream's leader, one request per event, channels in
 // parallel, and merges them in stream order. The head it returns is the
-// stream's last sequence number when the replay started.
+// stream's last sequence number when the replay started, as a position
+// (see Head).
 //
 // lastEventID is unknown when it is neither an id of this stream nor a
-// publisher's id found in the index for one of channels. Events of a
-// channel after it are gone when the channel has since received more than
-// Options.HistorySize events, or when they expired.
+// publisher's id found in the index for one of channels, and ambiguous
+// when it is both, or a publisher's id of more than one retained event of
+// channels. Events of a channel after it are gone when the channel has
+// since received more than Options.HistorySize events, or when they
+// expired. All three get ErrUnknownID, before fn is called.
 func (b *Broker) Replay(ctx context.Context, channels []string, lastEventID string, fn func(*ssehub.Event) error) (ssehub.Cursor, error) {
 	if b.isClosed() {
 		return ssehub.Cursor{}, ssehub.ErrClosed
@@ -33,36 +37,27 @@ func (b *Broker) Replay(ctx context.Context, channels []string, lastEventID stri
 		return ssehub.Cursor{}, err
 	}
 	last := info.State.LastSeq
-	head := st.cursor(last)
+	head := st.position(last)
 	if b.size <= 0 {
 		return head, fmt.Errorf("%w: %q: no history kept", ssehub.ErrUnknownID, lastEventID)
 	}
-	pos, ok, err := b.resolve(ctx, st, channels, lastEventID, last)
+	pos, why, err := b.resolve(ctx, st, channels, lastEventID, last)
 	if err != nil {
 		return ssehub.Cursor{}, err
 	}
-	if !ok {
-		return head, fmt.Errorf("%w: %q", ssehub.ErrUnknownID, lastEventID)
+	if why != "" {
+		return head, fmt.Errorf("%w: %q: %s", ssehub.ErrUnknownID, lastEventID, why)
 	}
 
 	results := make([]channelReplay, len(channels))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, checkParallel)
-	for i, name := range channels {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			results[i] = b.readChannel(ctx, st, name, pos, last)
-		})
-	}
-	wg.Wait()
+	parallel(len(channels), func(i int) { results[i] = b.readChannel(ctx, st, channels[i], pos, last) })
 	var events []*ssehub.Event
 	for _, r := range results {
 		switch {
 		case r.err != nil:
 			return ssehub.Cursor{}, r.err
 		case r.gone:
-			return head, fmt.Errorf("%w: %q", ssehub.ErrUnknownID, lastEventID)
+			return head, fmt.Errorf("%w: %q: events after it are gone", ssehub.ErrUnknownID, lastEventID)
 		}
 		events = append(events, r.events...)
 	}
@@ -75,29 +70,108 @@ func (b *Broker) Replay(ctx context.Context, channels []string, lastEventID stri
 	return head, nil
 }
 
-// resolve returns the stream position lastEventID stands for: the
-// sequence number in an id of this stream incarnation, or the latest
-// position the index holds for a publisher's id on one of channels. ok is
-// false when it stands for none at or before last.
-func (b *Broker) resolve(ctx context.Context, st *streamState, channels []string, id string, last uint64) (pos uint64, ok bool, err error) {
-	if seq, mine := parseID(id, st.tag); mine {
-		return seq, seq <= last, nil
+// parallel calls f(0) to f(n-1), checkParallel at a time, and returns
+// when all have returned.
+func parallel(n int, f func(i int)) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, checkParallel)
+	for i := range n {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			f(i)
+		})
 	}
-	for _, name := range channels {
-		m, err := b.getMsg(ctx, b.idsStream, msgGetRequest{LastFor: b.idsSubj + "." + indexKey(name, id)})
-		if err != nil {
-			return 0, false, err
-		}
-		if m == nil {
-			continue
-		}
-		// The entry holds the position as an id, so one left over from an
-		// earlier stream incarnation does not match this one's tag.
-		if seq, mine := parseID(string(m.Data), st.tag); mine && seq <= last && seq > pos {
-			pos, ok = seq, true
+	wg.Wait()
+}
+
+// resolve returns the stream position id stands for on channels, or why it
+// stands for none: the position an id or position of this stream
+// incarnation encodes, or that of the one retained event of channels a
+// publisher gave that id. An id that stands for two positions, or names
+// two retained events, is ambiguous: a client holding it may have seen
+// either, and a guess could skip the events in between.
+func (b *Broker) resolve(ctx context.Context, st *streamState, channels []string, id string, last uint64) (pos uint64, why string, err error) {
+	issued, ours := st.ids.decode(id)
+	ours = ours && issued <= last
+	found := make([][]uint64, len(channels))
+	errs := make([]error, len(channels))
+	parallel(len(channels), func(i int) { found[i], errs[i] = b.indexed(ctx, st, channels[i], id, last) })
+	if err := errors.Join(errs...); err != nil {
+		return 0, "", err
+	}
+	// Positions of the events a publisher gave id, and their channels.
+	var named, on []uint64
+	for i, seqs := range found {
+		for _, seq := range seqs {
+			named, on = append(named, seq), append(on, uint64(i))
 		}
 	}
-	return pos, ok, nil
+	if len(named) > 1 || (ours && len(named) == 1 && named[0] != issued) {
+		// Only retained events count: one that left the stream cannot be
+		// what the client saw last, and a resume from it would find its
+		// successors gone anyway.
+		var kept []uint64
+		for k, seq := range named {
+			ok, err := b.retained(ctx, channels[on[k]], seq)
+			if err != nil {
+				return 0, "", err
+			}
+			if ok {
+				kept = append(kept, seq)
+			}
+		}
+		named = kept
+	}
+	switch {
+	case len(named) > 1:
+		return 0, "ambiguous: a publisher gave it to more than one event", nil
+	case len(named) == 1 && ours && named[0] != issued:
+		return 0, "ambiguous: a publisher gave an event an id of the broker's", nil
+	case len(named) == 1:
+		return named[0], "", nil
+	case ours:
+		return issued, "", nil
+	}
+	return 0, "unknown", nil
+}
+
+// indexed returns the positions, at or before last, that the index holds
+// for a publisher's id on channel name: none, one, or two when the id was
+// given to more than one event.
+func (b *Broker) indexed(ctx context.Context, st *streamState, name, id string, last uint64) ([]uint64, error) {
+	subject := b.idsSubj + "." + indexKey(name, id)
+	newest, err := b.getMsg(ctx, b.idsStream, msgGetRequest{LastFor: subject})
+	if err != nil || newest == nil {
+		return nil, err
+	}
+	var seqs []uint64
+	add := func(m *storedMsg) {
+		// An entry holds the position as the event's id, so one left over
+		// from an earlier stream incarnation does not decode.
+		if seq, ok := st.ids.decode(string(m.Data)); ok && seq <= last && !slices.Contains(seqs, seq) {
+			seqs = append(seqs, seq)
+		}
+	}
+	add(newest)
+	oldest, err := b.getMsg(ctx, b.idsStream, msgGetRequest{Seq: 1, NextFor: subject})
+	if err != nil {
+		return nil, err
+	}
+	if oldest != nil && oldest.Seq != newest.Seq {
+		add(oldest)
+	}
+	return seqs, nil
+}
+
+// retained reports whether the event at seq, of channel name, is still in
+// the stream.
+func (b *Broker) retained(ctx context.Context, name string, seq uint64) (bool, error) {
+	m, err := b.getMsg(ctx, b.stream, msgGetRequest{Seq: seq})
+	if err != nil {
+		return false, err
+	}
+	return m != nil && m.Subject == b.subjectOf(name), nil
 }
 
 // channelReplay is what Replay read of one channel.
@@ -131,7 +205,7 @@ func (b *Broker) readChannel(ctx context.Context, st *streamState, name string, 
 		h, herr := m.header()
 		var e *ssehub.Event
 		if herr == nil {
-			e, herr = b.decode(st.tag, m.Subject, h, m.Data, m.Seq, m.Time)
+			e, herr = b.decode(st.ids, m.Subject, h, m.Data, m.Seq, m.Time)
 		}
 		if herr != nil {
 			b.log.LogAttrs(ctx, slog.LevelWarn, "natsbroker: skipped a message that is not a valid event",

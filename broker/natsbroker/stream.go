@@ -21,11 +21,14 @@ const (
 	// history is off: the consumer still reads events from the stream, so
 	// a few must stay there until every hub has read them.
 	noHistoryKeep = 64
-	// dupWindow is how long JetStream remembers message ids, and so how
-	// long a publish may be retried without storing the event twice.
-	dupWindow = 2 * time.Minute
 	// idsShare is the share of MaxBytes the id index may take.
 	idsShare = 8
+	// idsPerSubject is how many positions the index keeps per publisher
+	// id and channel: two tell a reused id from one used once.
+	idsPerSubject = 2
+	// eventsDescription starts the events stream's description, which
+	// goes on with its id key.
+	eventsDescription = "ssehub events"
 )
 
 // errConfig means an existing stream does not fit the broker.
@@ -86,13 +89,13 @@ func (b *Broker) maxAge() time.Duration {
 	return b.age
 }
 
-// dupWindow returns the deduplication window: at most the age limit,
-// which JetStream requires.
+// dupWindow returns the stream's deduplication window: the idempotency
+// window, at most the age limit, as JetStream requires.
 func (b *Broker) dupWindow() time.Duration {
-	if age := b.maxAge(); age > 0 && age < dupWindow {
+	if age := b.maxAge(); age > 0 && age < b.keyWindow {
 		return age
 	}
-	return dupWindow
+	return b.keyWindow
 }
 
 // pickReplicas returns the replica count for a new stream: Options.Replicas
@@ -113,9 +116,10 @@ func (b *Broker) eventsConfig(replicas int) jetstream.StreamConfig {
 	if maxBytes < 0 {
 		maxBytes = -1
 	}
+	_, description := newIDKey(eventsDescription)
 	return jetstream.StreamConfig{
 		Name:              b.stream,
-		Description:       "ssehub events",
+		Description:       description,
 		Subjects:          []string{b.subject + ".*"},
 		Retention:         jetstream.LimitsPolicy,
 		Discard:           jetstream.DiscardOld,
@@ -143,7 +147,7 @@ func (b *Broker) idsConfig(replicas int) jetstream.StreamConfig {
 		Retention:         jetstream.LimitsPolicy,
 		Discard:           jetstream.DiscardOld,
 		Storage:           jetstream.FileStorage,
-		MaxMsgsPerSubject: 1,
+		MaxMsgsPerSubject: idsPerSubject,
 		MaxMsgs:           -1,
 		MaxAge:            b.maxAge(),
 		MaxBytes:          maxBytes,
@@ -164,7 +168,15 @@ func (b *Broker) ensureStreams(ctx context.Context) (*streamState, error) {
 		return nil, err
 	}
 	info := events.CachedInfo()
-	return &streamState{events: events, tag: tagOf(info.Created), perSubject: info.Config.MaxMsgsPerSubject}, nil
+	key, err := idKeyOf(info.Config.Description)
+	if err != nil {
+		return nil, fmt.Errorf("%w: stream %s: %w", errConfig, b.stream, err)
+	}
+	codec, err := newIDCodec(key, info.Created)
+	if err != nil {
+		return nil, err
+	}
+	return &streamState{events: events, ids: codec, perSubject: info.Config.MaxMsgsPerSubject}, nil
 }
 
 // ensure creates the stream cfg describes, or updates an existing one
@@ -193,6 +205,12 @@ func (b *Broker) ensure(ctx context.Context, cfg jetstream.StreamConfig) (jetstr
 		return s, nil
 	}
 	want := have
+	if _, err := idKeyOf(have.Description); err != nil && cfg.Name == b.stream {
+		// A stream made without the broker has no id key: it gets one.
+		// Two hubs doing so at once would give it two, one after the
+		// other, so a stream for ssehub is best created by ssehub.
+		want.Description = cfg.Description
+	}
 	want.MaxMsgsPerSubject, want.MaxAge, want.MaxBytes, want.MaxMsgs = cfg.MaxMsgsPerSubject, cfg.MaxAge, cfg.MaxBytes, cfg.MaxMsgs
 	want.Discard, want.Duplicates, want.AllowDirect = cfg.Discard, cfg.Duplicates, false
 	if b.replicas > 0 {
@@ -200,7 +218,7 @@ func (b *Broker) ensure(ctx context.Context, cfg jetstream.StreamConfig) (jetstr
 	}
 	if want.MaxMsgsPerSubject == have.MaxMsgsPerSubject && want.MaxAge == have.MaxAge && want.MaxBytes == have.MaxBytes &&
 		want.MaxMsgs == have.MaxMsgs && want.Discard == have.Discard && want.Duplicates == have.Duplicates &&
-		want.Replicas == have.Replicas && !have.AllowDirect {
+		want.Replicas == have.Replicas && want.Description == have.Description && !have.AllowDirect {
 		return s, nil
 	}
 	s, err = b.js.UpdateStream(ctx, want)

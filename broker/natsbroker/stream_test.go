@@ -40,7 +40,7 @@ func TestStreamSettings(t *testing.T) {
 		t.Fatalf("created stream %+v", c)
 	}
 	ids := config("SET_IDS")
-	if ids.Subjects[0] != "set-ids.*" || ids.MaxMsgsPerSubject != 1 || ids.MaxAge != time.Minute {
+	if ids.Subjects[0] != "set-ids.*" || ids.MaxMsgsPerSubject != 2 || ids.MaxAge != time.Minute {
 		t.Fatalf("created id index %+v", ids)
 	}
 

@@ -39,7 +39,7 @@ const (
 // consumer is one incarnation of the broker's JetStream consumer.
 type consumer struct {
 	gen        uint64
-	tag        string // of the stream incarnation it reads
+	ids        *idCodec // of the stream incarnation it reads
 	name       string
 	sub        *nats.Subscription
 	reconnects uint64 // the connection's reconnect count when it started
@@ -274,21 +274,21 @@ func (b *Broker) startConsumer() error {
 		b.mu.Unlock()
 		return ssehub.ErrClosed
 	}
-	if b.seenTag != "" && b.seenTag != st.tag {
+	if b.seenTag != "" && b.seenTag != st.ids.tag {
 		// The stream was deleted and created again: its sequence numbers
 		// start over, and what subscribers saw is gone. They start again
 		// from the new stream's first event.
 		b.log.LogAttrs(ctx, slog.LevelWarn, "natsbroker: the stream was created again; sending resets", slog.String("stream", b.stream))
 		for _, ch := range b.channels {
-			b.deliver(ch, resetEvent(ch.name, ssehub.Cursor{}))
+			b.deliver(ch, resetEvent(ch.name, st.position(0)))
 		}
 		b.seen, b.fromFirst = 0, true
 	}
-	b.seenTag = st.tag
+	b.seenTag = st.ids.tag
 	start := b.seen + 1
 	fresh := b.seen == 0 && !b.fromFirst
 	b.gen++
-	c := &consumer{gen: b.gen, tag: st.tag, reconnects: b.nc.Stats().Reconnects}
+	c := &consumer{gen: b.gen, ids: st.ids, reconnects: b.nc.Stats().Reconnects}
 	c.lastActive.Store(time.Now().UnixNano())
 	b.mu.Unlock()
 
@@ -403,7 +403,7 @@ func (b *Broker) handle(c *consumer, m *nats.Msg) {
 		err error
 	)
 	if held {
-		e, err = b.decode(c.tag, m.Subject, m.Header, m.Data, seq, ack.time)
+		e, err = b.decode(c.ids, m.Subject, m.Header, m.Data, seq, ack.time)
 		if err != nil {
 			b.log.LogAttrs(context.Background(), slog.LevelWarn, "natsbroker: skipped a message that is not a valid event",
 				slog.String("subject", m.Subject), slog.Uint64("seq", seq), slog.String("error", err.Error()))
@@ -454,7 +454,7 @@ func (b *Broker) repair(c *consumer, prev, seq uint64) {
 		chans = append(chans, ch)
 	}
 	b.mu.Unlock()
-	if st == nil || st.tag != c.tag {
+	if st == nil || st.ids.tag != c.ids.tag {
 		return
 	}
 	ctx, cancel := context.WithTimeout(b.ctx, b.pubWait)
@@ -472,7 +472,7 @@ func (b *Broker) repair(c *consumer, prev, seq uint64) {
 		})
 	}
 	wg.Wait()
-	reset := st.cursor(seq - 1)
+	reset := st.position(seq - 1)
 	n := 0
 	b.mu.Lock()
 	if b.cur == c {

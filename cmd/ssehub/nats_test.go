@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -82,16 +81,14 @@ func (s *natsStream) has(id string) bool {
 	return slices.ContainsFunc(s.snapshot(), func(e sse.Event) bool { return e.LastEventID == id })
 }
 
-// seqOf returns the stream sequence number in an id the NATS broker
-// assigned ("<seq>-<tag>").
-func seqOf(t *testing.T, id string) uint64 {
+// numberOf returns n of an event whose data is {"n":n}.
+func numberOf(t *testing.T, e sse.Event) int {
 	t.Helper()
-	num, _, _ := strings.Cut(id, "-")
-	n, err := strconv.ParseUint(num, 10, 64)
-	if err != nil {
-		t.Fatalf("id %q is not one the NATS broker assigns", id)
+	var d struct{ N *int }
+	if err := json.Unmarshal([]byte(e.Data), &d); err != nil || d.N == nil {
+		t.Fatalf("event %s has data %q, not {\"n\":...}", e.LastEventID, e.Data)
 	}
-	return n
+	return *d.N
 }
 
 // postPublish publishes through a hub's POST /publish and returns the id,
@@ -138,8 +135,9 @@ func streamLeader(t *testing.T, c *natstest.Cluster, js jetstream.JetStream) *na
 // killed node, restarted, rejoins the stream.
 func TestNATSFailover(t *testing.T) {
 	c := natstest.StartCluster(t, 3)
-	a := startHub(t, "--broker", c.URL(), "--heartbeat", "500ms")
-	b := startHub(t, "--broker", c.URL(), "--heartbeat", "500ms")
+	// A publish may wait out the election of the stream's new leader.
+	a := startHub(t, "--broker", c.URL(), "--heartbeat", "500ms", "--publish-timeout", "15s")
+	b := startHub(t, "--broker", c.URL(), "--heartbeat", "500ms", "--publish-timeout", "15s")
 	admin, err := nats.Connect(c.URL(), nats.MaxReconnects(-1))
 	if err != nil {
 		t.Fatal(err)
@@ -220,8 +218,8 @@ func TestNATSFailover(t *testing.T) {
 	// A last event per channel: a stream that has it has everything
 	// published before it.
 	last := map[string]string{}
-	for _, ch := range channels {
-		id, status, msg := postPublish(client, b.URL, ch, `"last"`)
+	for k, ch := range channels {
+		id, status, msg := postPublish(client, b.URL, ch, fmt.Sprintf(`{"n":%d}`, 1_000_000+k))
 		if status != http.StatusOK {
 			t.Fatalf("last publish on %s: %d %s", ch, status, msg)
 		}
@@ -238,8 +236,10 @@ func TestNATSFailover(t *testing.T) {
 			if e.Type == ssehub.ResetType {
 				t.Fatalf("%s: a reset at event %d, with the whole history in the stream", s.name, j)
 			}
-			if j > 0 && seqOf(t, e.LastEventID) <= seqOf(t, got[j-1].LastEventID) {
-				t.Fatalf("%s: event %s after %s", s.name, e.LastEventID, got[j-1].LastEventID)
+			// One publisher numbers its events: each stream gets them in
+			// that order.
+			if j > 0 && numberOf(t, e) <= numberOf(t, got[j-1]) {
+				t.Fatalf("%s: event %s (%s) after %s (%s)", s.name, e.LastEventID, e.Data, got[j-1].LastEventID, got[j-1].Data)
 			}
 			seen[e.LastEventID] = true
 		}
@@ -258,10 +258,9 @@ func TestNATSFailover(t *testing.T) {
 		}
 		resumed := openNATSStream(t, s.name+" resumed", other, s.channels, resumeFrom[i])
 		var want []string
-		for _, e := range got {
-			if seqOf(t, e.LastEventID) > seqOf(t, resumeFrom[i]) {
-				want = append(want, e.LastEventID+" "+e.Data)
-			}
+		from := slices.IndexFunc(got, func(e sse.Event) bool { return e.LastEventID == resumeFrom[i] })
+		for _, e := range got[from+1:] {
+			want = append(want, e.LastEventID+" "+e.Data)
 		}
 		waitFor(t, s.name+" resumed to catch up", func() bool { return len(resumed.snapshot()) >= len(want) })
 		var have []string
@@ -294,7 +293,7 @@ func TestNATSFailover(t *testing.T) {
 		}
 		return false
 	})
-	id, status, msg := postPublish(client, b.URL, "fo.a", `"after the restart"`)
+	id, status, msg := postPublish(client, b.URL, "fo.a", `{"n":2000000}`)
 	if status != http.StatusOK {
 		t.Fatalf("publish after the restart: %d %s", status, msg)
 	}

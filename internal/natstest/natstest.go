@@ -295,6 +295,21 @@ func (s *Server) Start() {
 // process to exit.
 func (s *Server) Kill() { s.signal(syscall.SIGKILL) }
 
+// Freeze stops the server process with SIGSTOP: its connections stay open
+// and nothing answers, as with a server that hangs. Thaw resumes it.
+func (s *Server) Freeze() { s.pause(syscall.SIGSTOP) }
+
+// Thaw resumes a frozen server with SIGCONT.
+func (s *Server) Thaw() { s.pause(syscall.SIGCONT) }
+
+func (s *Server) pause(sig syscall.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		s.cmd.Process.Signal(sig)
+	}
+}
+
 // Stop shuts the server down cleanly and waits for the process to exit.
 func (s *Server) Stop() { s.signal(syscall.SIGTERM) }
 
@@ -304,6 +319,7 @@ func (s *Server) signal(sig syscall.Signal) {
 	if s.cmd == nil {
 		return
 	}
+	s.cmd.Process.Signal(syscall.SIGCONT) // a frozen server cannot stop
 	s.cmd.Process.Signal(sig)
 	select {
 	case <-s.exited:
