@@ -11,11 +11,11 @@
 // name is written "~" in the subject, so that every channel is one subject
 // token: channel "orders.eu" is subject "ssehub.orders~eu". The stream gives
 // each event its sequence number, one order across all channels, so a
-// client subscribed to several channels resumes exactly from one number.
+// client subscribed to several channels resumes exactly from one id.
 //
 // The stream's limits bound the history: per subject (channel) one event
 // more than Options.HistorySize, events older than Options.HistoryAge, and
-// Options.MaxBytes in all. New creates nothing; the first call that needs
+// Options.HistoryBytes in all. New creates nothing; the first call that needs
 // the stream creates it when it is missing, with Options.Replicas copies
 // (3 when the client sees a cluster of 3 or more servers, else 1), and
 // otherwise brings its limits to the options unless Options.KeepStream is
@@ -29,12 +29,15 @@
 //
 // # Ids
 //
-// An event published without an id gets "<seq>-<tag>": its sequence number
-// in the stream and a tag derived from the stream's creation time, so that
-// an id left over from a deleted stream is not taken for a position in a
-// new one. An id the publisher chose is sent as given; a second stream,
-// <Stream>_IDS, maps it to the event's position so that a client can resume
-// from it too.
+// An event published without an id gets its sequence number in the
+// stream, encrypted (see ids.go): the number counts the events of every
+// channel, which a reader of one channel must not learn. Positions (a new
+// stream's, a reset's) are encrypted too, and differ at every call. An id
+// from a deleted stream stands for no position in a new one. An id the
+// publisher chose is sent as given; a second stream, <Stream>_IDS, maps it
+// to the event's position so that a client can resume from it too, and
+// tells a reused id (ambiguous: a resume from it gets a reset) from one
+// used once.
 //
 // # Live delivery
 //
@@ -56,10 +59,12 @@
 //
 // Publish waits for the stream's acknowledgement, which a clustered stream
 // gives once a majority of its replicas has the event. It retries until
-// Options.PublishTimeout with the same message id, which JetStream uses to
-// store the event once. When no server answers in time, Publish fails with
-// an error wrapping ssehub.ErrUnavailable. Check reports a connection that
-// is down, a consumer that does not deliver, and a stream without leader.
+// its context ends, with the same message id (the message's idempotency
+// key, or a random one), which JetStream uses to store the event once.
+// It fails with an error wrapping ssehub.ErrUnavailable when no server
+// took the event, and ssehub.ErrOutcomeUnknown when an attempt went out
+// unanswered. Check reports a connection that is down, a consumer that
+// does not deliver, and a stream without leader.
 package natsbroker
 
 import (
@@ -86,7 +91,6 @@ import (
 // Defaults for Options fields left at zero.
 const (
 	DefaultStream         = "SSEHUB"
-	DefaultMaxBytes       = 1 << 30
 	DefaultPublishTimeout = 10 * time.Second
 	DefaultHeartbeat      = time.Second
 )
@@ -117,11 +121,14 @@ type Options struct {
 	HistorySize int
 	// HistoryAge is how long an event stays replayable. Zero means
 	// ssehub.DefaultHistoryAge; negative keeps events until HistorySize or
-	// MaxBytes remove them.
+	// HistoryBytes remove them.
 	HistoryAge time.Duration
-	// MaxBytes bounds the size of the stream, per replica; the oldest
-	// events go first. Zero means DefaultMaxBytes; negative means no limit.
-	MaxBytes int64
+	// HistoryBytes bounds the size of the stream, per replica: past it,
+	// the oldest events of any channel go first. JetStream has no bound
+	// per channel in bytes; a channel's history is bounded by HistorySize
+	// events. Zero means ssehub.DefaultHistoryBytes; negative means no
+	// bound.
+	HistoryBytes int64
 	// KeepStream makes the broker use an existing stream as it is
 	// configured, rather than bringing its limits to these options. A
 	// process that only publishes sets it.
@@ -247,7 +254,7 @@ func New(nc *nats.Conn, opts Options) (*Broker, error) {
 		replicas:  opts.Replicas,
 		size:      opts.HistorySize,
 		age:       opts.HistoryAge,
-		maxBytes:  opts.MaxBytes,
+		maxBytes:  opts.HistoryBytes,
 		keep:      opts.KeepStream,
 		pubWait:   opts.PublishTimeout,
 		keyWindow: opts.IdempotencyWindow,
@@ -283,7 +290,7 @@ func New(nc *nats.Conn, opts Options) (*Broker, error) {
 		b.age = ssehub.DefaultHistoryAge
 	}
 	if b.maxBytes == 0 {
-		b.maxBytes = DefaultMaxBytes
+		b.maxBytes = ssehub.DefaultHistoryBytes
 	}
 	if b.pubWait <= 0 {
 		b.pubWait = DefaultPublishTimeout

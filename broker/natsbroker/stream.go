@@ -21,7 +21,7 @@ const (
 	// history is off: the consumer still reads events from the stream, so
 	// a few must stay there until every hub has read them.
 	noHistoryKeep = 64
-	// idsShare is the share of MaxBytes the id index may take.
+	// idsShare is the share of HistoryBytes the id index may take.
 	idsShare = 8
 	// idsPerSubject is how many positions the index keeps per publisher
 	// id and channel: two tell a reused id from one used once.

@@ -32,7 +32,7 @@ func TestStreamSettings(t *testing.T) {
 		return s.CachedInfo().Config
 	}
 
-	b := newBroker(t, srv.URL(), natsbroker.Options{Stream: "SET", HistorySize: 10, HistoryAge: time.Minute, MaxBytes: 1 << 20})
+	b := newBroker(t, srv.URL(), natsbroker.Options{Stream: "SET", HistorySize: 10, HistoryAge: time.Minute, HistoryBytes: 1 << 20})
 	mustPublish(t, b, "set", 1)
 	c := config("SET")
 	if c.Subjects[0] != "set.*" || c.MaxMsgsPerSubject != 11 || c.MaxAge != time.Minute || c.MaxBytes != 1<<20 ||
@@ -53,7 +53,7 @@ func TestStreamSettings(t *testing.T) {
 	// A hub with other limits brings the stream to them.
 	h := newBroker(t, srv.URL(), natsbroker.Options{Stream: "SET", HistorySize: 3, HistoryAge: -1})
 	mustPublish(t, h, "set", 3)
-	if c := config("SET"); c.MaxMsgsPerSubject != 4 || c.MaxAge != 0 || c.MaxBytes != natsbroker.DefaultMaxBytes {
+	if c := config("SET"); c.MaxMsgsPerSubject != 4 || c.MaxAge != 0 || c.MaxBytes != ssehub.DefaultHistoryBytes {
 		t.Fatalf("updated stream %+v", c)
 	}
 

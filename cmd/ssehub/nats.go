@@ -19,7 +19,6 @@ import (
 type natsFlags struct {
 	stream   *string
 	replicas *int
-	maxBytes *int64
 }
 
 // addNATSFlags adds the NATS broker's flags; publish takes only the
@@ -29,7 +28,6 @@ func addNATSFlags(fs *flagSet, publish bool) natsFlags {
 		"with a nats:// --broker: the JetStream `stream` of events, on subjects <stream in lower case>.<channel>")}
 	if !publish {
 		f.replicas = fs.Int("nats-replicas", 0, "with a nats:// --broker: `copies` of the stream; 0 is 3 on a cluster of 3 servers or more, else 1")
-		f.maxBytes = fs.Int64("nats-max-bytes", natsbroker.DefaultMaxBytes, "with a nats:// --broker: size limit of the stream in `bytes`, per copy; the oldest events go first")
 	}
 	return f
 }
@@ -37,7 +35,7 @@ func addNATSFlags(fs *flagSet, publish bool) natsFlags {
 func (f natsFlags) options() natsOptions {
 	o := natsOptions{stream: *f.stream}
 	if f.replicas != nil {
-		o.replicas, o.maxBytes = *f.replicas, *f.maxBytes
+		o.replicas = *f.replicas
 	} else {
 		o.publishOnly = true
 	}
@@ -48,7 +46,6 @@ func (f natsFlags) options() natsOptions {
 type natsOptions struct {
 	stream   string
 	replicas int
-	maxBytes int64
 	// publishOnly: a publish without a hub. It connects once, failing at
 	// once when no server answers, and keeps the stream's settings.
 	publishOnly bool
@@ -141,14 +138,14 @@ func openNATSBroker(raw string, opt brokerOptions) (ssehub.Broker, func(context.
 		stream = natsbroker.DefaultStream
 	}
 	b, err := natsbroker.New(nc, natsbroker.Options{
-		Stream:      stream,
-		Replicas:    opt.nats.replicas,
-		HistorySize: opt.historySize,
-		HistoryAge:  opt.historyAge,
-		MaxBytes:    opt.nats.maxBytes,
-		KeepStream:  opt.nats.publishOnly,
-		Logger:      opt.logger,
-		Metrics:     opt.metrics,
+		Stream:       stream,
+		Replicas:     opt.nats.replicas,
+		HistorySize:  opt.historySize,
+		HistoryAge:   opt.historyAge,
+		HistoryBytes: opt.historyBytes,
+		KeepStream:   opt.nats.publishOnly,
+		Logger:       opt.logger,
+		Metrics:      opt.metrics,
 	})
 	if err != nil {
 		nc.Close()
