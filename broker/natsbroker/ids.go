@@ -20,7 +20,8 @@ import (
 // a key kept in the stream's description, and written in base64url (22
 // characters):
 //
-//	bytes 0-6   the sequence number
+//	bytes 0-6   the sequence number (2^56 of them: 2,000 years at a
+//	            million events a second)
 //	bytes 7-11  the low 40 bits of the stream's creation time in µs
 //	bytes 12-15 zero in an event's id; random in a position
 //
@@ -34,9 +35,6 @@ import (
 // idKeyPrefix starts the part of the stream's description that holds the
 // id key.
 const idKeyPrefix = "id key "
-
-// maxSeq is the largest sequence number an id holds (7 bytes).
-const maxSeq = 1<<56 - 1
 
 var errNoKey = errors.New("no id key in the stream's description")
 
@@ -116,6 +114,3 @@ func (c *idCodec) decode(id string) (uint64, bool) {
 	seq := binary.BigEndian.Uint64(b[:8]) >> 8
 	return seq, true
 }
-
-// isEvent reports whether id is the id this codec gives the event at seq.
-func (c *idCodec) isEvent(id string, seq uint64) bool { return id == c.event(seq) }
