@@ -94,8 +94,21 @@ func numberOf(t *testing.T, e sse.Event) int {
 // postPublish publishes through a hub's POST /publish and returns the id,
 // or the status and body of a refusal.
 func postPublish(client *http.Client, hubURL, channel, data string) (string, int, string) {
+	return postPublishKey(client, hubURL, channel, data, "")
+}
+
+// postPublishKey is postPublish with an Idempotency-Key, when key is set.
+func postPublishKey(client *http.Client, hubURL, channel, data, key string) (string, int, string) {
 	body, _ := json.Marshal(map[string]any{"channel": channel, "data": json.RawMessage(data)})
-	resp, err := client.Post(hubURL+"/publish", "application/json", bytes.NewReader(body))
+	req, err := http.NewRequest(http.MethodPost, hubURL+"/publish", bytes.NewReader(body))
+	if err != nil {
+		return "", 0, err.Error()
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return "", 0, err.Error()
 	}
@@ -332,11 +345,13 @@ func TestNATSClusterDown(t *testing.T) {
 
 	c.Stop()
 	var down readiness
-	waitFor(t, "/readyz 503", func() bool {
+	// Once the hub knows it has no connection, a publish cannot have gone
+	// out: it is refused as not published.
+	waitFor(t, "/readyz 503, not connected", func() bool {
 		down = readyz(t, hub.URL)
-		return down.status == http.StatusServiceUnavailable
+		return down.status == http.StatusServiceUnavailable && strings.Contains(down.Error, "not connected to NATS")
 	})
-	if down.Code != "unavailable" || !strings.Contains(down.Error, "NATS") {
+	if down.Code != "unavailable" {
 		t.Errorf("/readyz with the cluster down: %+v", down)
 	}
 	_, status, msg = postPublish(client, hub.URL, "down", `3`)
@@ -368,5 +383,39 @@ func TestNATSClusterDown(t *testing.T) {
 	case <-s.ended:
 		t.Fatal("the stream ended")
 	default:
+	}
+}
+
+// TestNATSIdempotencyKey: through a hub on NATS, a publish sent again with
+// its Idempotency-Key answers the first event's id and the stream gets the
+// event once; the key with another message is refused with 422.
+func TestNATSIdempotencyKey(t *testing.T) {
+	srv := natstest.Start(t)
+	hub := startHub(t, "--broker", srv.URL())
+	s := openNATSStream(t, "stream", hub.URL, []string{"keyed"}, "")
+	hub.waitLog(t, "stream opened", 1)
+	client := &http.Client{Timeout: 30 * time.Second}
+	first, status, msg := postPublishKey(client, hub.URL, "keyed", `{"n":1}`, "order-1")
+	if status != http.StatusOK {
+		t.Fatalf("publish: %d %s", status, msg)
+	}
+	again, status, msg := postPublishKey(client, hub.URL, "keyed", `{"n":1}`, "order-1")
+	if status != http.StatusOK || again != first {
+		t.Fatalf("publish again with the key: %d %q %s, want 200 and id %q", status, again, msg, first)
+	}
+	if _, status, msg := postPublishKey(client, hub.URL, "keyed", `{"n":2}`, "order-1"); status != http.StatusUnprocessableEntity || !strings.Contains(msg, "idempotency_key_reused") {
+		t.Fatalf("the key with another message: %d %s, want 422", status, msg)
+	}
+	last, status, msg := postPublish(client, hub.URL, "keyed", `{"n":3}`)
+	if status != http.StatusOK {
+		t.Fatalf("publish: %d %s", status, msg)
+	}
+	waitFor(t, "the last event", func() bool { return s.has(last) })
+	var got []string
+	for _, e := range s.snapshot() {
+		got = append(got, e.LastEventID)
+	}
+	if want := []string{first, last}; !slices.Equal(got, want) {
+		t.Fatalf("the stream got %v, want %v", got, want)
 	}
 }

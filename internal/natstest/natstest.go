@@ -233,6 +233,7 @@ func (c *Cluster) Stop() { c.stopAll() }
 // before a majority of them runs.
 func (c *Cluster) Start() {
 	c.Servers[0].tb.Helper()
+	var stopped []*Server
 	for _, s := range c.Servers {
 		if s.Running() {
 			continue
@@ -240,20 +241,15 @@ func (c *Cluster) Start() {
 		if err := s.launch(); err != nil {
 			s.tb.Fatalf("natstest: %v", err)
 		}
+		stopped = append(stopped, s)
 	}
-	c.WaitReady()
-}
-
-// WaitReady waits until every running server of the cluster is ready and
-// knows the cluster's leader, failing the test after a while.
-func (c *Cluster) WaitReady() {
-	c.Servers[0].tb.Helper()
 	deadline := time.Now().Add(startTimeout)
-	for _, s := range c.Servers {
-		if !s.Running() {
-			continue
+	for _, s := range stopped {
+		err := s.waitReady(deadline)
+		if errors.Is(err, errExited) {
+			err = s.relaunch(deadline)
 		}
-		if err := s.waitReady(deadline); err != nil {
+		if err != nil {
 			s.tb.Fatalf("natstest: %v", err)
 		}
 	}
@@ -283,10 +279,7 @@ func (s *Server) Running() bool {
 // which must have a majority running; see Cluster.Start.
 func (s *Server) Start() {
 	s.tb.Helper()
-	if err := s.launch(); err != nil {
-		s.tb.Fatalf("natstest: %v", err)
-	}
-	if err := s.waitReady(time.Now().Add(startTimeout)); err != nil {
+	if err := s.relaunch(time.Now().Add(startTimeout)); err != nil {
 		s.tb.Fatalf("natstest: %v", err)
 	}
 }
@@ -371,10 +364,44 @@ func (s *Server) waitReady(deadline time.Time) error {
 		}
 		select {
 		case <-exited:
-			return fmt.Errorf("%s on port %d exited during start\n%s", s.name, s.port, s.logTail())
+			s.mu.Lock()
+			if s.exited == exited {
+				s.cmd, s.exited = nil, nil
+			}
+			s.mu.Unlock()
+			return fmt.Errorf("%w: %s on port %d\n%s", errExited, s.name, s.port, s.logTail())
 		case <-tick.C:
 		}
 	}
+}
+
+// errExited means a server process exited while it was starting.
+var errExited = errors.New("exited during start")
+
+// restarts bounds how often a server that exits while starting again on
+// its ports is launched once more: another process may hold one of its
+// ports for a moment, such as a client's connection that the kernel gave
+// that port as its own.
+const restarts = 5
+
+// relaunch starts s again while it exits during start, and waits until it
+// is ready.
+func (s *Server) relaunch(deadline time.Time) error {
+	var err error
+	for range restarts {
+		if err = s.launch(); err != nil {
+			return err
+		}
+		if err = s.waitReady(deadline); !errors.Is(err, errExited) {
+			return err
+		}
+		select {
+		case <-time.After(200 * time.Millisecond):
+		case <-time.After(time.Until(deadline)):
+			return err
+		}
+	}
+	return err
 }
 
 func (s *Server) ready() error {
