@@ -73,6 +73,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -206,8 +207,7 @@ type Broker struct {
 
 // streamState is what the broker knows of its streams.
 type streamState struct {
-	events jetstream.Stream
-	ids    *idCodec // of this incarnation of the stream
+	ids *idCodec // of this incarnation of the stream
 	// perSubject is the stream's limit of messages per subject; <= 0
 	// means none.
 	perSubject int64
@@ -652,37 +652,33 @@ func (b *Broker) Head(ctx context.Context, channels []string) (ssehub.Cursor, er
 // messages on subject when it is not empty. It tries again while no server
 // answers, or the stream has no leader, until Options.PublishTimeout.
 func (b *Broker) info(ctx context.Context, st *streamState, subject string) (*jetstream.StreamInfo, error) {
-	ctx, cancel := context.WithTimeout(ctx, b.pubWait)
-	defer cancel()
-	var opts []jetstream.StreamInfoOpt
+	var req []byte
 	if subject != "" {
-		opts = append(opts, jetstream.WithSubjectFilter(subject))
+		req, _ = json.Marshal(map[string]string{"subjects_filter": subject})
 	}
-	delay := minBackoff
-	for {
-		err := b.connected()
-		if err == nil {
-			actx, acancel := context.WithTimeout(ctx, attemptTimeout)
-			var info *jetstream.StreamInfo
-			info, err = st.events.Info(actx, opts...)
-			acancel()
-			if err == nil {
-				return info, nil
-			}
+	var info *jetstream.StreamInfo
+	err := b.api(ctx, "$JS.API.STREAM.INFO."+b.stream, req, func(data []byte) error {
+		var out struct {
+			jetstream.StreamInfo
+			Error *jetstream.APIError `json:"error"`
 		}
-		if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if err := json.Unmarshal(data, &out); err != nil {
+			return fmt.Errorf("answer: %w", err)
+		}
+		if out.Error != nil {
+			return out.Error
+		}
+		info = &out.StreamInfo
+		return nil
+	})
+	if err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamNotFound {
 			b.st.CompareAndSwap(st, nil)
 		}
-		if !retryable(err) || ctx.Err() != nil {
-			b.metrics.BrokerError()
-			return nil, unavailable("stream info", err)
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, maxBackoff)
+		return nil, unavailable("stream info", err)
 	}
+	return info, nil
 }
 
 // Check implements ssehub.Checker: it fails while the connection is down,

@@ -176,7 +176,7 @@ func (b *Broker) ensureStreams(ctx context.Context) (*streamState, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &streamState{events: events, ids: codec, perSubject: info.Config.MaxMsgsPerSubject}, nil
+	return &streamState{ids: codec, perSubject: info.Config.MaxMsgsPerSubject}, nil
 }
 
 // ensure creates the stream cfg describes, or updates an existing one
@@ -257,21 +257,62 @@ type msgGetRequest struct {
 
 // getMsg asks the leader of stream for a message; nil means there is
 // none. It does not use direct gets, which other replicas may answer from
-// behind the leader. It tries again while no server answers, or the
-// stream has no leader, until Options.PublishTimeout.
+// behind the leader.
 func (b *Broker) getMsg(ctx context.Context, stream string, req msgGetRequest) (*storedMsg, error) {
 	body, _ := json.Marshal(req)
+	var m *storedMsg
+	err := b.api(ctx, "$JS.API.STREAM.MSG.GET."+stream, body, func(data []byte) error {
+		var out struct {
+			Error   *jetstream.APIError `json:"error"`
+			Message *storedMsg          `json:"message"`
+		}
+		if err := json.Unmarshal(data, &out); err != nil {
+			return fmt.Errorf("answer: %w", err)
+		}
+		switch {
+		case out.Error != nil && out.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+			m = nil
+		case out.Error != nil:
+			return out.Error
+		case out.Message == nil:
+			return errors.New("empty answer")
+		default:
+			m = out.Message
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, unavailable("get message", err)
+	}
+	return m, nil
+}
+
+// api sends a request to the JetStream API and passes the answer to
+// decode. It tries again while no server answers, or the stream has no
+// leader (decode returns the API's error), until Options.PublishTimeout.
+// It never shares a jetstream.Stream, whose Info is not safe for
+// concurrent use.
+func (b *Broker) api(ctx context.Context, subject string, req []byte, decode func([]byte) error) error {
 	ctx, cancel := context.WithTimeout(ctx, b.pubWait)
 	defer cancel()
 	delay := minBackoff
 	for {
-		m, err := b.getMsgOnce(ctx, stream, body)
-		if err == nil || !retryable(err) || ctx.Err() != nil {
-			if err != nil {
-				b.metrics.BrokerError()
-				return nil, unavailable("get message", err)
+		err := b.connected()
+		if err == nil {
+			actx, acancel := context.WithTimeout(ctx, attemptTimeout)
+			var resp *nats.Msg
+			resp, err = b.nc.RequestWithContext(actx, subject, req)
+			acancel()
+			if err == nil {
+				err = decode(resp.Data)
 			}
-			return m, nil
+			if err == nil {
+				return nil
+			}
+		}
+		if !retryable(err) || ctx.Err() != nil {
+			b.metrics.BrokerError()
+			return err
 		}
 		select {
 		case <-ctx.Done():
@@ -279,34 +320,6 @@ func (b *Broker) getMsg(ctx context.Context, stream string, req msgGetRequest) (
 		}
 		delay = min(2*delay, maxBackoff)
 	}
-}
-
-func (b *Broker) getMsgOnce(ctx context.Context, stream string, body []byte) (*storedMsg, error) {
-	if err := b.connected(); err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
-	defer cancel()
-	resp, err := b.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+stream, body)
-	if err != nil {
-		return nil, err
-	}
-	var out struct {
-		Error   *jetstream.APIError `json:"error"`
-		Message *storedMsg          `json:"message"`
-	}
-	if err := json.Unmarshal(resp.Data, &out); err != nil {
-		return nil, fmt.Errorf("answer: %w", err)
-	}
-	switch {
-	case out.Error != nil && out.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
-		return nil, nil
-	case out.Error != nil:
-		return nil, out.Error
-	case out.Message == nil:
-		return nil, errors.New("empty answer")
-	}
-	return out.Message, nil
 }
 
 // header decodes a stored message's headers.

@@ -43,8 +43,9 @@ type Server struct {
 	port int // client port
 	http int // monitoring port
 	conf string
-	// clustered: ready means knowing the cluster's JetStream leader too.
-	clustered bool
+	// routes is how many other servers a cluster has: ready means being
+	// routed to all of them and knowing the JetStream leader too.
+	routes int
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -136,12 +137,12 @@ func (c *Cluster) configure(tb testing.TB, bin, root string, n int) error {
 	}
 	for i := range n {
 		s := &Server{
-			tb:        tb,
-			bin:       bin,
-			name:      fmt.Sprintf("n%d", i+1),
-			port:      ports[3*i],
-			http:      ports[3*i+1],
-			clustered: n > 1,
+			tb:     tb,
+			bin:    bin,
+			name:   fmt.Sprintf("n%d", i+1),
+			port:   ports[3*i],
+			http:   ports[3*i+1],
+			routes: n - 1,
 		}
 		s.dir = filepath.Join(root, s.name)
 		if err := os.MkdirAll(s.dir, 0o755); err != nil {
@@ -288,9 +289,28 @@ func (s *Server) Start() {
 // process to exit.
 func (s *Server) Kill() { s.signal(syscall.SIGKILL) }
 
-// Freeze stops the server process with SIGSTOP: its connections stay open
-// and nothing answers, as with a server that hangs. Thaw resumes it.
-func (s *Server) Freeze() { s.pause(syscall.SIGSTOP) }
+// Freeze stops the server process with SIGSTOP, and returns once it is
+// stopped: its connections stay open and nothing answers, as with a server
+// that hangs. Thaw resumes it.
+func (s *Server) Freeze() {
+	s.tb.Helper()
+	s.pause(syscall.SIGSTOP)
+	s.mu.Lock()
+	pid := 0
+	if s.cmd != nil {
+		pid = s.cmd.Process.Pid
+	}
+	s.mu.Unlock()
+	deadline := time.Now().Add(startTimeout)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for pid != 0 && !stopped(pid) {
+		if time.Now().After(deadline) {
+			s.tb.Fatalf("natstest: %s not stopped after SIGSTOP", s.name)
+		}
+		<-tick.C
+	}
+}
 
 // Thaw resumes a frozen server with SIGCONT.
 func (s *Server) Thaw() { s.pause(syscall.SIGCONT) }
@@ -418,8 +438,17 @@ func (s *Server) ready() error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("healthz answered %s", resp.Status)
 	}
-	if !s.clustered {
+	if s.routes == 0 {
 		return nil
+	}
+	var routez struct {
+		Routes int `json:"num_routes"`
+	}
+	if err := getJSON(client, fmt.Sprintf("http://127.0.0.1:%d/routez", s.http), &routez); err != nil {
+		return err
+	}
+	if routez.Routes < s.routes {
+		return fmt.Errorf("routed to %d of %d servers", routez.Routes, s.routes)
 	}
 	resp, err = client.Get(fmt.Sprintf("http://127.0.0.1:%d/jsz", s.http))
 	if err != nil {
@@ -436,6 +465,18 @@ func (s *Server) ready() error {
 	}
 	if jsz.Meta == nil || jsz.Meta.Leader == "" {
 		return errors.New("no JetStream leader yet")
+	}
+	return nil
+}
+
+func getJSON(client http.Client, url string, v any) error {
+	resp, err := client.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return fmt.Errorf("%s: %w", url, err)
 	}
 	return nil
 }
