@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -77,7 +78,11 @@ func (h *Hub) serveStream(w http.ResponseWriter, r *http.Request) {
 		methodNotAllowed(w, "GET")
 		return
 	}
-	q := r.URL.Query()
+	q, err := streamQuery(r.URL.RawQuery)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
 	lastID := r.Header.Get("Last-Event-ID")
 	if lastID == "" {
 		lastID = q.Get("last_event_id")
@@ -120,6 +125,27 @@ func (h *Hub) serveStream(w http.ResponseWriter, r *http.Request) {
 		slog.Duration("duration", time.Since(started)),
 		slog.Int64("events", st.events),
 		slog.String("reason", reason))
+}
+
+// streamQuery parses the query of a stream request. url.Query leaves out
+// the pairs it cannot decode, so "channel=%zz" or "channel=a;b" would
+// silently stream the default channel; here they are errors, which name
+// the channel when the bad pair is one.
+func streamQuery(raw string) (url.Values, error) {
+	q, err := url.ParseQuery(raw)
+	if err == nil {
+		return q, nil
+	}
+	for pair := range strings.SplitSeq(raw, "&") {
+		key, value, _ := strings.Cut(pair, "=")
+		if k, kerr := url.QueryUnescape(key); kerr != nil || k != "channel" {
+			continue
+		}
+		if _, verr := url.QueryUnescape(value); verr != nil || strings.Contains(value, ";") {
+			return nil, fmt.Errorf("%w: %q cannot be decoded", ErrInvalidChannel, value)
+		}
+	}
+	return nil, fmt.Errorf("%w: query: %v", ErrBadRequest, err)
 }
 
 func writeStreamHeader(w http.ResponseWriter) {
