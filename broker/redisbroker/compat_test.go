@@ -26,14 +26,16 @@ func TestForeignPublishers(t *testing.T) {
 	pub := newClient(t, srv)
 	for _, tt := range []struct{ name, payload, frame string }{
 		{"invenio default", `{"data": {"code": "COOL", "msg": "cool message"}, "event": null, "id": 1795238353.220689, "retry": null}`,
-			"id: 1795238353.220689\ndata: {\"code\":\"COOL\",\"msg\":\"cool message\"}\n\n"},
+			"id: 1795238353.220689\ndata: {\"code\": \"COOL\", \"msg\": \"cool message\"}\n\n"},
 		{"invenio type, id and retry", `{"data": {"code": "ACK", "msg": "cool message"}, "event": "cool", "id": 12345, "retry": 6000}`,
-			"id: 12345\nevent: cool\nretry: 6000\ndata: {\"code\":\"ACK\",\"msg\":\"cool message\"}\n\n"},
+			"id: 12345\nevent: cool\nretry: 6000\ndata: {\"code\": \"ACK\", \"msg\": \"cool message\"}\n\n"},
+		{"invenio CLI", `{"data": ["line1\n", "line2\n"], "event": "cool", "id": "12345", "retry": "6000"}`,
+			"id: 12345\nevent: cool\nretry: 6000\ndata: [\"line1\\n\", \"line2\\n\"]\n\n"},
 		{"invenio string data", `{"data": "line1\nline2", "event": null, "id": 1795238353.2229617, "retry": null}`,
 			"id: 1795238353.2229617\ndata: \"line1\\nline2\"\n\n"},
 		{"flask all fields", `{"data": "foo", "id": 5, "retry": 500, "type": "example"}`,
 			"id: 5\nevent: example\nretry: 500\ndata: foo\n\n"},
-		{"flask data only", `{"data": {"a": 1}}`, "data: {\"a\":1}\n\n"},
+		{"flask data only", `{"data": {"b": 1, "a": 1}}`, "data: {\"a\": 1, \"b\": 1}\n\n"},
 		{"flask multi-line string", `{"data": "one\ntwo"}`, "data: one\ndata: two\n\n"},
 	} {
 		n, err := pub.Publish(t.Context(), ch, tt.payload).Result()

@@ -309,6 +309,9 @@ func (b *Broker) receive(h heldEvent) {
 		b.seen = max(b.seen, h.seq)
 		return
 	}
+	if errors.Is(h.err, errNoEvent) {
+		return
+	}
 	if h.err != nil {
 		b.log.LogAttrs(context.Background(), slog.LevelWarn, "redisbroker: dropped a message that is not a valid envelope",
 			slog.String("channel", h.channel), slog.String("error", h.err.Error()))
