@@ -399,17 +399,23 @@ func (b *Broker) Replay(ctx context.Context, channels []string, lastEventID stri
 	return head, nil
 }
 
-// Head implements ssehub.Replayer: the last sequence number issued, or a
-// zero Cursor when nothing was ever published on this Redis.
+// Head implements ssehub.Replayer: the last sequence number issued. On a
+// Redis where nothing was published yet, it starts the counter, as a
+// replay does, so that a new stream gets a position there too.
 func (b *Broker) Head(ctx context.Context) (ssehub.Cursor, error) {
 	if b.isClosed() {
 		return ssehub.Cursor{}, ssehub.ErrClosed
 	}
 	v, err := b.client.HGet(ctx, b.stateKey, "seq").Result()
-	switch {
-	case errors.Is(err, redis.Nil):
-		return ssehub.Cursor{}, nil
-	case err != nil:
+	if errors.Is(err, redis.Nil) {
+		seq, _, err := b.runReplay(ctx, nil, "", nil)
+		if err != nil {
+			b.metrics.BrokerError()
+			return ssehub.Cursor{}, err
+		}
+		return ssehub.Cursor{ID: FormatSeq(seq), Seq: seq}, nil
+	}
+	if err != nil {
 		b.metrics.BrokerError()
 		return ssehub.Cursor{}, unavailable("head", err)
 	}
