@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/ssehub/ssehub"
@@ -22,6 +23,9 @@ func TestForeignPublishers(t *testing.T) {
 	raw := openRaw(t, th.srv.URL, ch)
 	if got := raw.read(3); got != ":\n\n" {
 		t.Fatalf("stream opened with %q", got)
+	}
+	if got := raw.read(len("id: 0000000000000000\n\n")); !strings.HasPrefix(got, "id: ") {
+		t.Fatalf("no position frame: %q", got)
 	}
 	pub := newClient(t, srv)
 	for _, tt := range []struct{ name, payload, frame string }{
