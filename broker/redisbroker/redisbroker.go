@@ -53,7 +53,9 @@
 // published while its subscription was down are then read from the
 // streams and delivered, in order, before live ones; when they are no
 // longer there (Redis lost its data, or trimmed them), subscribers of the
-// channel get an ssehub.ResetType event instead. A watchdog publishes a
+// channel get an ssehub.ResetType event instead, followed by the events
+// Redis still has that they have not seen (those published since Redis
+// came back empty); the reset's id is the position just before them. A watchdog publishes a
 // canary on a private channel every CanaryInterval and rebuilds the
 // subscription when a canary does not come back, which catches a
 // connection that looks fine but no longer delivers.
@@ -257,18 +259,8 @@ func (b *Broker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Event, 
 	if b.isClosed() {
 		return nil, ssehub.ErrClosed
 	}
-	head := appendEnvelopeHead(make([]byte, 0, len(m.Data)+len(m.Type)+64), m)
-	var idJSON []byte
-	if m.ID != "" {
-		idJSON = appendJSONString(nil, m.ID)
-	}
-	age := int64(0)
-	if b.age > 0 {
-		age = b.age.Microseconds()
-	}
-	keys := []string{b.stateKey, b.activeKey, b.evictedKey, b.streamKey(m.Channel), b.idsKey(m.Channel)}
-	res, err := publishScript.Run(ctx, b.client, keys,
-		m.Channel, head, idJSON, m.ID, b.size, age, b.prefix).Int64Slice()
+	keys, args := b.publishArgs(m)
+	res, err := publishScript.Run(ctx, b.client, keys, args...).Int64Slice()
 	if err != nil {
 		b.metrics.BrokerError()
 		return nil, unavailable(fmt.Sprintf("publish on %q", m.Channel), err)
@@ -282,6 +274,21 @@ func (b *Broker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Event, 
 		id = FormatSeq(seq)
 	}
 	return ssehub.NewEvent(m.Channel, id, m.Type, m.Data, m.Retry, seq, time.UnixMicro(res[0])), nil
+}
+
+// publishArgs returns the keys and arguments of the publish script for m.
+func (b *Broker) publishArgs(m ssehub.Message) ([]string, []any) {
+	head := appendEnvelopeHead(make([]byte, 0, len(m.Data)+len(m.Type)+64), m)
+	var idJSON []byte
+	if m.ID != "" {
+		idJSON = appendJSONString(nil, m.ID)
+	}
+	age := int64(0)
+	if b.age > 0 {
+		age = b.age.Microseconds()
+	}
+	keys := []string{b.stateKey, b.activeKey, b.evictedKey, b.streamKey(m.Channel), b.idsKey(m.Channel)}
+	return keys, []any{m.Channel, head, idJSON, m.ID, b.size, age, b.prefix}
 }
 
 // replayResult is what the replay script found for one channel.

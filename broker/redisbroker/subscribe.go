@@ -348,6 +348,7 @@ func (b *Broker) catchUp(ctx context.Context, behind []*channel, held []heldEven
 		seen   uint64
 		events []*ssehub.Event
 		resets []*ssehub.Event
+		lost   []string // channels whose missed events are gone
 	)
 	b.mu.Lock()
 	prev := b.seen
@@ -374,8 +375,14 @@ func (b *Broker) catchUp(ctx context.Context, behind []*channel, held []heldEven
 			if r.ok {
 				events = append(events, r.events...)
 			} else {
-				resets = append(resets, ssehub.NewEvent(names[j], FormatSeq(head), ssehub.ResetType, []byte("{}"), 0, 0, time.Now()))
+				lost = append(lost, names[j])
 			}
+		}
+	}
+	if len(lost) > 0 {
+		var err error
+		if resets, err = b.resetEvents(ctx, lost, seen); err != nil {
+			return err
 		}
 	}
 	slices.SortFunc(events, func(x, y *ssehub.Event) int { return cmp.Compare(x.Seq, y.Seq) })
@@ -400,8 +407,10 @@ func (b *Broker) catchUp(ctx context.Context, behind []*channel, held []heldEven
 	}
 	for _, e := range resets {
 		if ch := owed[e.Channel]; ch != nil {
-			b.log.LogAttrs(ctx, slog.LevelWarn, "redisbroker: events missed while disconnected are gone; sending a reset",
-				slog.String("channel", e.Channel))
+			if e.Type == ssehub.ResetType {
+				b.log.LogAttrs(ctx, slog.LevelWarn, "redisbroker: events missed while disconnected are gone; sending a reset",
+					slog.String("channel", e.Channel))
+			}
 			b.deliver(ch, e)
 		}
 	}
@@ -419,6 +428,45 @@ func (b *Broker) catchUp(ctx context.Context, behind []*channel, held []heldEven
 			slog.Int("channels", len(b.channels)), slog.Int("caught_up", len(events)), slog.Int("reset", len(resets)))
 	}
 	return nil
+}
+
+// resetEvents returns, for channels whose missed events are gone, a reset
+// event each, followed by the channel's events that Redis still has. When
+// Redis lost its data (it restarted without persistence), those are the
+// events published since it came back, which the channel's subscribers
+// have not seen either: the reset's id is the position just before them,
+// so a client that reconnects after the reset resumes from there. When
+// they are gone too (trimmed), the reset's id is head.
+func (b *Broker) resetEvents(ctx context.Context, channels []string, head uint64) ([]*ssehub.Event, error) {
+	from := uint64(0)
+	if v, err := b.client.HGet(ctx, b.stateKey, "start").Uint64(); err == nil && v > 0 {
+		from = v - 1
+	}
+	var out []*ssehub.Event
+	for i := 0; i < len(channels); i += syncBatch {
+		part := channels[i:min(i+syncBatch, len(channels))]
+		results := make([]replayResult, len(part))
+		if from > 0 {
+			pos := make([]uint64, len(part))
+			for j := range pos {
+				pos[j] = from
+			}
+			var err error
+			if _, results, err = b.runReplay(ctx, part, "", pos); err != nil {
+				return nil, err
+			}
+		}
+		for j, name := range part {
+			r := results[j]
+			if !r.ok || len(r.events) == 0 {
+				out = append(out, ssehub.NewEvent(name, FormatSeq(head), ssehub.ResetType, []byte("{}"), 0, 0, time.Now()))
+				continue
+			}
+			out = append(out, ssehub.NewEvent(name, FormatSeq(from), ssehub.ResetType, []byte("{}"), 0, 0, time.Now()))
+			out = append(out, r.events...)
+		}
+	}
+	return out, nil
 }
 
 // canaryOverdue reports whether the last canary has not come back within
