@@ -94,6 +94,11 @@ func (h *Hub) serveStream(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
+	positions, err := wantsPositions(r, q)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
 	lastID := r.Header.Get("Last-Event-ID")
 	if lastID == "" {
 		lastID = q.Get("last_event_id")
@@ -113,6 +118,9 @@ func (h *Hub) serveStream(w http.ResponseWriter, r *http.Request) {
 		}
 		writeErr(w, err)
 		return
+	}
+	if !positions {
+		sub.dropPositions()
 	}
 
 	writeStreamHeader(w)
@@ -136,6 +144,26 @@ func (h *Hub) serveStream(w http.ResponseWriter, r *http.Request) {
 		slog.Duration("duration", time.Since(started)),
 		slog.Int64("events", st.events),
 		slog.String("reason", reason))
+}
+
+// wantsPositions reports whether a stream opened without a last event id
+// starts with a position frame: an id-only block that sets the client's
+// last event id, so that a browser that reconnects before its first event
+// resumes without a gap. httpx-sse, r3labs/sse and tmaxmax/go-sse show such
+// a block as an empty event (docs/clients.md), so it goes to browsers,
+// known by the "Mozilla/" their User-Agent starts with, and to clients
+// that ask with position=1; position=0 turns it off.
+func wantsPositions(r *http.Request, q url.Values) (bool, error) {
+	switch v := q.Get("position"); v {
+	case "1":
+		return true, nil
+	case "0":
+		return false, nil
+	case "":
+		return strings.HasPrefix(r.UserAgent(), "Mozilla/"), nil
+	default:
+		return false, fmt.Errorf("%w: position=%q: use 1 or 0", ErrBadRequest, v)
+	}
 }
 
 // streamQuery parses the query of a stream request. url.Query leaves out

@@ -20,9 +20,9 @@ func TestStreamHeadersAndFirstBytes(t *testing.T) {
 		retry time.Duration
 		first string // the bytes flushed on connect
 	}{
-		{"default retry", 0, "retry: 3000\n\n"},
-		{"configured retry", 1500 * time.Millisecond, "retry: 1500\n\n"},
-		{"no retry", -1, ":\n\n"},
+		{"default retry", 0, "retry: 3000\n"},
+		{"configured retry", 1500 * time.Millisecond, "retry: 1500\n"},
+		{"no retry", -1, ":\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

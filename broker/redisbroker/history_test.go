@@ -1,9 +1,11 @@
 package redisbroker_test
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -134,8 +136,12 @@ func TestPositionOnFreshRedis(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
 	th := newHub(t, srv, redisbroker.Options{}, ssehub.Config{Heartbeat: -1})
-	raw := openRaw(t, th.srv.URL, "fresh")
-	if got := raw.read(3); got != ":\n\n" {
+	resp, err := http.Get(th.srv.URL + "/sse?channel=fresh&position=1")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /sse: %v %v", resp, err)
+	}
+	raw := &rawStream{t: t, body: resp.Body, rd: bufio.NewReader(resp.Body)}
+	if got := raw.read(2); got != ":\n" {
 		t.Fatalf("stream opened with %q", got)
 	}
 	frame := raw.read(len("id: 0000000000000000\n\n"))
