@@ -3,7 +3,9 @@ package redisbroker_test
 import (
 	"bytes"
 	"encoding/json"
+	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/ssehub/ssehub"
@@ -42,15 +44,23 @@ func TestForeignPublishers(t *testing.T) {
 		if err != nil || n != 1 {
 			t.Fatalf("%s: PUBLISH reached %d subscribers, %v; want the hub's one", tt.name, n, err)
 		}
-		if got := raw.read(len(tt.frame)); got != tt.frame {
-			t.Fatalf("%s: stream has\n%q, want\n%q", tt.name, got, tt.frame)
+		want := tt.frame
+		if !strings.HasPrefix(want, "id: ") {
+			// Taken into the history, it has the id the hub gave it.
+			id := raw.read(len("id: 0000000000000000\n"))
+			if !regexp.MustCompile(`^id: \d{16}\n$`).MatchString(id) {
+				t.Fatalf("%s: stream has %q, want an id the hub gave", tt.name, id)
+			}
+		}
+		if got := raw.read(len(want)); got != want {
+			t.Fatalf("%s: stream has\n%q, want\n%q", tt.name, got, want)
 		}
 	}
 	// A malformed message is dropped; the next one still arrives.
 	pub.Publish(t.Context(), ch, `{"data": 1, "event": "a\nb", "id": null, "retry": null}`)
 	pub.Publish(t.Context(), ch, `not json`)
-	pub.Publish(t.Context(), ch, `{"data": 2}`)
-	if got, want := raw.read(len("data: 2\n\n")), "data: 2\n\n"; got != want {
+	pub.Publish(t.Context(), ch, `{"data": 2, "id": 2}`)
+	if got, want := raw.read(len("id: 2\ndata: 2\n\n")), "id: 2\ndata: 2\n\n"; got != want {
 		t.Fatalf("after malformed messages the stream has %q, want %q", got, want)
 	}
 }

@@ -38,6 +38,10 @@ type envelope struct {
 	ID    json.RawMessage `json:"id"`
 	Retry json.RawMessage `json:"retry"`
 	Seq   json.RawMessage `json:"ssehub_seq"`
+	// Foreign holds, as a JSON string, the message of another publisher
+	// that a hub took into the history (see foreign.go). The envelope then
+	// has only this, the id and the seq.
+	Foreign *string `json:"foreign"`
 }
 
 // appendEnvelopeHead appends the start of an own envelope for m, up to and
@@ -98,12 +102,25 @@ func decodeOwn(channel string, payload []byte) (*ssehub.Event, error) {
 	if env.Seq == nil {
 		return nil, fmt.Errorf("no %s", seqKey)
 	}
-	if env.Data == nil {
-		return nil, errNoData
-	}
 	seq, err := strconv.ParseUint(string(env.Seq), 10, 64)
 	if err != nil || seq == 0 {
 		return nil, fmt.Errorf("bad %s %s", seqKey, env.Seq)
+	}
+	if env.Foreign != nil {
+		// Rendered as its publisher's view renders it, with the id the hub
+		// gave it when it had none.
+		e, err := decodeLegacy(channel, []byte(*env.Foreign))
+		if err != nil {
+			return nil, err
+		}
+		id, err := ownText(env.ID)
+		if err != nil || ssehub.ValidID(id) != nil {
+			return nil, fmt.Errorf("id %s", env.ID)
+		}
+		return ssehub.NewEvent(channel, id, e.Type, e.Data, e.Retry, seq, time.UnixMicro(int64(seq))), nil
+	}
+	if env.Data == nil {
+		return nil, errNoData
 	}
 	m := ssehub.Message{Channel: channel, Data: env.Data, Retry: retryField(env.Retry)}
 	if m.Type, err = ownText(env.Event); err != nil {
@@ -116,6 +133,36 @@ func decodeOwn(channel string, payload []byte) (*ssehub.Event, error) {
 		return nil, err
 	}
 	return ssehub.NewEvent(channel, m.ID, m.Type, m.Data, m.Retry, seq, time.UnixMicro(int64(seq))), nil
+}
+
+// appendForeignHead appends the start of the envelope of a foreign
+// message taken into the history, up to and including `"id":`.
+func appendForeignHead(dst, payload []byte) []byte {
+	dst = append(dst, `{"foreign":`...)
+	dst = appendJSONString(dst, string(payload))
+	return append(dst, `,"id":`...)
+}
+
+// appendFlaskHead and appendFlaskTail write the message flask-sse's
+// publish() would put on Redis for m, around its id: {"data", "id",
+// "retry", "type"}, keys sorted, false values left out. flask-sse's reader
+// builds Message(**message) from it, which takes no other key.
+func appendFlaskHead(dst []byte, m ssehub.Message) []byte {
+	dst = append(dst, `{"data": `...)
+	dst = append(dst, m.Data...)
+	return append(dst, `, "id": `...)
+}
+
+func appendFlaskTail(dst []byte, m ssehub.Message) []byte {
+	if m.Retry > 0 {
+		dst = append(dst, `, "retry": `...)
+		dst = strconv.AppendInt(dst, int64(m.Retry), 10)
+	}
+	if m.Type != "" {
+		dst = append(dst, `, "type": `...)
+		dst = appendJSONString(dst, m.Type)
+	}
+	return append(dst, '}')
 }
 
 // ownText reads the event or id of an own envelope: a string, or null.

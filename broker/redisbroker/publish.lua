@@ -9,10 +9,25 @@
 -- ARGV: channel, envelope up to the id value, the publisher's id as a JSON
 -- string or "", the publisher's id or "", history size (<= 0: none),
 -- history age in microseconds (<= 0: none), key prefix.
--- Returns {seq, number of receivers}.
+-- Optional ARGV, for the other shapes of the message on the channel:
+--   "f", the head and tail of a flask-sse message around the id: the
+--     envelope goes to the channel's twin (prefix .. "#" .. channel) for the
+--     hubs, then the flask-sse message to the channel, for flask-sse readers;
+--   "i", the number of notices the caller has seen (KEYS[6] counts them):
+--     a message of another publisher, already on the channel, is taken into
+--     the history. Only a caller that has seen every notice so far does it,
+--     so that of all the hubs that received the message one takes it in;
+--     the envelope goes to the twin as notice "I<n> <envelope>". Otherwise
+--     it returns {0, notices}.
+-- Returns {seq, number of receivers}, or {seq, notice} for "i".
 local state, active, evicted, stream, ids = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local channel, head, idjson, rawid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local size, age, prefix = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local mode = ARGV[8] or ''
+if mode == 'i' then
+  local seen = tonumber(redis.call('GET', KEYS[6]) or '0')
+  if seen ~= tonumber(ARGV[9]) then return {0, seen} end
+end
 local function num(x) return string.format('%d', x) end
 local function seqof(entryid) return tonumber(string.match(entryid, '^%d+')) end
 local t = redis.call('TIME')
@@ -69,5 +84,14 @@ if size > 0 then
       redis.call('HSET', state, 'forgotten', num(forgotten))
     end
   end
+end
+if mode == 'f' then
+  redis.call('PUBLISH', prefix .. '#' .. channel, env)
+  return {seq, redis.call('PUBLISH', channel, ARGV[9] .. idjson .. ARGV[10])}
+elseif mode == 'i' then
+  local n = redis.call('INCR', KEYS[6])
+  redis.call('EXPIRE', KEYS[6], 86400)
+  redis.call('PUBLISH', prefix .. '#' .. channel, 'I' .. n .. ' ' .. env)
+  return {seq, n}
 end
 return {seq, redis.call('PUBLISH', channel, env)}

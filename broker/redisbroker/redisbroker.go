@@ -115,13 +115,32 @@ type Options struct {
 	// Metrics counts failed calls to Redis, lost subscriptions and
 	// reconnections (package promhub implements it). Nil counts nothing.
 	Metrics ssehub.BrokerMetrics
+	// Envelope is the shape of what Publish puts on a channel, for the
+	// Python readers that share the Redis: EnvelopeInvenio (the default)
+	// or EnvelopeFlaskSSE. Every hub reads both.
+	Envelope string
 }
+
+// Envelope shapes (Options.Envelope).
+const (
+	// EnvelopeInvenio publishes {"data", "event", "retry", "id",
+	// "ssehub_seq"} on the channel: invenio-sse's reader takes it as its
+	// own and ignores ssehub_seq. flask-sse's reader fails on it.
+	EnvelopeInvenio = "invenio"
+	// EnvelopeFlaskSSE publishes on the channel exactly the keys
+	// flask-sse's reader accepts, {"data", "id", "retry", "type"}, and the
+	// full envelope on the channel's twin, "<prefix>#<channel>", which hubs
+	// subscribe with the channel. invenio-sse's reader takes it too (its
+	// type then goes unread).
+	EnvelopeFlaskSSE = "flask-sse"
+)
 
 // Broker is an ssehub.Broker, ssehub.Replayer and ssehub.Checker on Redis.
 // Its methods are safe for concurrent use.
 type Broker struct {
 	client      redis.UniversalClient
 	prefix      string
+	flask       bool // Options.Envelope is EnvelopeFlaskSSE
 	size        int           // <= 0: no history
 	age         time.Duration // <= 0: no age limit
 	canaryEvery time.Duration // <= 0: no watchdog
@@ -168,6 +187,8 @@ type channel struct {
 	confirmed bool   // subscribed on the current connection
 	live      bool   // has been subscribed on some connection
 	last      uint64 // highest seq delivered
+
+	foreign foreignState // messages of other publishers (foreign.go)
 }
 
 type sub struct{ deliver func(*ssehub.Event) }
@@ -186,6 +207,11 @@ func New(client redis.UniversalClient, opts Options) (*Broker, error) {
 	if client == nil {
 		return nil, errors.New("redisbroker: nil client")
 	}
+	switch opts.Envelope {
+	case "", EnvelopeInvenio, EnvelopeFlaskSSE:
+	default:
+		return nil, fmt.Errorf("redisbroker: envelope %q: use %q or %q", opts.Envelope, EnvelopeInvenio, EnvelopeFlaskSSE)
+	}
 	b := &Broker{
 		client:      client,
 		prefix:      opts.Prefix,
@@ -194,6 +220,7 @@ func New(client redis.UniversalClient, opts Options) (*Broker, error) {
 		canaryEvery: opts.CanaryInterval,
 		log:         opts.Logger,
 		metrics:     opts.Metrics,
+		flask:       opts.Envelope == EnvelopeFlaskSSE,
 		channels:    map[string]*channel{},
 		done:        make(chan struct{}),
 	}
@@ -232,8 +259,9 @@ func (b *Broker) start() {
 		return
 	}
 	b.started = true
-	b.wg.Add(1)
+	b.wg.Add(2)
 	go b.run()
+	go b.expireHeld()
 	if b.canaryEvery > 0 {
 		b.wg.Add(1)
 		go b.watch()
@@ -288,7 +316,11 @@ func (b *Broker) publishArgs(m ssehub.Message) ([]string, []any) {
 		age = b.age.Microseconds()
 	}
 	keys := []string{b.stateKey, b.activeKey, b.evictedKey, b.streamKey(m.Channel), b.idsKey(m.Channel)}
-	return keys, []any{m.Channel, head, idJSON, m.ID, b.size, age, b.prefix}
+	args := []any{m.Channel, head, idJSON, m.ID, b.size, age, b.prefix}
+	if b.flask {
+		args = append(args, "f", appendFlaskHead(nil, m), appendFlaskTail(nil, m))
+	}
+	return keys, args
 }
 
 // replayResult is what the replay script found for one channel.

@@ -15,6 +15,8 @@ var (
 	replayLua string
 	//go:embed canary.lua
 	canaryLua string
+	//go:embed sync.lua
+	syncLua string
 )
 
 // The keys, under Options.Prefix (P):
@@ -27,6 +29,12 @@ var (
 //	P stream:<name>  stream of the channel's events; entry id "<seq>-0",
 //	                 field e = the envelope, field i = the publisher's id
 //	P ids:<name>     hash: publisher's id -> seq, for ids still in the stream
+//	P notices:<name> count of foreign messages taken into the channel's
+//	                 history (foreign.go); expires a day after the last
+//
+// Besides the channel itself, hubs subscribe its twin, the pub/sub channel
+// "P#<name>", which carries notices and envelopes that the Python readers
+// on the channel must not see (foreign.go).
 //
 // Sequence numbers follow the clock in microseconds (seq = max(last+1,
 // TIME)), so they stay unique and growing across restarts of Redis without
@@ -65,3 +73,8 @@ var replayScript = redis.NewScript(replayLua)
 //
 // KEYS: state. ARGV: canary channel, token.
 var canaryScript = redis.NewScript(canaryLua)
+
+// syncScript publishes the count of a channel's notices on its twin.
+//
+// KEYS: notices counter. ARGV: twin channel.
+var syncScript = redis.NewScript(syncLua)

@@ -72,7 +72,7 @@ func (b *Broker) Subscribe(ctx context.Context, name string, deliver func(*ssehu
 	ch.subs = append(ch.subs, s)
 	b.mu.Unlock()
 	if ps != nil {
-		if err := ps.Subscribe(context.WithoutCancel(ctx), name); err != nil {
+		if err := ps.Subscribe(context.WithoutCancel(ctx), name, b.twin(name)); err != nil {
 			// The connection is broken; the next one subscribes the channel.
 			ps.Close()
 		}
@@ -114,7 +114,7 @@ func (b *Broker) unsubscribe(ch *channel, s *sub) {
 	}
 	b.mu.Unlock()
 	if ps != nil {
-		if err := ps.Unsubscribe(context.Background(), ch.name); err != nil {
+		if err := ps.Unsubscribe(context.Background(), ch.name, b.twin(ch.name)); err != nil {
 			ps.Close()
 		}
 	}
@@ -185,9 +185,10 @@ func (b *Broker) session() (up bool, err error) {
 	var behind []*channel // channels that were live: they may have missed events
 	for name, ch := range b.channels {
 		ch.confirmed = false
+		ch.foreign = foreignState{ingesting: ch.foreign.ingesting, gone: ch.foreign.gone}
 		b.pending[name] = []*channel{ch}
 		expect[name] = true
-		names = append(names, name)
+		names = append(names, name, b.twin(name))
 		if ch.live {
 			behind = append(behind, ch)
 		}
@@ -269,6 +270,8 @@ func (b *Broker) confirm(m *redis.Subscription) {
 		return
 	}
 	ch.confirmed, ch.live = true, true
+	// Learn the count of notices, to take foreign messages in (foreign.go).
+	go b.sync(ch.name)
 	if !ch.readyDone {
 		ch.readyDone = true
 		close(ch.ready)
@@ -280,6 +283,12 @@ type heldEvent struct {
 	channel string
 	event   *ssehub.Event // nil when it could not be decoded
 	err     error
+	// For a message on a channel's twin (foreign.go): its kind and notice
+	// number. payload is the foreign message, of a notice or as received.
+	twin    bool
+	kind    int
+	notice  uint64
+	payload string
 	// For a canary: its token, and the last seq issued when it was sent.
 	token, seq uint64
 }
@@ -293,7 +302,15 @@ func (b *Broker) decode(m *redis.Message) heldEvent {
 		h.seq, _ = strconv.ParseUint(seq, 10, 64)
 		return h
 	}
+	if name, ok := strings.CutPrefix(m.Channel, b.prefix+"#"); ok {
+		h.channel, h.twin = name, true
+		decodeTwin(&h, m.Payload)
+		return h
+	}
 	h.event, h.err = decodeEnvelope(m.Channel, []byte(m.Payload))
+	if h.err == nil && h.event.Seq == 0 {
+		h.payload = m.Payload
+	}
 	return h
 }
 
@@ -309,6 +326,16 @@ func (b *Broker) receive(h heldEvent) {
 		b.seen = max(b.seen, h.seq)
 		return
 	}
+	ch := b.channels[h.channel]
+	if h.twin {
+		b.receiveTwin(ch, h)
+		return
+	}
+	if ch != nil && ch.foreign.skipNext && (h.event == nil || h.event.Seq == 0) {
+		// The flask-sse copy of an own event that came on the twin.
+		ch.foreign.skipNext = false
+		return
+	}
 	if errors.Is(h.err, errNoEvent) {
 		return
 	}
@@ -318,7 +345,12 @@ func (b *Broker) receive(h heldEvent) {
 		return
 	}
 	b.seen = max(b.seen, h.event.Seq)
-	if ch := b.channels[h.channel]; ch != nil {
+	switch {
+	case ch == nil:
+	case h.event.Seq == 0:
+		// Another publisher's: into the history first (foreign.go).
+		b.holdForeign(ch, h.payload, h.event)
+	default:
 		b.deliver(ch, h.event)
 	}
 }
