@@ -140,7 +140,7 @@ const (
 type Broker struct {
 	client      redis.UniversalClient
 	prefix      string
-	flask       bool // Options.Envelope is EnvelopeFlaskSSE
+	flask       bool          // Options.Envelope is EnvelopeFlaskSSE
 	size        int           // <= 0: no history
 	age         time.Duration // <= 0: no age limit
 	canaryEvery time.Duration // <= 0: no watchdog
