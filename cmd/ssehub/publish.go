@@ -35,8 +35,12 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 		brokerURL   = fs.String("broker", "", "publish straight into this Redis broker `URL` (redis:// or rediss://) instead of through the hub at --url")
 		historySize = fs.Int("history-size", ssehub.DefaultHistorySize, "with a Redis --broker: events kept per channel; give the hubs' value")
 		historyAge  = fs.Duration("history-age", ssehub.DefaultHistoryAge, "with a Redis --broker: how long events stay replayable; give the hubs' value")
+		envelope    = fs.String("redis-envelope", "invenio", redisEnvelopeUsage)
 	)
 	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if err := checkRedisEnvelope(*envelope); err != nil {
 		return err
 	}
 	data, err := readData(stdin, *format)
@@ -58,7 +62,7 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 		if *historySize == 0 {
 			*historySize = -1
 		}
-		assigned, err = publishBroker(ctx, *brokerURL, m, brokerOptions{historySize: *historySize, historyAge: *historyAge})
+		assigned, err = publishBroker(ctx, *brokerURL, m, brokerOptions{historySize: *historySize, historyAge: *historyAge, envelope: *envelope})
 	} else {
 		assigned, err = publishHTTP(ctx, *hubURL, *token, m)
 	}

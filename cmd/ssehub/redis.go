@@ -38,6 +38,7 @@ func openRedisBroker(u *url.URL, opt brokerOptions) (ssehub.Broker, func(context
 		HistoryAge:  opt.historyAge,
 		Logger:      opt.logger,
 		Metrics:     opt.metrics,
+		Envelope:    opt.envelope,
 	})
 	if err != nil {
 		client.Close()

@@ -26,6 +26,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		maxMessageBytes = fs.Int("max-message-bytes", ssehub.DefaultMaxMessageBytes, "largest accepted message data, in bytes")
 		maxChannels     = fs.Int("max-channels-per-connection", ssehub.DefaultMaxChannels, "most channels one stream may subscribe to")
 		shutdownTimeout = fs.Duration("shutdown-timeout", 10*time.Second, "how long shutdown waits for publishes in flight and streams to end")
+		redisEnvelope   = fs.String("redis-envelope", "invenio", redisEnvelopeUsage)
 		detach          = fs.Bool("detach", true, "take each HTTP/1.1 stream over from net/http once its headers are sent: a few KB per idle stream, and writes from a small pool")
 		web             = addWebFlags(fs)
 		ops             = addOpsFlags(fs) // ops.go
@@ -35,6 +36,9 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		return err
 	}
 	if err := web.prepare(); err != nil {
+		return err
+	}
+	if err := checkRedisEnvelope(*redisEnvelope); err != nil {
 		return err
 	}
 	if err := ops.check(); err != nil {
@@ -54,7 +58,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if err := ops.setupMetrics(); err != nil {
 		return err
 	}
-	broker, closeBroker, err := openBroker(ctx, *brokerURL, brokerOptions{historySize: *historySize, historyAge: *historyAge, logger: logger, metrics: ops.brokerMetrics()})
+	broker, closeBroker, err := openBroker(ctx, *brokerURL, brokerOptions{historySize: *historySize, historyAge: *historyAge, logger: logger, metrics: ops.brokerMetrics(), envelope: *redisEnvelope})
 	if err != nil {
 		return err
 	}
