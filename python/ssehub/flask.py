@@ -15,8 +15,9 @@ Configuration, read when the app starts:
   go straight into that Redis, which the hubs use.
 - ``SSEHUB_URL``: when set (``http(s)://hub``), events go through that hub's
   /publish instead, with ``SSEHUB_TOKEN`` as the bearer token.
-- ``SSEHUB_HISTORY_SIZE``, ``SSEHUB_HISTORY_AGE`` (seconds) and
-  ``SSEHUB_PREFIX``: with Redis, the hubs' values, when not their defaults.
+- ``SSEHUB_HISTORY_SIZE``, ``SSEHUB_HISTORY_AGE`` (seconds),
+  ``SSEHUB_PREFIX`` and ``SSEHUB_REDIS_ENVELOPE``: with Redis, the hubs'
+  values, when not their defaults.
 
 The browser's stream is served by the hub, not by the app: route the app's
 /sse (or /stream) path to the hub in the proxy in front of both, or point
@@ -42,6 +43,7 @@ def _publisher(app):
         history_size=cfg.get("SSEHUB_HISTORY_SIZE", DEFAULT_HISTORY_SIZE),
         history_age=cfg.get("SSEHUB_HISTORY_AGE", DEFAULT_HISTORY_AGE),
         prefix=cfg.get("SSEHUB_PREFIX", DEFAULT_PREFIX),
+        envelope=cfg.get("SSEHUB_REDIS_ENVELOPE", "invenio"),
     )
 
 

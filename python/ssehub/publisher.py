@@ -119,7 +119,10 @@ class Publisher:
       with the publish script the Go broker runs (read from the same
       file), so ids, history, resume and envelopes are exactly those of an
       event published through a hub. ``history_size``, ``history_age``
-      (seconds) and ``prefix`` must be those of the hubs.
+      (seconds) and ``prefix`` must be those of the hubs. ``envelope`` is
+      the shape of the message on the channel for Python readers of the
+      same Redis, as the hubs' ``--redis-envelope``: "invenio" (the
+      default) or "flask-sse".
     - ``http://`` or ``https://``: a POST to the hub's /publish, with
       ``token`` as a bearer token when given.
 
@@ -128,7 +131,10 @@ class Publisher:
 
     def __init__(self, url, token=None, timeout=10.0, history_size=DEFAULT_HISTORY_SIZE,
                  history_age=DEFAULT_HISTORY_AGE, prefix=DEFAULT_PREFIX,
-                 max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES):
+                 max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES, envelope="invenio"):
+        if envelope not in ("invenio", "flask-sse"):
+            raise ValueError("ssehub: envelope %r: use 'invenio' or 'flask-sse'" % (envelope,))
+        self.envelope = envelope
         scheme = urllib.parse.urlsplit(url).scheme
         self.url = url
         self.timeout = timeout
@@ -201,6 +207,15 @@ class Publisher:
         keys = [p + "state", p + "active", p + "evicted", p + "stream:" + channel, p + "ids:" + channel]
         idjson = go_json_string(ident).encode("utf-8") if ident else b""
         args = [channel, self.envelope_head(body, typ, retry), idjson, ident, self._size, self._age_us, p]
+        if self.envelope == "flask-sse":
+            # flask-sse's message around the id: the script puts it on the
+            # channel and the envelope on the channel's twin.
+            tail = b""
+            if retry:
+                tail += b', "retry": ' + str(retry).encode()
+            if typ:
+                tail += b', "type": ' + go_json_string(typ).encode("utf-8")
+            args += ["f", b'{"data": ' + body + b', "id": ', tail + b"}"]
         try:
             seq, _ = self._script(keys=keys, args=args)
         except redis.TimeoutError as e:

@@ -60,6 +60,27 @@ class RedisPublisherTest(unittest.TestCase):
             ps.close()
             s.close()
 
+    def test_flask_sse_envelope(self):
+        """envelope="flask-sse": flask-sse's message on the channel, with no
+        key its reader refuses, and the event once on a hub's stream."""
+        s = support.Stream(self.hub.url, "flask")
+        ps = self.redis.client.pubsub()
+        ps.subscribe("flask")
+        try:
+            ps.get_message(timeout=support.WAIT)
+            with Publisher(self.redis.url, envelope="flask-sse") as pub:
+                ident = pub.publish({"b": 1}, type="greeting", retry=500, channel="flask")
+                later = pub.publish("x", channel="flask")
+            msg = ps.get_message(timeout=support.WAIT)
+            self.assertEqual(msg["data"], ('{"data": {"b":1}, "id": "%s", "retry": 500, "type": "greeting"}' % ident).encode())
+            self.assertEqual(s.next(), ("greeting", '{"b":1}', ident))
+            self.assertEqual(s.next(), ("message", '"x"', later))
+        finally:
+            ps.close()
+            s.close()
+        with self.assertRaises(ValueError):
+            Publisher(self.redis.url, envelope="other")
+
     def test_history_bounds(self):
         """history_size trims the channel's stream as the hubs do."""
         with Publisher(self.redis.url, history_size=3) as pub:
