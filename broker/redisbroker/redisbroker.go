@@ -28,22 +28,18 @@
 //
 // which invenio-sse's Python subscriber reads as its own (it uses data,
 // event, id and retry and ignores other keys). The "ssehub_seq" key is what
-// marks an envelope as this broker's. Messages without it come from
-// another publisher and are streamed live with Seq 0:
+// marks an envelope as this broker's. With Options.Envelope
+// EnvelopeFlaskSSE the channel gets flask-sse's message instead, and the
+// envelope goes to the channel's twin, the pub/sub channel
+// "<prefix>#<channel>" that hubs subscribe with it.
 //
-//   - with an "event" key, as invenio-sse publishes them
-//     ({"data", "event", "id", "retry"}, nulls kept): data is sent as
-//     compact JSON (a string keeps its quotes), the id exactly as written
-//     in the JSON (an epoch float keeps every digit);
-//   - without one, as flask-sse publishes them ({"data", "type", "id",
-//     "retry"}, unset keys left out): a string data is sent as it is, other
-//     data as compact JSON.
-//
-// As in those libraries, an id, type or retry that is null, empty, zero or
-// false is left out. A message whose fields would break the stream (a line
-// break in an id or type, data that is not JSON, no data key) is dropped
-// and logged. Foreign messages bypass the stream, so they are not in the
-// history and a resuming client does not get them again.
+// Messages without it come from another publisher, invenio-sse or
+// flask-sse. They are read as Python's json.loads reads them and streamed
+// as those libraries' views stream them, and taken into the channel's
+// history once, whatever the number of hubs, with a sequence number like
+// any event; docs/redis.md tells how. A message whose fields
+// would break the stream (a line break in an id or type, data that is not
+// JSON, no data key) is dropped and logged.
 //
 // # Failures
 //
