@@ -89,18 +89,23 @@ var ownMark = []byte(`"` + seqKey + `"`)
 // message is dropped, never sent.
 func decodeEnvelope(channel string, payload []byte) (*ssehub.Event, error) {
 	if bytes.Contains(payload, ownMark) {
-		return decodeOwn(channel, payload)
+		// The mark may also be in another publisher's data.
+		if e, err := decodeOwn(channel, payload); !errors.Is(err, errNotOwn) {
+			return e, err
+		}
 	}
 	return decodeLegacy(channel, payload)
 }
 
+var errNotOwn = errors.New("not an own envelope")
+
 func decodeOwn(channel string, payload []byte) (*ssehub.Event, error) {
 	var env envelope
 	if err := json.Unmarshal(payload, &env); err != nil {
-		return nil, fmt.Errorf("not a JSON object: %w", err)
+		return nil, fmt.Errorf("%w: not a JSON object: %w", errNotOwn, err)
 	}
 	if env.Seq == nil {
-		return nil, fmt.Errorf("no %s", seqKey)
+		return nil, fmt.Errorf("%w: no %s", errNotOwn, seqKey)
 	}
 	seq, err := strconv.ParseUint(string(env.Seq), 10, 64)
 	if err != nil || seq == 0 {

@@ -60,6 +60,9 @@ func TestDecodeEnvelope(t *testing.T) {
 			"id: 1795238353220689\nevent: t\ndata: {\"n\":1}\n\n", 1795238353220689},
 		{"own string data keeps quotes", `{"data":"x","event":null,"retry":2000,"id":"own","ssehub_seq":7}`,
 			"id: own\nretry: 2000\ndata: \"x\"\n\n", 7},
+		{"flask data that names the mark", `{"data": "\"ssehub_seq\": 1", "id": "m"}`, "id: m\ndata: \"ssehub_seq\": 1\n\n", 0},
+		{"invenio NaN data that names the mark", `{"data": [NaN, "ssehub_seq"], "event": null, "id": "m", "retry": null}`,
+			"id: m\ndata: [NaN, \"ssehub_seq\"]\n\n", 0},
 		// Dropped.
 		{"flask empty string", `{"data": ""}`, "", 0},
 		{"not JSON", `hello`, "", 0},
