@@ -47,9 +47,10 @@ const (
 	// foreignHold bounds how long a message of another publisher waits to
 	// be taken into the history before it is delivered without.
 	foreignHold = 2 * time.Second
-	// maxForeignHeld bounds the messages a channel holds; past it they are
-	// delivered at once, without a seq.
-	maxForeignHeld = 10_000
+	// maxForeignHeld and maxForeignHeldBytes bound the messages a channel
+	// holds; past them they are delivered at once, without a seq.
+	maxForeignHeld      = 10_000
+	maxForeignHeldBytes = 16 << 20
 	// maxGone bounds the messages remembered as delivered without a seq.
 	maxGone = 256
 )
@@ -62,6 +63,7 @@ type foreignState struct {
 	ingesting bool   // a request to take in held[0] is under way
 	skipNext  bool   // the next message is the flask-sse copy of an own event
 	held      []foreignMsg
+	heldBytes int          // of the payloads in held
 	gone      []foreignMsg // delivered without a seq when held too long
 }
 
@@ -138,7 +140,11 @@ func (b *Broker) receiveTwin(ch *channel, h heldEvent) {
 	case twinNotice:
 		f.notices = h.notice
 		if i := indexPayload(f.held, h.payload); i >= 0 {
+			f.heldBytes -= len(f.held[i].payload)
 			f.held = append(f.held[:i], f.held[i+1:]...)
+			if len(f.held) == 0 {
+				delete(b.holding, ch)
+			}
 		} else if i := indexPayload(f.gone, h.payload); i >= 0 {
 			// Delivered already, without a seq.
 			f.gone = append(f.gone[:i], f.gone[i+1:]...)
@@ -163,11 +169,16 @@ func indexPayload(msgs []foreignMsg, payload string) int {
 // b.mu must be held.
 func (b *Broker) holdForeign(ch *channel, payload string, e *ssehub.Event) {
 	f := &ch.foreign
-	if len(f.held) >= maxForeignHeld {
+	if len(f.held) >= maxForeignHeld || f.heldBytes+len(payload) > maxForeignHeldBytes {
 		b.deliver(ch, e)
 		return
 	}
 	f.held = append(f.held, foreignMsg{payload: payload, event: e, at: time.Now()})
+	f.heldBytes += len(payload)
+	if b.holding == nil {
+		b.holding = map[*channel]struct{}{}
+	}
+	b.holding[ch] = struct{}{}
 	b.kickIngest(ch)
 }
 
@@ -249,17 +260,25 @@ func (b *Broker) expireHeld() {
 		var resync []string
 		now := time.Now()
 		b.mu.Lock()
-		for _, ch := range b.channels {
+		for ch := range b.holding {
 			f := &ch.foreign
+			if b.channels[ch.name] != ch || len(f.held) == 0 {
+				delete(b.holding, ch)
+				continue
+			}
 			expired := 0
 			for expired < len(f.held) && now.Sub(f.held[expired].at) >= foreignHold {
 				m := f.held[expired]
 				b.deliver(ch, m.event)
+				f.heldBytes -= len(m.payload)
 				f.gone = append(f.gone, m)
 				expired++
 			}
 			if expired > 0 {
 				f.held = f.held[expired:]
+				if len(f.held) == 0 {
+					delete(b.holding, ch)
+				}
 				if len(f.gone) > maxGone {
 					f.gone = f.gone[len(f.gone)-maxGone:]
 				}

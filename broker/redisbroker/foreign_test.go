@@ -228,3 +228,37 @@ func (r *flaskReader) next(t *testing.T) string {
 	}
 	return ""
 }
+
+// TestForeignNotTakenIn: when a foreign message cannot be taken into the
+// history (here the channel's notice count is not a number, so the
+// script refuses every hub), the hub delivers it as it is after a while,
+// once, and takes the next one in when the count is sound again.
+func TestForeignNotTakenIn(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	h := newHub(t, srv, redisbroker.Options{}, ssehub.Config{})
+	s := openStream(t, h.srv.URL, []string{"t"}, "")
+	own := h.publish(t, "t", 1) // once it arrives, the hub's subscription is in place
+	s.expect(own)
+	pub := newClient(t, srv)
+	if err := pub.Set(t.Context(), "ssehub:notices:t", "broken", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	pub.Publish(t.Context(), "t", `{"data": "stuck"}`)
+	if e := s.next(); e.Data != "stuck" || e.IDSet {
+		t.Fatalf("got %+v; want the message as it is, without an id", e)
+	}
+	if n := pub.XLen(t.Context(), "ssehub:stream:t").Val(); n != 1 {
+		t.Fatalf("the history holds %d entries, want 1", n)
+	}
+	pub.Del(t.Context(), "ssehub:notices:t")
+	pub.Publish(t.Context(), "t", `{"data": "taken"}`)
+	e := s.next()
+	if e.Data != "taken" || !e.IDSet {
+		t.Fatalf("got %+v; want the message taken in, with an id", e)
+	}
+	r := openStream(t, h.srv.URL, []string{"t"}, own)
+	if got := r.next(); got.Data != "taken" || got.LastEventID != e.LastEventID {
+		t.Fatalf("resumed after the first: %+v; want only the one taken in", got)
+	}
+}

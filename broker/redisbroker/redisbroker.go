@@ -156,6 +156,7 @@ type Broker struct {
 	closed   bool
 	started  bool // the subscription runs
 	channels map[string]*channel
+	holding  map[*channel]struct{} // channels that hold foreign messages (foreign.go)
 	ps       *redis.PubSub         // the current session's connection, or nil
 	pending  map[string][]*channel // per name, the channels whose SUBSCRIBE (nil: UNSUBSCRIBE) awaits its reply, in order
 	up       bool                  // subscribed and caught up

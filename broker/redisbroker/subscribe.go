@@ -186,6 +186,7 @@ func (b *Broker) session() (up bool, err error) {
 	for name, ch := range b.channels {
 		ch.confirmed = false
 		ch.foreign = foreignState{ingesting: ch.foreign.ingesting, gone: ch.foreign.gone}
+		delete(b.holding, ch)
 		b.pending[name] = []*channel{ch}
 		expect[name] = true
 		names = append(names, name, b.twin(name))
