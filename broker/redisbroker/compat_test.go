@@ -25,6 +25,7 @@ func TestForeignPublishers(t *testing.T) {
 	if got := raw.read(2); got != ":\n" {
 		t.Fatalf("stream opened with %q", got)
 	}
+	// No position frame: only browsers, and clients that ask, get one.
 	pub := newClient(t, srv)
 	for _, tt := range []struct{ name, payload, frame string }{
 		{"invenio default", `{"data": {"code": "COOL", "msg": "cool message"}, "event": null, "id": 1795238353.220689, "retry": null}`,

@@ -202,14 +202,14 @@ func (b *Broker) ingest(ch *channel, m foreignMsg, notices uint64) {
 	if e.ID != "" {
 		idJSON = appendJSONString(nil, e.ID)
 	}
-	age := int64(0)
-	if b.age > 0 {
-		age = b.age.Microseconds()
-	}
-	keys := []string{b.stateKey, b.activeKey, b.evictedKey, b.streamKey(ch.name), b.idsKey(ch.name), b.noticesKey(ch.name)}
+	// No idempotency key: the count of notices keeps a message from being
+	// taken in twice.
+	keys := []string{b.stateKey, b.activeKey, b.evictedKey, b.streamKey(ch.name), b.idsKey(ch.name),
+		b.firstKey, b.bytesKey, b.keysKey, b.keyqKey, b.noticesKey(ch.name)}
+	args := []any{ch.name, appendForeignHead(nil, []byte(m.payload)), idJSON, e.ID, b.size, b.ageMicros(), b.prefix,
+		b.bytes, b.chanBytes, "", "", "", 0, b.maxKeys, "i", notices}
 	ctx, cancel := context.WithTimeout(b.ctx, foreignHold)
-	res, err := publishScript.Run(ctx, b.client, keys,
-		ch.name, appendForeignHead(nil, []byte(m.payload)), idJSON, e.ID, b.size, age, b.prefix, "i", notices).Int64Slice()
+	res, err := publishScript.Run(ctx, b.client, keys, args...).Int64Slice()
 	cancel()
 
 	b.mu.Lock()
@@ -225,7 +225,7 @@ func (b *Broker) ingest(ch *channel, m foreignMsg, notices uint64) {
 		b.metrics.BrokerError()
 		b.log.LogAttrs(context.Background(), slog.LevelWarn, "redisbroker: could not take a foreign message into the history",
 			slog.String("channel", ch.name), slog.String("error", err.Error()))
-	case len(res) == 2 && res[0] == 0 && uint64(res[1]) < notices:
+	case len(res) == 3 && res[2] == 3 && res[1] >= 0 && uint64(res[1]) < notices:
 		// The count went back (it expired, or Redis lost its data).
 		go b.sync(ch.name)
 	}

@@ -61,7 +61,7 @@ func TestResetThenRemaining(t *testing.T) {
 	pipe.FlushAll(t.Context())
 	var pubs []*redis.Cmd
 	for _, n := range []string{"2", "3"} {
-		keys, args := b.publishArgs(msg(n))
+		keys, args, _ := b.publishArgs(msg(n), "", 0, "")
 		pubs = append(pubs, publishScript.Eval(t.Context(), pipe, keys, args...))
 	}
 	if _, err := pipe.Exec(t.Context()); err != nil {

@@ -382,6 +382,8 @@ func (b *Broker) catchUp(ctx context.Context, behind []*channel, held []heldEven
 		events []*ssehub.Event
 		resets []*ssehub.Event
 		lost   []string // channels whose missed events are gone
+		// and their heads
+		lostHeads []uint64
 	)
 	b.mu.Lock()
 	prev := b.seen
@@ -396,25 +398,40 @@ func (b *Broker) catchUp(ctx context.Context, behind []*channel, held []heldEven
 		for j, ch := range part {
 			names[j] = ch.name
 		}
-		head, results, err := b.runReplay(ctx, names, "", from[i:i+len(part)])
+		r, err := b.resolve(ctx, names, "", from[i:i+len(part)])
 		if err != nil {
 			return err
 		}
 		if seen == 0 {
 			// Later batches may read further; live delivery covers the rest.
-			seen = head
+			seen = r.seq
 		}
-		for j, r := range results {
-			if r.ok {
-				events = append(events, r.events...)
-			} else {
-				lost = append(lost, names[j])
+		for j, name := range names {
+			ok := r.ok[j]
+			if ok && b.size > 0 {
+				var missed []*ssehub.Event
+				err := b.readPages(ctx, names[j:j+1], from[i+j:i+j+1], r.heads[j], func(e *ssehub.Event) error {
+					missed = append(missed, e)
+					return nil
+				})
+				switch {
+				case errors.Is(err, errTrimmed):
+					ok = false // what it read is not all it missed
+				case err != nil:
+					return err
+				default:
+					events = append(events, missed...)
+				}
+			}
+			if !ok {
+				lost = append(lost, name)
+				lostHeads = append(lostHeads, r.heads[j])
 			}
 		}
 	}
 	if len(lost) > 0 {
 		var err error
-		if resets, err = b.resetEvents(ctx, lost, seen); err != nil {
+		if resets, err = b.resetEvents(ctx, lost, lostHeads); err != nil {
 			return err
 		}
 	}
@@ -469,8 +486,8 @@ func (b *Broker) catchUp(ctx context.Context, behind []*channel, held []heldEven
 // events published since it came back, which the channel's subscribers
 // have not seen either: the reset's id is the position just before them,
 // so a client that reconnects after the reset resumes from there. When
-// they are gone too (trimmed), the reset's id is head.
-func (b *Broker) resetEvents(ctx context.Context, channels []string, head uint64) ([]*ssehub.Event, error) {
+// they are gone too (trimmed), the reset's id is the channel's head.
+func (b *Broker) resetEvents(ctx context.Context, channels []string, heads []uint64) ([]*ssehub.Event, error) {
 	from := uint64(0)
 	if v, err := b.client.HGet(ctx, b.stateKey, "start").Uint64(); err == nil && v > 0 {
 		from = v - 1
@@ -478,25 +495,37 @@ func (b *Broker) resetEvents(ctx context.Context, channels []string, head uint64
 	var out []*ssehub.Event
 	for i := 0; i < len(channels); i += syncBatch {
 		part := channels[i:min(i+syncBatch, len(channels))]
-		results := make([]replayResult, len(part))
-		if from > 0 {
+		var r bounds
+		if from > 0 && b.size > 0 {
 			pos := make([]uint64, len(part))
 			for j := range pos {
 				pos[j] = from
 			}
 			var err error
-			if _, results, err = b.runReplay(ctx, part, "", pos); err != nil {
+			if r, err = b.resolve(ctx, part, "", pos); err != nil {
 				return nil, err
 			}
 		}
 		for j, name := range part {
-			r := results[j]
-			if !r.ok || len(r.events) == 0 {
-				out = append(out, ssehub.NewEvent(name, FormatSeq(head), ssehub.ResetType, []byte("{}"), 0, 0, time.Now()))
+			var kept []*ssehub.Event
+			if r.ok != nil && r.ok[j] {
+				err := b.readPages(ctx, part[j:j+1], []uint64{from}, r.heads[j], func(e *ssehub.Event) error {
+					kept = append(kept, e)
+					return nil
+				})
+				if err != nil && !errors.Is(err, errTrimmed) {
+					return nil, err
+				}
+				if err != nil {
+					kept = nil
+				}
+			}
+			if len(kept) == 0 {
+				out = append(out, ssehub.NewEvent(name, FormatSeq(heads[i+j]), ssehub.ResetType, []byte("{}"), 0, 0, time.Now()))
 				continue
 			}
 			out = append(out, ssehub.NewEvent(name, FormatSeq(from), ssehub.ResetType, []byte("{}"), 0, 0, time.Now()))
-			out = append(out, r.events...)
+			out = append(out, kept...)
 		}
 	}
 	return out, nil

@@ -13,11 +13,12 @@ import (
 
 // brokerOptions are the settings a broker URL leaves to flags.
 type brokerOptions struct {
-	historySize int
-	historyAge  time.Duration
-	logger      *slog.Logger
-	metrics     ssehub.BrokerMetrics // nil counts nothing
-	envelope    string               // Redis: the shape of what is published (--redis-envelope)
+	historySize  int
+	historyAge   time.Duration
+	historyBytes int64
+	logger       *slog.Logger
+	metrics      ssehub.BrokerMetrics // nil counts nothing
+	envelope     string               // Redis: the shape of what is published (--redis-envelope)
 }
 
 // redisEnvelopeUsage documents --redis-envelope for serve and publish.

@@ -3,10 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -32,10 +35,12 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 		format  = fs.String("format", "json", "how stdin is read: json (one JSON document), text (a string: stdin less one final newline) or lines (a list of its lines, as `flask sse publish` sends)")
 		// With a Redis broker the message goes straight into Redis, as
 		// the hubs' own publishes do, trimming history as they do.
-		brokerURL   = fs.String("broker", "", "publish straight into this Redis broker `URL` (redis:// or rediss://) instead of through the hub at --url")
-		historySize = fs.Int("history-size", ssehub.DefaultHistorySize, "with a Redis --broker: events kept per channel; give the hubs' value")
-		historyAge  = fs.Duration("history-age", ssehub.DefaultHistoryAge, "with a Redis --broker: how long events stay replayable; give the hubs' value")
-		envelope    = fs.String("redis-envelope", "invenio", redisEnvelopeUsage)
+		brokerURL    = fs.String("broker", "", "publish straight into this Redis broker `URL` (redis:// or rediss://) instead of through the hub at --url")
+		historySize  = fs.Int("history-size", ssehub.DefaultHistorySize, "with a Redis --broker: events kept per channel; give the hubs' value")
+		historyAge   = fs.Duration("history-age", ssehub.DefaultHistoryAge, "with a Redis --broker: how long events stay replayable; give the hubs' value")
+		historyBytes = fs.Int64("history-bytes", ssehub.DefaultHistoryBytes, "with a Redis --broker: `bytes` the history of all channels may take; give the hubs' value")
+		key          = fs.String("idempotency-key", "", "`key` naming this message: sent again with the same key, it is published once (default: a new random key)")
+		envelope     = fs.String("redis-envelope", "invenio", redisEnvelopeUsage)
 	)
 	if err := fs.parse(args); err != nil {
 		return err
@@ -47,7 +52,10 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 	if err != nil {
 		return err
 	}
-	m := ssehub.Message{Channel: *channel, Data: data, Type: *typ, ID: *id, Retry: *retry}
+	if *key == "" {
+		*key = newIdempotencyKey()
+	}
+	m := ssehub.Message{Channel: *channel, Data: data, Type: *typ, ID: *id, Retry: *retry, IdempotencyKey: *key}
 	if err := m.Normalize(); err != nil {
 		return errors.New(strings.TrimPrefix(err.Error(), "ssehub: "))
 	}
@@ -62,11 +70,19 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 		if *historySize == 0 {
 			*historySize = -1
 		}
-		assigned, err = publishBroker(ctx, *brokerURL, m, brokerOptions{historySize: *historySize, historyAge: *historyAge, envelope: *envelope})
+		if *historyBytes <= 0 {
+			return errors.New("--history-bytes must be > 0")
+		}
+		assigned, err = publishBroker(ctx, *brokerURL, m, brokerOptions{historySize: *historySize, historyAge: *historyAge, historyBytes: *historyBytes, envelope: *envelope})
 	} else {
 		assigned, err = publishHTTP(ctx, *hubURL, *token, m)
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, errNotPublished):
+		return fmt.Errorf("%w; nothing was published, it is safe to send it again", err)
+	case errors.Is(err, errOutcomeUnknown):
+		return fmt.Errorf("%w; it may or may not have been published: send it again with --idempotency-key %s to publish it at most once", err, m.IdempotencyKey)
+	case err != nil:
 		return err
 	}
 	fmt.Fprintln(stdout, assigned)
@@ -149,8 +165,24 @@ func readMessage(body []byte) (json.RawMessage, error) {
 	return raw, nil
 }
 
+// Errors of a publish whose outcome is known not to be a publish, and of
+// one whose outcome is unknown.
+var (
+	errNotPublished   = errors.New("not published")
+	errOutcomeUnknown = errors.New("outcome unknown")
+)
+
+// newIdempotencyKey returns a random idempotency key.
+func newIdempotencyKey() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
 // publishHTTP posts m to the hub's publish endpoint, with token as a
-// bearer token unless it is empty, and returns the id.
+// bearer token unless it is empty, and m's idempotency key, and returns
+// the id. Errors wrap errNotPublished or errOutcomeUnknown when the hub or
+// the connection tells which.
 func publishHTTP(ctx context.Context, hubURL, token string, m ssehub.Message) (string, error) {
 	u, err := url.Parse(hubURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -168,12 +200,18 @@ func publishHTTP(ctx context.Context, hubURL, token string, m ssehub.Message) (s
 		return "", err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Idempotency-Key", m.IdempotencyKey)
 	for k, v := range bearerHeader(token) {
 		req.Header[k] = v
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("cannot reach the hub at %s: %v", hubURL, unwrapURLError(err))
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			return "", fmt.Errorf("cannot reach the hub at %s: %v", hubURL, unwrapURLError(err))
+		}
+		// The request may have reached the hub.
+		return "", fmt.Errorf("%w: no answer from the hub at %s: %v", errOutcomeUnknown, hubURL, unwrapURLError(err))
 	}
 	defer resp.Body.Close()
 	var out struct {
@@ -187,6 +225,12 @@ func publishHTTP(ctx context.Context, hubURL, token string, m ssehub.Message) (s
 	if resp.StatusCode != http.StatusOK {
 		if out.Error == "" {
 			out.Error = http.StatusText(resp.StatusCode)
+		}
+		switch resp.StatusCode {
+		case http.StatusServiceUnavailable:
+			return "", fmt.Errorf("%w: the hub could not publish the message (%d): %s", errNotPublished, resp.StatusCode, out.Error)
+		case http.StatusGatewayTimeout:
+			return "", fmt.Errorf("%w: the hub could not tell whether the message was published (%d): %s", errOutcomeUnknown, resp.StatusCode, out.Error)
 		}
 		return "", fmt.Errorf("the hub refused the message (%d): %s", resp.StatusCode, out.Error)
 	}

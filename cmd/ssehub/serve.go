@@ -22,6 +22,8 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		retry           = fs.Duration("retry", ssehub.DefaultRetry, "reconnection delay told to clients when a stream opens")
 		historySize     = fs.Int("history-size", ssehub.DefaultHistorySize, "events kept per channel for replay; 0 keeps none")
 		historyAge      = fs.Duration("history-age", ssehub.DefaultHistoryAge, "how long events stay replayable")
+		historyBytes    = fs.Int64("history-bytes", ssehub.DefaultHistoryBytes, "memory the events kept for replay and for slow streams may take, in `bytes`, over all channels; one channel may take a quarter")
+		publishTimeout  = fs.Duration("publish-timeout", ssehub.DefaultPublishTimeout, "how long a publish waits for the broker before answering 504 (outcome unknown) or 503 (not published)")
 		queueSize       = fs.Int("queue-size", ssehub.DefaultQueueSize, "events that may wait for one subscriber before it is disconnected")
 		maxMessageBytes = fs.Int("max-message-bytes", ssehub.DefaultMaxMessageBytes, "largest accepted message data, in bytes")
 		maxChannels     = fs.Int("max-channels-per-connection", ssehub.DefaultMaxChannels, "most channels one stream may subscribe to")
@@ -50,6 +52,9 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if *historySize < 0 || *queueSize <= 0 || *maxMessageBytes <= 0 || *maxChannels <= 0 {
 		return errors.New("--history-size must be >= 0 and --queue-size, --max-message-bytes, --max-channels-per-connection > 0")
 	}
+	if *historyBytes <= 0 || *publishTimeout <= 0 {
+		return errors.New("--history-bytes and --publish-timeout must be > 0")
+	}
 	if *historySize == 0 {
 		*historySize = -1
 	}
@@ -58,7 +63,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if err := ops.setupMetrics(); err != nil {
 		return err
 	}
-	broker, closeBroker, err := openBroker(ctx, *brokerURL, brokerOptions{historySize: *historySize, historyAge: *historyAge, logger: logger, metrics: ops.brokerMetrics(), envelope: *redisEnvelope})
+	broker, closeBroker, err := openBroker(ctx, *brokerURL, brokerOptions{historySize: *historySize, historyAge: *historyAge, historyBytes: *historyBytes, logger: logger, metrics: ops.brokerMetrics(), envelope: *redisEnvelope})
 	if err != nil {
 		return err
 	}
@@ -72,6 +77,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		Detach:          *detach,
 		Logger:          logger,
 		Metrics:         ops.hubMetrics(),
+		PublishTimeout:  *publishTimeout,
 	}
 	if err := sec.apply(&cfg); err != nil {
 		closeBroker(ctx)

@@ -1,6 +1,9 @@
 """Publishing to ssehub: straight into its Redis, or through a hub over HTTP."""
 
+import base64
+import hashlib
 import json
+import os
 import re
 import urllib.error
 import urllib.parse
@@ -14,8 +17,16 @@ DEFAULT_CHANNEL = "sse"
 # into Redis must use the values its hubs use.
 DEFAULT_HISTORY_SIZE = 1000
 DEFAULT_HISTORY_AGE = 3600.0
+DEFAULT_HISTORY_BYTES = 256 << 20
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
 DEFAULT_PREFIX = "ssehub:"
+# How long Redis remembers an idempotency key (ssehub.DefaultIdempotencyWindow),
+# one made for a publish that came without one (the Go broker's
+# generatedKeyWindow), and how many keys at most (DefaultMaxIdempotencyKeys).
+DEFAULT_IDEMPOTENCY_WINDOW = 300.0
+GENERATED_KEY_WINDOW = 30.0
+DEFAULT_MAX_IDEMPOTENCY_KEYS = 250_000
+MAX_IDEMPOTENCY_KEY_LEN = 128
 
 MAX_CHANNEL_LEN = 200
 MAX_ID_LEN = 256
@@ -40,8 +51,12 @@ class PublishError(Exception):
         self.status = status
 
 
-def _load_script():
-    return resources.files(__package__).joinpath("publish.lua").read_text(encoding="utf-8")
+def _load_script(name):
+    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+
+
+def _token(n):
+    return base64.urlsafe_b64encode(os.urandom(n)).rstrip(b"=").decode("ascii")
 
 
 def go_json_string(s):
@@ -119,7 +134,8 @@ class Publisher:
       with the publish script the Go broker runs (read from the same
       file), so ids, history, resume and envelopes are exactly those of an
       event published through a hub. ``history_size``, ``history_age``
-      (seconds) and ``prefix`` must be those of the hubs. ``envelope`` is
+      (seconds), ``history_bytes``, ``channel_history_bytes`` and ``prefix``
+      must be those of the hubs. ``envelope`` is
       the shape of the message on the channel for Python readers of the
       same Redis, as the hubs' ``--redis-envelope``: "invenio" (the
       default) or "flask-sse".
@@ -131,7 +147,9 @@ class Publisher:
 
     def __init__(self, url, token=None, timeout=10.0, history_size=DEFAULT_HISTORY_SIZE,
                  history_age=DEFAULT_HISTORY_AGE, prefix=DEFAULT_PREFIX,
-                 max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES, envelope="invenio"):
+                 max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES, envelope="invenio",
+                 history_bytes=DEFAULT_HISTORY_BYTES, channel_history_bytes=None,
+                 idempotency_window=DEFAULT_IDEMPOTENCY_WINDOW):
         if envelope not in ("invenio", "flask-sse"):
             raise ValueError("ssehub: envelope %r: use 'invenio' or 'flask-sse'" % (envelope,))
         self.envelope = envelope
@@ -142,10 +160,19 @@ class Publisher:
         if scheme in ("redis", "rediss", "unix"):
             import redis
 
-            self._redis = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
-            self._script = self._redis.register_script(_load_script())
+            # No retries by redis-py: a publish whose answer is lost is
+            # settled with fence.lua, as the Go broker does.
+            self._redis = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                               retry_on_timeout=False)
+            self._script = self._redis.register_script(_load_script("publish.lua"))
+            self._fence = self._redis.register_script(_load_script("fence.lua"))
             self._size = int(history_size)
             self._age_us = int(history_age * 1_000_000) if history_age > 0 else 0
+            self._bytes = int(history_bytes)
+            if channel_history_bytes is None:
+                channel_history_bytes = max(self._bytes // 4, 1) if self._bytes > 0 else 0
+            self._chan_bytes = int(channel_history_bytes)
+            self._window_us = int(idempotency_window * 1_000_000)
             self._prefix = prefix
             self._http = None
         elif scheme in ("http", "https"):
@@ -155,7 +182,8 @@ class Publisher:
         else:
             raise ValueError("ssehub: url %r: use redis://, rediss:// or http(s)://" % url)
 
-    def publish(self, data, type_=None, id_=None, retry=None, channel=DEFAULT_CHANNEL, **kwargs):
+    def publish(self, data, type_=None, id_=None, retry=None, channel=DEFAULT_CHANNEL, idempotency_key=None,
+                **kwargs):
         """Publish data as a server-sent event and return the event's id.
 
         The signature is invenio-sse's ``publish``; flask-sse's keyword
@@ -165,6 +193,11 @@ class Publisher:
         reconnection time in milliseconds (a number or a numeric string,
         as invenio-sse's CLI passes it). False values set nothing, as in
         those libraries.
+
+        ``idempotency_key`` names the message: published again with the same
+        key (a retry after an error), it is published once and the same id
+        is returned. Without one, the Publisher makes one per call, which
+        guards against the call itself being sent twice.
         """
         type_ = kwargs.pop("type", type_)
         id_ = kwargs.pop("id", id_)
@@ -186,12 +219,17 @@ class Publisher:
                 raise PublishError("invalid_retry", "retry %r is not a number of milliseconds" % (retry,)) from None
             if isinstance(retry, bool) or ms < 0 or (isinstance(retry, float) and retry != ms):
                 raise PublishError("invalid_retry", "retry %r is not a number of milliseconds" % (retry,))
+        key = idempotency_key or ""
+        if len(key) > MAX_IDEMPOTENCY_KEY_LEN or any(not "!" <= c <= "~" for c in key):
+            raise PublishError("invalid_idempotency_key",
+                               "idempotency key: at most %d printable ASCII characters without spaces"
+                               % MAX_IDEMPOTENCY_KEY_LEN)
         body = _encode_data(data)
         if len(body) > self.max_message_bytes:
             raise PublishError("too_large", "%d bytes of data, limit %d" % (len(body), self.max_message_bytes))
         if self._redis is not None:
-            return self._publish_redis(channel, body, typ, ident, ms)
-        return self._publish_http(channel, body, typ, ident, ms)
+            return self._publish_redis(channel, body, typ, ident, ms, key)
+        return self._publish_http(channel, body, typ, ident, ms, key)
 
     def envelope_head(self, body, typ, retry):
         """The start of the envelope, up to ``"id":``, as the Go broker writes it."""
@@ -200,13 +238,21 @@ class Publisher:
         head += b',"retry":' + (str(retry).encode() if retry else b"null") + b',"id":'
         return head
 
-    def _publish_redis(self, channel, body, typ, ident, retry):
+    def _publish_redis(self, channel, body, typ, ident, retry, key):
         import redis
 
         p = self._prefix
-        keys = [p + "state", p + "active", p + "evicted", p + "stream:" + channel, p + "ids:" + channel]
+        keys = [p + "state", p + "active", p + "evicted", p + "stream:" + channel, p + "ids:" + channel,
+                p + "first", p + "bytes", p + "keys", p + "keyq"]
         idjson = go_json_string(ident).encode("utf-8") if ident else b""
-        args = [channel, self.envelope_head(body, typ, retry), idjson, ident, self._size, self._age_us, p]
+        head = self.envelope_head(body, typ, retry)
+        window = self._window_us
+        if not key:
+            key, window = "~" + _token(16), int(GENERATED_KEY_WINDOW * 1_000_000)
+        fp = hashlib.sha256(channel.encode() + b"\0" + head + b"\0" + idjson).hexdigest()
+        attempt = _token(9)
+        args = [channel, head, idjson, ident, self._size, self._age_us, p, self._bytes, self._chan_bytes,
+                key, fp, attempt, window, DEFAULT_MAX_IDEMPOTENCY_KEYS]
         if self.envelope == "flask-sse":
             # flask-sse's message around the id: the script puts it on the
             # channel and the envelope on the channel's twin.
@@ -217,14 +263,44 @@ class Publisher:
                 tail += b', "type": ' + go_json_string(typ).encode("utf-8")
             args += ["f", b'{"data": ' + body + b', "id": ', tail + b"}"]
         try:
-            seq, _ = self._script(keys=keys, args=args)
-        except redis.TimeoutError as e:
-            raise PublishError("timeout", "Redis did not answer in time; the event may be published: %s" % e) from None
+            seq, _, status = self._script(keys=keys, args=args)
+        except redis.ResponseError as e:
+            if str(e).startswith("SSEHUB_KEY_REUSED"):
+                raise PublishError("idempotency_key_reused", "idempotency key %r was used for another message" % key,
+                                   422) from None
+            raise PublishError("unavailable", "publish on %r: %s" % (channel, e)) from None
+        except (redis.TimeoutError, redis.ConnectionError) as e:
+            if "connecting to" in str(e):
+                # No connection could be made: the script never ran.
+                raise PublishError("unavailable", "publish on %r: %s" % (channel, e)) from None
+            # The script may have run, or may still run: settle it.
+            seq = self._settle(key, attempt, fp, max(window, self._window_us), channel, e)
+            return ident or "%016d" % seq
         except redis.RedisError as e:
             raise PublishError("unavailable", "publish on %r: %s" % (channel, e)) from None
+        if status == 2 or not seq:
+            raise PublishError("unavailable", "publish on %r: not published" % channel)
         return ident or "%016d" % int(seq)
 
-    def _publish_http(self, channel, body, typ, ident, retry):
+    def _settle(self, key, attempt, fp, window, channel, cause):
+        """Ask Redis whether key was published; if not, close it to the
+        attempt still on its way. Returns the seq it was published as."""
+        import redis
+
+        p = self._prefix
+        try:
+            done, seq = self._fence(keys=[p + "keys", p + "keyq"], args=[key, attempt, fp, window])
+        except redis.RedisError:
+            raise PublishError("publish_outcome_unknown",
+                               "publish on %r: Redis did not confirm it; it may be published: %s" % (channel, cause),
+                               504) from None
+        if done == 1:
+            return int(seq)
+        if done == 2:
+            raise PublishError("idempotency_key_reused", "idempotency key %r was used for another message" % key, 422)
+        raise PublishError("unavailable", "publish on %r: not published: %s" % (channel, cause))
+
+    def _publish_http(self, channel, body, typ, ident, retry, key):
         msg = b'{"channel":' + json.dumps(channel).encode() + b',"data":' + body
         if typ:
             msg += b',"type":' + json.dumps(typ, ensure_ascii=False).encode("utf-8")
@@ -233,7 +309,7 @@ class Publisher:
         if retry:
             msg += b',"retry":' + str(retry).encode()
         msg += b"}"
-        headers = {"Content-Type": "application/json", "Idempotency-Key": uuid.uuid4().hex}
+        headers = {"Content-Type": "application/json", "Idempotency-Key": key or uuid.uuid4().hex}
         if self._token:
             headers["Authorization"] = "Bearer " + self._token
         req = urllib.request.Request(self._http, data=msg, headers=headers, method="POST")

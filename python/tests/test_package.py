@@ -11,8 +11,8 @@ import support
 
 class PackageTest(unittest.TestCase):
     def test_wheel_carries_the_go_publish_script(self):
-        """pip builds a wheel from the repository, and its publish.lua is
-        the Go broker's, byte for byte."""
+        """pip builds a wheel from the repository, and its publish.lua and
+        fence.lua are the Go broker's, byte for byte."""
         out = tempfile.mkdtemp(prefix="ssehub-wheel-")
         work = tempfile.mkdtemp(prefix="ssehub-src-")
         try:
@@ -26,8 +26,11 @@ class PackageTest(unittest.TestCase):
             with zipfile.ZipFile(os.path.join(out, wheel)) as z:
                 packed = z.read("ssehub/publish.lua")
                 names = set(z.namelist())
-            with open(os.path.join(support.ROOT, "broker", "redisbroker", "publish.lua"), "rb") as f:
-                self.assertEqual(packed, f.read())
+            for name in ("publish.lua", "fence.lua"):
+                with zipfile.ZipFile(os.path.join(out, wheel)) as z:
+                    packed = z.read("ssehub/" + name)
+                with open(os.path.join(support.ROOT, "broker", "redisbroker", name), "rb") as f:
+                    self.assertEqual(packed, f.read(), name)
             for name in ("ssehub/__init__.py", "ssehub/publisher.py", "ssehub/flask.py", "ssehub/token.py"):
                 self.assertIn(name, names)
         finally:

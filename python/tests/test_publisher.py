@@ -1,4 +1,5 @@
 import json
+import os
 import unittest
 
 import support
@@ -80,6 +81,42 @@ class RedisPublisherTest(unittest.TestCase):
             s.close()
         with self.assertRaises(ValueError):
             Publisher(self.redis.url, envelope="other")
+
+    def test_idempotency_key(self):
+        """The same key publishes once and answers the same id, over Redis
+        and over HTTP; the key with another message is refused."""
+        with Publisher(self.redis.url) as pub:
+            first = pub.publish({"n": 1}, channel="idem", idempotency_key="order-7")
+            self.assertEqual(pub.publish({"n": 1}, channel="idem", idempotency_key="order-7"), first)
+            with self.assertRaises(PublishError) as cm:
+                pub.publish({"n": 2}, channel="idem", idempotency_key="order-7")
+            self.assertEqual((cm.exception.code, cm.exception.status), ("idempotency_key_reused", 422))
+            with self.assertRaises(PublishError) as cm:
+                pub.publish(1, channel="idem", idempotency_key="has space")
+            self.assertEqual(cm.exception.code, "invalid_idempotency_key")
+        over_http = Publisher(self.hub.url)
+        second = over_http.publish("x", channel="idem", idempotency_key="order-8")
+        self.assertEqual(over_http.publish("x", channel="idem", idempotency_key="order-8"), second)
+        self.assertEqual(self.redis.client.xlen("ssehub:stream:idem"), 2)
+
+    def test_frozen_redis(self):
+        """Redis stops answering mid-publish: the Publisher says the outcome
+        is unknown, and sending the message again with its key, once Redis
+        answers, publishes it once."""
+        import signal
+
+        with Publisher(self.redis.url, timeout=0.5) as pub:
+            pub.publish("warm-up", channel="frozen")  # the connection is made
+            os.kill(self.redis.proc.pid, signal.SIGSTOP)
+            try:
+                with self.assertRaises(PublishError) as cm:
+                    pub.publish({"n": 1}, channel="frozen", idempotency_key="k-frozen")
+            finally:
+                os.kill(self.redis.proc.pid, signal.SIGCONT)
+            self.assertEqual((cm.exception.code, cm.exception.status), ("publish_outcome_unknown", 504))
+            first = pub.publish({"n": 1}, channel="frozen", idempotency_key="k-frozen")
+            self.assertEqual(pub.publish({"n": 1}, channel="frozen", idempotency_key="k-frozen"), first)
+        self.assertEqual(self.redis.client.xlen("ssehub:stream:frozen"), 2)
 
     def test_history_bounds(self):
         """history_size trims the channel's stream as the hubs do."""
