@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ssehub/ssehub"
 )
@@ -31,6 +32,7 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 		hubURL  = fs.String("url", "http://127.0.0.1:8080", "`URL` of the hub")
 		timeout = fs.Duration("timeout", 10*time.Second, "how long to wait for the hub")
 		token   = fs.String("token", "", "bearer `token` for the hub (a publish token or a JWT)")
+		format  = fs.String("format", "json", "how stdin is read: json (one JSON document), text (a string: stdin less one final newline) or lines (a list of its lines, as `flask sse publish` sends)")
 		// With a Redis or NATS broker the message goes straight into it,
 		// as the hubs' own publishes do; into Redis, trimming history as
 		// they do.
@@ -39,12 +41,16 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 		historyAge   = fs.Duration("history-age", ssehub.DefaultHistoryAge, "with a Redis --broker: how long events stay replayable; give the hubs' value")
 		historyBytes = fs.Int64("history-bytes", ssehub.DefaultHistoryBytes, "with a Redis --broker: `bytes` the history of all channels may take; give the hubs' value")
 		key          = fs.String("idempotency-key", "", "`key` naming this message: sent again with the same key, it is published once (default: a new random key)")
+		envelope     = fs.String("redis-envelope", "invenio", redisEnvelopeUsage)
 		natsFlags    = addNATSFlags(fs, true) // nats.go
 	)
 	if err := fs.parse(args); err != nil {
 		return err
 	}
-	data, err := readMessage(stdin)
+	if err := checkRedisEnvelope(*envelope); err != nil {
+		return err
+	}
+	data, err := readData(stdin, *format)
 	if err != nil {
 		return err
 	}
@@ -69,7 +75,7 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 		if *historyBytes <= 0 {
 			return errors.New("--history-bytes must be > 0")
 		}
-		assigned, err = publishBroker(ctx, *brokerURL, m, brokerOptions{historySize: *historySize, historyAge: *historyAge, historyBytes: *historyBytes, nats: natsFlags.options()})
+		assigned, err = publishBroker(ctx, *brokerURL, m, brokerOptions{historySize: *historySize, historyAge: *historyAge, historyBytes: *historyBytes, envelope: *envelope, nats: natsFlags.options()})
 	} else {
 		assigned, err = publishHTTP(ctx, *hubURL, *token, m)
 	}
@@ -85,8 +91,13 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 	return nil
 }
 
-// readMessage reads exactly one JSON document from r.
-func readMessage(r io.Reader) (json.RawMessage, error) {
+// readData reads the event's data from r in the given format.
+func readData(r io.Reader, format string) (json.RawMessage, error) {
+	switch format {
+	case "json", "text", "lines":
+	default:
+		return nil, fmt.Errorf("--format %q: use json, text or lines", format)
+	}
 	body, err := io.ReadAll(io.LimitReader(r, maxStdin+1))
 	if err != nil {
 		return nil, fmt.Errorf("reading stdin: %v", err)
@@ -94,6 +105,54 @@ func readMessage(r io.Reader) (json.RawMessage, error) {
 	if len(body) > maxStdin {
 		return nil, fmt.Errorf("message on stdin is over %d bytes", maxStdin)
 	}
+	switch format {
+	case "text":
+		if !utf8.Valid(body) {
+			return nil, errors.New("stdin is not UTF-8 text")
+		}
+		text := strings.TrimSuffix(string(body), "\n")
+		return marshalText(strings.TrimSuffix(text, "\r"))
+	case "lines":
+		if !utf8.Valid(body) {
+			return nil, errors.New("stdin is not UTF-8 text")
+		}
+		return marshalText(textLines(string(body)))
+	}
+	return readMessage(body)
+}
+
+// textLines splits s as Python's readlines() does on a file opened as
+// text: at LF, CRLF or CR, each line keeping its end, written as LF.
+func textLines(s string) []string {
+	lines := []string{}
+	for s != "" {
+		i := strings.IndexAny(s, "\r\n")
+		if i < 0 {
+			lines = append(lines, s)
+			break
+		}
+		lines = append(lines, s[:i]+"\n")
+		if s[i] == '\r' && i+1 < len(s) && s[i+1] == '\n' {
+			i++
+		}
+		s = s[i+1:]
+	}
+	return lines
+}
+
+// marshalText encodes v as compact JSON, leaving <, > and & as they are.
+func marshalText(v any) (json.RawMessage, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+}
+
+// readMessage reads exactly one JSON document from body.
+func readMessage(body []byte) (json.RawMessage, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, errors.New("no JSON message on stdin")
 	}

@@ -28,6 +28,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		maxMessageBytes = fs.Int("max-message-bytes", ssehub.DefaultMaxMessageBytes, "largest accepted message data, in bytes")
 		maxChannels     = fs.Int("max-channels-per-connection", ssehub.DefaultMaxChannels, "most channels one stream may subscribe to")
 		shutdownTimeout = fs.Duration("shutdown-timeout", 10*time.Second, "how long shutdown waits for publishes in flight and streams to end")
+		redisEnvelope   = fs.String("redis-envelope", "invenio", redisEnvelopeUsage)
 		detach          = fs.Bool("detach", true, "take each HTTP/1.1 stream over from net/http once its headers are sent: a few KB per idle stream, and writes from a small pool")
 		web             = addWebFlags(fs)
 		ops             = addOpsFlags(fs) // ops.go
@@ -38,6 +39,9 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		return err
 	}
 	if err := web.prepare(); err != nil {
+		return err
+	}
+	if err := checkRedisEnvelope(*redisEnvelope); err != nil {
 		return err
 	}
 	if err := ops.check(); err != nil {
@@ -66,6 +70,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		historyBytes: *historyBytes,
 		logger:       logger,
 		metrics:      ops.brokerMetrics(),
+		envelope:     *redisEnvelope,
 		nats:         natsFlags.options(),
 	})
 	if err != nil {

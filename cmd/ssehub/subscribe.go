@@ -85,6 +85,11 @@ func streamURL(hubURL string, channels []string) (string, error) {
 	for _, c := range channels {
 		q.Add("channel", c)
 	}
+	// The stream's position before its first event: subscribe resumes
+	// from it when the stream drops before anything arrived.
+	if !q.Has("position") {
+		q.Set("position", "1")
+	}
 	u.RawQuery = q.Encode()
 	return u.String(), nil
 }
