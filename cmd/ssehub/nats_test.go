@@ -151,6 +151,11 @@ func TestNATSFailover(t *testing.T) {
 	// A publish may wait out the election of the stream's new leader.
 	a := startHub(t, "--broker", c.URL(), "--heartbeat", "500ms", "--publish-timeout", "15s")
 	b := startHub(t, "--broker", c.URL(), "--heartbeat", "500ms", "--publish-timeout", "15s")
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("hub A's log:\n%s\nhub B's log:\n%s", a.log, b.log)
+		}
+	})
 	admin, err := nats.Connect(c.URL(), nats.MaxReconnects(-1))
 	if err != nil {
 		t.Fatal(err)

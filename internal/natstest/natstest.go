@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -164,8 +165,13 @@ func (c *Cluster) configure(tb testing.TB, bin, root string, n int) error {
 	return nil
 }
 
-// freePorts returns n distinct ports that were free a moment ago.
+// freePorts returns n distinct ports that were free a moment ago, below
+// the kernel's range of ephemeral ports where it can: a server restarted
+// on its ports must find them free, and the kernel gives ports of that
+// range to the outgoing connections of any process, such as a client
+// reconnecting to the cluster meanwhile.
 func freePorts(n int) ([]int, error) {
+	lo, hi := fixedRange()
 	var ports []int
 	var ls []net.Listener
 	defer func() {
@@ -173,10 +179,17 @@ func freePorts(n int) ([]int, error) {
 			l.Close()
 		}
 	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	for tries := 0; len(ports) < n; tries++ {
+		addr := "127.0.0.1:0"
+		if hi > lo && tries < 1000 {
+			addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(lo+rand.IntN(hi-lo)))
+		}
+		l, err := net.Listen("tcp", addr)
 		if err != nil {
-			return nil, fmt.Errorf("find a free port: %w", err)
+			if addr == "127.0.0.1:0" {
+				return nil, fmt.Errorf("find a free port: %w", err)
+			}
+			continue
 		}
 		ls = append(ls, l)
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
