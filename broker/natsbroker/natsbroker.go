@@ -50,8 +50,10 @@
 // to one consumer to recreate per hub; docs/benchmarks.md has the figures.
 //
 // The consumer is recreated from the last sequence number delivered when
-// its messages skip a number, when its heartbeats stop, or when the
-// connection comes back, so no event is delivered twice or missed. When
+// its messages skip a number, when its heartbeats stop, when the
+// connection comes back, or when it delivers nothing while the stream's
+// leader holds more (a probe every five heartbeats), so no event is
+// delivered twice or missed. When
 // the stream no longer holds events a channel missed (history limits), the
 // channel's subscribers get an ssehub.ResetType event instead.
 //

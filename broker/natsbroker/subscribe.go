@@ -49,6 +49,10 @@ type consumer struct {
 	received   atomic.Uint64
 	noted      uint64       // received at the last tick; only the run loop uses it
 	lastActive atomic.Int64 // Unix nanoseconds
+	// The last probe (see stuck): when, what the broker had delivered,
+	// and the stream's last sequence number. Only the run loop uses them.
+	created, probed      time.Time
+	probeSeen, probeLast uint64
 }
 
 // tick notes, at now, whether the consumer received anything since the
@@ -204,9 +208,40 @@ func (b *Broker) run() {
 				b.dropConsumer(cur)
 			case b.nc.Stats().Reconnects != cur.reconnects:
 				b.dropConsumer(cur)
+			case now.Sub(cur.probed) >= probeEvery*b.hb && b.stuck(cur, now):
+				b.log.LogAttrs(context.Background(), slog.LevelWarn, "natsbroker: consumer sends heartbeats but no events the stream has; recreating it")
+				b.dropConsumer(cur)
 			}
 		}
 	}
+}
+
+// probeEvery is how many heartbeats apart the run loop compares what the
+// consumer delivered with what the stream holds.
+const probeEvery = 5
+
+// stuck reports whether consumer c delivered nothing since the last probe
+// while the stream then already held events after the last one it
+// delivered: a consumer that sends heartbeats but no events, as one on a
+// replica that stopped following the stream can. Only the run loop calls
+// it.
+func (b *Broker) stuck(c *consumer, now time.Time) bool {
+	st := b.st.Load()
+	if st == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, attemptTimeout)
+	defer cancel()
+	info, err := b.info(ctx, st, "")
+	if err != nil {
+		return false // the stream does not answer: Check says so
+	}
+	b.mu.Lock()
+	seen := b.seen
+	b.mu.Unlock()
+	stuck := c.probed.After(c.created) && seen <= c.probeSeen && c.probeLast > c.probeSeen
+	c.probed, c.probeSeen, c.probeLast = now, seen, info.State.LastSeq
+	return stuck
 }
 
 // askReset asks the run loop to replace consumer c.
@@ -288,8 +323,9 @@ func (b *Broker) startConsumer() error {
 	start := b.seen + 1
 	fresh := b.seen == 0 && !b.fromFirst
 	b.gen++
-	c := &consumer{gen: b.gen, ids: st.ids, reconnects: b.nc.Stats().Reconnects}
-	c.lastActive.Store(time.Now().UnixNano())
+	now := time.Now()
+	c := &consumer{gen: b.gen, ids: st.ids, reconnects: b.nc.Stats().Reconnects, created: now, probed: now}
+	c.lastActive.Store(now.UnixNano())
 	b.mu.Unlock()
 
 	inbox := b.nc.NewInbox()
