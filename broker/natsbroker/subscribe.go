@@ -34,6 +34,9 @@ const (
 	// checkParallel bounds the requests in flight while checking which
 	// channels lost events.
 	checkParallel = 8
+	// createTimeout bounds one attempt to create the consumer. It takes
+	// milliseconds when the cluster has its leaders.
+	createTimeout = 2 * time.Second
 )
 
 // consumer is one incarnation of the broker's JetStream consumer.
@@ -353,7 +356,11 @@ func (b *Broker) startConsumer() error {
 	b.mu.Lock()
 	b.cur = c
 	b.mu.Unlock()
-	cons, err := b.js.CreatePushConsumer(ctx, b.stream, cfg)
+	// A request sent while the cluster elects a leader may never be
+	// answered: give up on it soon and send another.
+	cctx, ccancel := context.WithTimeout(ctx, createTimeout)
+	cons, err := b.js.CreatePushConsumer(cctx, b.stream, cfg)
+	ccancel()
 	if err != nil {
 		b.mu.Lock()
 		if b.cur == c {
