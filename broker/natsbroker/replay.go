@@ -101,10 +101,13 @@ func (b *Broker) resolve(ctx context.Context, st *streamState, channels []string
 		return 0, "", err
 	}
 	// Positions of the events a publisher gave id, and their channels.
-	var named, on []uint64
+	var (
+		named []uint64
+		on    []int
+	)
 	for i, seqs := range found {
 		for _, seq := range seqs {
-			named, on = append(named, seq), append(on, uint64(i))
+			named, on = append(named, seq), append(on, i)
 		}
 	}
 	if len(named) > 1 || (ours && len(named) == 1 && named[0] != issued) {
