@@ -418,13 +418,13 @@ func (b *Broker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Event, 
 		switch {
 		case errors.Is(err, nats.ErrMaxPayload):
 			return nil, fmt.Errorf("%w: %d bytes over the server's limit of %d", ssehub.ErrMessageTooLarge, len(m.Data), b.nc.MaxPayload())
+		case sent:
+			b.metrics.BrokerError()
+			return nil, fmt.Errorf("%w: %s: %w", ssehub.ErrOutcomeUnknown, op, err)
 		case errors.Is(err, ssehub.ErrUnavailable):
 			return nil, err // from streams, which counted it
 		}
 		b.metrics.BrokerError()
-		if sent {
-			return nil, fmt.Errorf("%w: %s: %w", ssehub.ErrOutcomeUnknown, op, err)
-		}
 		return nil, unavailable(op, err)
 	}
 	if ack.Duplicate && m.IdempotencyKey != "" {
