@@ -95,7 +95,7 @@ func TestBrokerSubscriptionPerChannel(t *testing.T) {
 func TestSubscribeWhileOverflowing(t *testing.T) {
 	t.Parallel()
 	fake, open := countingBroker()
-	hub, err := ssehub.New(ssehub.Config{QueueSize: 1, Broker: fake})
+	hub, err := ssehub.New(ssehub.Config{Broker: fake})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,10 +13,11 @@ import (
 
 // brokerOptions are the settings a broker URL leaves to flags.
 type brokerOptions struct {
-	historySize int
-	historyAge  time.Duration
-	logger      *slog.Logger
-	metrics     ssehub.BrokerMetrics // nil counts nothing
+	historySize  int
+	historyAge   time.Duration
+	historyBytes int64
+	logger       *slog.Logger
+	metrics      ssehub.BrokerMetrics // nil counts nothing
 }
 
 // openBroker opens the broker a URL names. "memory:" (or "") is the
@@ -30,7 +31,7 @@ func openBroker(ctx context.Context, raw string, opt brokerOptions) (ssehub.Brok
 	}
 	switch u.Scheme {
 	case "", "memory":
-		b := ssehub.NewMemoryBroker(ssehub.MemoryConfig{HistorySize: opt.historySize, HistoryAge: opt.historyAge})
+		b := ssehub.NewMemoryBroker(ssehub.MemoryConfig{HistorySize: opt.historySize, HistoryAge: opt.historyAge, HistoryBytes: opt.historyBytes})
 		return b, b.Close, nil
 	case "redis", "rediss":
 		return openRedisBroker(u, opt)

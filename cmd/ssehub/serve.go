@@ -22,7 +22,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		retry           = fs.Duration("retry", ssehub.DefaultRetry, "reconnection delay told to clients when a stream opens")
 		historySize     = fs.Int("history-size", ssehub.DefaultHistorySize, "events kept per channel for replay; 0 keeps none")
 		historyAge      = fs.Duration("history-age", ssehub.DefaultHistoryAge, "how long events stay replayable")
-		queueSize       = fs.Int("queue-size", ssehub.DefaultQueueSize, "events that may wait for one subscriber before it is disconnected")
+		historyBytes    = fs.Int64("history-bytes", ssehub.DefaultHistoryBytes, "memory the events kept for replay and for slow streams may take, in `bytes`, over all channels; one channel may take a quarter")
 		maxMessageBytes = fs.Int("max-message-bytes", ssehub.DefaultMaxMessageBytes, "largest accepted message data, in bytes")
 		maxChannels     = fs.Int("max-channels-per-connection", ssehub.DefaultMaxChannels, "most channels one stream may subscribe to")
 		shutdownTimeout = fs.Duration("shutdown-timeout", 10*time.Second, "how long shutdown waits for publishes in flight and streams to end")
@@ -43,18 +43,22 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if *heartbeat == 0 {
 		*heartbeat = -1
 	}
-	if *historySize < 0 || *queueSize <= 0 || *maxMessageBytes <= 0 || *maxChannels <= 0 {
-		return errors.New("--history-size must be >= 0 and --queue-size, --max-message-bytes, --max-channels-per-connection > 0")
+	if *historySize < 0 || *historyBytes <= 0 || *maxMessageBytes <= 0 || *maxChannels <= 0 {
+		return errors.New("--history-size must be >= 0 and --history-bytes, --max-message-bytes, --max-channels-per-connection > 0")
 	}
+	// Streams keep up to that many events of a channel in memory, as
+	// history or, with a remote broker, as the hub's own backlog.
+	backlog := *historySize
 	if *historySize == 0 {
 		*historySize = -1
+		backlog = 0
 	}
 
 	logger := ops.logger(stderr)
 	if err := ops.setupMetrics(); err != nil {
 		return err
 	}
-	broker, closeBroker, err := openBroker(ctx, *brokerURL, brokerOptions{historySize: *historySize, historyAge: *historyAge, logger: logger, metrics: ops.brokerMetrics()})
+	broker, closeBroker, err := openBroker(ctx, *brokerURL, brokerOptions{historySize: *historySize, historyAge: *historyAge, historyBytes: *historyBytes, logger: logger, metrics: ops.brokerMetrics()})
 	if err != nil {
 		return err
 	}
@@ -62,7 +66,8 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		Broker:          broker,
 		Heartbeat:       *heartbeat,
 		Retry:           *retry,
-		QueueSize:       *queueSize,
+		Backlog:         backlog,
+		BacklogBytes:    *historyBytes,
 		MaxMessageBytes: *maxMessageBytes,
 		MaxChannels:     *maxChannels,
 		Detach:          *detach,
