@@ -156,6 +156,7 @@ func (h *Hub) publish(ctx context.Context, m Message) (*Event, error) {
 	h.publishing.Add(1)
 	h.mu.Unlock()
 	defer h.publishing.Done()
+	h.detacher.pace(ctx)
 	e, err := h.broker.Publish(ctx, m)
 	if err == nil && h.metrics != nil {
 		h.metrics.EventPublished()

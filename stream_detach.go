@@ -62,12 +62,70 @@ type detacher struct {
 	ticking bool // the ticker goroutine runs
 
 	mu      sync.Mutex
-	queue   []*detached // streams waiting for a writer, first at head
+	queue   []queued // streams waiting for a writer, first at head
 	head    int
 	workers int
 	spare   []*scratch
+	late    atomic.Pointer[chan struct{}] // while the writers run late: closed when they catch up; set under mu
 
 	peers peerWatch
+}
+
+// queued is a stream waiting for a writer, since when (nanoseconds of
+// clock).
+type queued struct {
+	st *detached
+	at int64
+}
+
+// clockStart is the origin of clock.
+var clockStart = time.Now()
+
+// clock reads a monotonic clock for the writers' queue, in nanoseconds.
+func clock() int64 { return int64(time.Since(clockStart)) }
+
+// Publishers keep pace with the writers. Fan-out costs a write per stream,
+// publishing an event far less, so a publisher that goes flat out can hand
+// the writers more than they get through: every stream then falls further
+// behind, to the end of its channel's history, where it must resume with a
+// reset. When a stream has waited paceAfter in the writers' queue, the
+// writers run late; a publish then waits until they have caught up (a
+// stream waited less than half that), or for maxPace at most. Only the
+// hub's own CPU slows publishers this way: a stream whose client does not
+// read waits outside the queue, in a goroutine of its own.
+const (
+	paceAfter = 20 * time.Millisecond
+	maxPace   = 100 * time.Millisecond
+)
+
+// pace waits, when the writers run late, until they have caught up, for
+// maxPace at most, or until ctx ends.
+func (d *detacher) pace(ctx context.Context) {
+	late := d.late.Load()
+	if late == nil {
+		return
+	}
+	t := time.NewTimer(maxPace)
+	defer t.Stop()
+	select {
+	case <-*late:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// waited notes how long the stream a writer takes waited in the queue,
+// and whether the writers run late. d.mu is held.
+func (d *detacher) waited(ns int64) {
+	late := d.late.Load()
+	switch {
+	case ns > int64(paceAfter) && late == nil:
+		c := make(chan struct{})
+		d.late.Store(&c)
+	case ns < int64(paceAfter/2) && late != nil:
+		close(*late)
+		d.late.Store(nil)
+	}
 }
 
 // scratch is what a writer works with: the batch it composes and the bytes
@@ -261,7 +319,7 @@ func (st *detached) peerActive() {
 // push queues st for a writer, starting one if fewer than GOMAXPROCS run.
 func (d *detacher) push(st *detached) {
 	d.mu.Lock()
-	d.queue = append(d.queue, st)
+	d.queue = append(d.queue, queued{st, clock()})
 	start := d.workers < runtime.GOMAXPROCS(0)
 	if start {
 		d.workers++
@@ -280,13 +338,16 @@ func (d *detacher) work() {
 		d.mu.Lock()
 		if d.head == len(d.queue) {
 			d.queue, d.head = d.queue[:0], 0
+			d.waited(0)
 			d.workers--
 			d.mu.Unlock()
 			return
 		}
-		st := d.queue[d.head]
-		d.queue[d.head] = nil
+		q := d.queue[d.head]
+		d.queue[d.head] = queued{}
 		d.head++
+		st := q.st
+		d.waited(clock() - q.at)
 		if d.head >= 1024 && 2*d.head >= len(d.queue) {
 			// Under steady load the queue may never empty: reuse the
 			// consumed front rather than grow forever.
