@@ -285,8 +285,8 @@ type runner struct {
 	hist     histogram
 	readers  sync.WaitGroup
 
-	delivered atomic.Int64 // first receipts of an event, over all subscribers
-	closing   atomic.Bool  // set once the run closes its connections
+	delivered atomic.Int64  // first receipts of an event, over all subscribers
+	closing   atomic.Bool   // set once the run closes its connections
 	unstall   chan struct{} // closed when stalled streams may read again, to see whether they were cut
 	unstalled sync.Once
 }
