@@ -202,6 +202,9 @@ func (h *Hub) stopAccepting(ctx context.Context) error {
 // the hub created it.
 func (h *Hub) finish(ctx context.Context) error {
 	h.closeDone()
+	for _, s := range h.subscriptions() {
+		s.kick()
+	}
 	streams := make(chan struct{})
 	go func() { h.streams.Wait(); close(streams) }()
 	select {
