@@ -61,6 +61,7 @@ func TestUnsentBodyClosed(t *testing.T) {
 		{"GET /sse?channel=%25zz HTTP/1.1", http.StatusBadRequest},
 		{"GET /sse?channel=ok HTTP/1.1", http.StatusBadRequest},
 		{"GET /nowhere HTTP/1.1", http.StatusNotFound},
+		{"POST //publish HTTP/1.1", http.StatusTemporaryRedirect}, // the mux's redirect to the clean path
 		{"GET /healthz HTTP/1.1", http.StatusOK},
 		{"GET /readyz HTTP/1.1", http.StatusOK},
 	} {

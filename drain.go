@@ -45,9 +45,9 @@ func (h *Hub) Drain(ctx context.Context, over time.Duration) error {
 	subs := h.subscriptions()
 	waves := drainWaves(len(subs), over)
 	interval := over / time.Duration(waves)
-	h.drainJitter = interval
+	h.web.drainJitter = interval
 	if interval <= 0 {
-		h.drainJitter = h.cfg.Retry
+		h.web.drainJitter = h.cfg.Retry
 	}
 	h.log.LogAttrs(ctx, slog.LevelInfo, "hub draining",
 		slog.Int("streams", len(subs)),

@@ -26,19 +26,28 @@ import (
 //
 // To serve them under other paths, mount the handlers one by one.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	switch r.URL.Path {
-	case "/sse":
-		h.serveStream(w, r)
-	case "/publish":
-		h.servePublish(w, r)
-	case "/healthz":
-		h.serveHealth(w, r)
-	case "/readyz":
-		h.serveReady(w, r)
-	default:
+	if r.URL.Path != "/publish" {
+		// No other route reads a body, the mux's redirects to clean
+		// paths included.
+		refuseBody(w, r)
+	}
+	h.web.mux.ServeHTTP(w, r)
+}
+
+// routes returns the mux behind ServeHTTP. Each handler checks its own
+// method, since it may be mounted on its own, and answers any other with a
+// JSON error; so does the catch-all for other paths.
+func (h *Hub) routes() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("/sse", h.StreamHandler())
+	mux.Handle("/publish", h.PublishHandler())
+	mux.Handle("/healthz", h.HealthHandler())
+	mux.Handle("/readyz", h.ReadyHandler())
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		refuseBody(w, r)
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path)
-	}
+	})
+	return mux
 }
 
 // StreamHandler returns the handler of the event stream. A GET request

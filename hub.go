@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -43,11 +44,16 @@ type Hub struct {
 	feedMu  sync.Mutex
 	backlog feedBudget
 
-	drainJitter time.Duration // set by Drain before it ends the first stream
-	firstLine   []byte        // what a stream starts with
+	web httpFace // the HTTP side: routes, streams, connection limits
+}
 
-	conns    connLimiter // streams open over HTTP, for the connection limits
-	detacher detacher    // streams taken over from net/http (Config.Detach)
+// httpFace is the state of a hub's HTTP side.
+type httpFace struct {
+	mux         *http.ServeMux
+	firstLine   []byte        // what a stream starts with
+	drainJitter time.Duration // set by Drain before it ends the first stream
+	conns       connLimiter   // streams open over HTTP, for the connection limits
+	detacher    detacher      // streams taken over from net/http (Config.Detach)
 }
 
 // A feeder is a Broker that keeps each channel's recent events in a feed
@@ -118,10 +124,11 @@ func New(cfg Config) (*Hub, error) {
 	}
 	h.replayer, _ = h.broker.(Replayer)
 	h.feeder, _ = h.broker.(feeder)
-	h.firstLine = sse.Heartbeat
+	h.web.firstLine = sse.Heartbeat
 	if cfg.Retry > 0 {
-		h.firstLine = sse.AppendRetry(nil, int(cfg.Retry/time.Millisecond))
+		h.web.firstLine = sse.AppendRetry(nil, int(cfg.Retry/time.Millisecond))
 	}
+	h.web.mux = h.routes()
 	h.backlog = feedBudget{maxEvents: cfg.Backlog, maxBytes: cfg.BacklogBytes, maxFeedBytes: max(cfg.BacklogBytes/4, 1)}
 	return h, nil
 }
@@ -156,7 +163,7 @@ func (h *Hub) publish(ctx context.Context, m Message) (*Event, error) {
 	h.publishing.Add(1)
 	h.mu.Unlock()
 	defer h.publishing.Done()
-	h.detacher.pace(ctx)
+	h.web.detacher.pace(ctx)
 	e, err := h.broker.Publish(ctx, m)
 	if err == nil && h.metrics != nil {
 		h.metrics.EventPublished()

@@ -64,7 +64,7 @@ func (st *stream) compose(b *batch, heartbeat bool) streamAct {
 	b.maxEvents, b.maxBytes = maxBatchFrames, maxBatchBytes
 	if !st.started {
 		st.started = true
-		b.head = st.hub.firstLine
+		b.head = st.hub.web.firstLine
 	}
 	switch st.sub.next(b) {
 	case batchReady:
@@ -77,8 +77,8 @@ func (st *stream) compose(b *batch, heartbeat bool) streamAct {
 		if st.reason == "drained" && h.cfg.Retry > 0 {
 			// When to come back, spread as Drain's waves are.
 			retry := h.cfg.Retry
-			if h.drainJitter > 0 {
-				retry += rand.N(h.drainJitter)
+			if h.web.drainJitter > 0 {
+				retry += rand.N(h.web.drainJitter)
 			}
 			b.tail, b.tailOwned = sse.AppendRetry(nil, int(retry/time.Millisecond)), true
 		}

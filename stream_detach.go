@@ -203,11 +203,11 @@ func (h *Hub) detach(ctx context.Context, w http.ResponseWriter, r *http.Request
 		d.expiry = time.AfterFunc(time.Until(deadline), func() { sub.end(errCredentialExpired) })
 	}
 	d.after = act
-	h.detacher.peers.watch(d)
+	h.web.detacher.peers.watch(d)
 	// From here on the stream may run, in a writer: what arrives from
 	// now on wakes it; what came or happened before, this does.
 	sub.setWake(d.wake)
-	h.detacher.register(h, d)
+	h.web.detacher.register(h, d)
 	d.wake()
 	return true
 }
@@ -293,7 +293,7 @@ func (d *detacher) tick(h *Hub) {
 // wake makes sure that the stream runs after this call.
 func (st *detached) wake() {
 	if st.pending.Add(1) == 1 {
-		st.hub.detacher.push(st)
+		st.hub.web.detacher.push(st)
 		return
 	}
 	if st.blocked.Load() {
@@ -597,7 +597,7 @@ func (st *detached) resumeBehind() {
 // continueAlone runs a stream that a goroutine of its own took over until
 // it has nothing left to do.
 func (st *detached) continueAlone() {
-	d := &st.hub.detacher
+	d := &st.hub.web.detacher
 	sc := d.scratch()
 	st.run(sc)
 	d.release(sc)
@@ -612,11 +612,11 @@ func (st *detached) end(reason string) {
 	}
 	st.ended = true
 	st.conn.Close()
-	st.hub.detacher.peers.unwatch(st)
+	st.hub.web.detacher.peers.unwatch(st)
 	if st.expiry != nil {
 		st.expiry.Stop()
 	}
-	st.hub.detacher.unregister(st)
+	st.hub.web.detacher.unregister(st)
 	st.closed(context.Background(), reason)
 	st.release()
 	st.sub.Close()

@@ -282,9 +282,9 @@ func TestDetachNoticesClientGone(t *testing.T) {
 	if n != 0 {
 		t.Fatalf("%d channels still subscribed", n)
 	}
-	ds.hub.detacher.peers.mu.Lock()
-	watched := len(ds.hub.detacher.peers.fds)
-	ds.hub.detacher.peers.mu.Unlock()
+	ds.hub.web.detacher.peers.mu.Lock()
+	watched := len(ds.hub.web.detacher.peers.fds)
+	ds.hub.web.detacher.peers.mu.Unlock()
 	if watched != 0 {
 		t.Fatalf("%d connections still watched", watched)
 	}
@@ -390,7 +390,7 @@ func TestDetachHoldsConnectionSlot(t *testing.T) {
 	conn.Close()
 	ds.log.waitClosed(t)
 	ds.hub.streams.Wait() // the stream logs its end, then lets go
-	if n := ds.hub.conns.open(); n != 0 {
+	if n := ds.hub.web.conns.open(); n != 0 {
 		t.Fatalf("%d slots held after the stream closed", n)
 	}
 	rawStream(t, ds.srv.URL, "?channel=slot")
