@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ssehub/ssehub"
+	"github.com/ssehub/ssehub/internal/hubtest"
 )
 
 // testAuthorizer grants "Bearer alice" publishing and reading alice.*
@@ -37,7 +38,7 @@ func testAuthorizer(ttl time.Duration) ssehub.Authorizer {
 
 func TestAuthorizerAnswers(t *testing.T) {
 	t.Parallel()
-	_, srv := secHub(t, ssehub.Config{Authorizer: testAuthorizer(time.Hour)})
+	_, srv := hubtest.Serve(t, ssehub.Config{Authorizer: testAuthorizer(time.Hour)})
 
 	publishes := []struct {
 		name, auth, channel string
@@ -57,13 +58,13 @@ func TestAuthorizerAnswers(t *testing.T) {
 			t.Parallel()
 			var hdr http.Header
 			if c.auth != "" {
-				hdr = secBearer(c.auth)
+				hdr = hubtest.Bearer(c.auth)
 			}
 			body := `{"data":1}`
 			if c.channel != "" {
 				body = `{"channel":"` + c.channel + `","data":1}`
 			}
-			resp, out := secPost(t, srv.URL+"/publish", hdr, body)
+			resp, out := hubtest.Post(t, srv.URL+"/publish", hdr, body)
 			if resp.StatusCode != c.status || out["code"] != c.code {
 				t.Fatalf("status %d %v, want %d code %q", resp.StatusCode, out, c.status, c.code)
 			}
@@ -92,16 +93,16 @@ func TestAuthorizerAnswers(t *testing.T) {
 			t.Parallel()
 			var hdr http.Header
 			if c.auth != "" {
-				hdr = secBearer(c.auth)
+				hdr = hubtest.Bearer(c.auth)
 			}
-			s, resp, body := secOpen(t, srv.URL+"/sse?"+c.query, hdr)
-			if s != nil {
-				s.close()
+			a := hubtest.Request(t, http.DefaultClient, http.MethodGet, srv.URL+"/sse?"+c.query, hdr, "")
+			if a.Stream != nil {
+				a.Stream.Close()
 			}
-			if resp.StatusCode != c.status || (c.code != "" && !strings.Contains(string(body), `"code":"`+c.code+`"`)) {
-				t.Fatalf("status %d %s, want %d code %q", resp.StatusCode, body, c.status, c.code)
+			if a.Status != c.status || (c.code != "" && !strings.Contains(a.Body, `"code":"`+c.code+`"`)) {
+				t.Fatalf("status %d %s, want %d code %q", a.Status, a.Body, c.status, c.code)
 			}
-			checkAuthHeaders(t, resp)
+			checkAuthHeaders(t, &http.Response{StatusCode: a.Status, Header: a.Header})
 		})
 	}
 }
@@ -143,24 +144,21 @@ func TestPublishRefusedBeforeBody(t *testing.T) {
 
 func TestGrantExpiryEndsStream(t *testing.T) {
 	t.Parallel()
-	logger, logs := secLogger()
-	hub, srv := secHub(t, ssehub.Config{Authorizer: testAuthorizer(300 * time.Millisecond), Logger: logger})
+	logger, logs := hubtest.TextLogger()
+	hub, srv := hubtest.Serve(t, ssehub.Config{Authorizer: testAuthorizer(300 * time.Millisecond), Logger: logger})
 
-	s, resp, body := secOpen(t, srv.URL+"/sse?channel=alice.in", secBearer("alice"))
-	if s == nil {
-		t.Fatalf("status %d %s", resp.StatusCode, body)
-	}
+	s := hubtest.Open(t, http.DefaultClient, srv.URL+"/sse?channel=alice.in", hubtest.Bearer("alice"))
 	id, err := hub.Publish(t.Context(), ssehub.Message{Channel: "alice.in", Data: []byte(`"before expiry"`)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e := s.next(t); e.LastEventID != id {
+	if e := s.Next(t); e.LastEventID != id {
 		t.Fatalf("got %+v, want id %s", e, id)
 	}
 	// The server ends the stream when the grant expires; nothing else
 	// would end it.
 	ended := make(chan error, 1)
-	go func() { _, err := s.dec.Next(); ended <- err }()
+	go func() { _, err := s.Dec.Next(); ended <- err }()
 	select {
 	case err := <-ended:
 		if err != io.EOF {
@@ -184,8 +182,8 @@ func TestAuthorizerOtherError(t *testing.T) {
 	a := ssehub.AuthorizerFunc(func(*http.Request) (ssehub.Grant, error) {
 		return ssehub.Grant{}, errors.New("key store down: secret detail")
 	})
-	_, srv := secHub(t, ssehub.Config{Authorizer: a})
-	resp, out := secPost(t, srv.URL+"/publish", nil, `{"data":1}`)
+	_, srv := hubtest.Serve(t, ssehub.Config{Authorizer: a})
+	resp, out := hubtest.Post(t, srv.URL+"/publish", nil, `{"data":1}`)
 	if resp.StatusCode != http.StatusInternalServerError || strings.Contains(out["error"], "secret") {
 		t.Fatalf("status %d %v; want 500 without detail", resp.StatusCode, out)
 	}
@@ -205,18 +203,15 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func TestMaxConnections(t *testing.T) {
 	t.Parallel()
-	hub, srv := secHub(t, ssehub.Config{MaxConnections: 2})
+	hub, srv := hubtest.Serve(t, ssehub.Config{MaxConnections: 2})
 	url := srv.URL + "/sse?channel=limits"
-	a, _, _ := secOpen(t, url, nil)
-	b, _, _ := secOpen(t, url, nil)
-	if a == nil || b == nil {
-		t.Fatal("streams under the limit refused")
-	}
+	a := hubtest.Open(t, http.DefaultClient, url, nil)
+	b := hubtest.Open(t, http.DefaultClient, url, nil)
 
-	s, resp, body := secOpen(t, url, nil)
-	if s != nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" ||
-		!strings.Contains(string(body), `"code":"too_many_connections"`) {
-		t.Fatalf("third stream: status %d, Retry-After %q, %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	third := hubtest.Request(t, http.DefaultClient, http.MethodGet, url, nil, "")
+	if third.Stream != nil || third.Status != http.StatusServiceUnavailable || third.Header.Get("Retry-After") == "" ||
+		!strings.Contains(third.Body, `"code":"too_many_connections"`) {
+		t.Fatalf("third stream: status %d, Retry-After %q, %s", third.Status, third.Header.Get("Retry-After"), third.Body)
 	}
 
 	// The streams under the limit are unaffected.
@@ -224,22 +219,20 @@ func TestMaxConnections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []*secStream{a, b} {
-		if e := s.next(t); e.LastEventID != id {
+	for _, s := range []*hubtest.Stream{a, b} {
+		if e := s.Next(t); e.LastEventID != id {
 			t.Fatalf("got %+v, want %s", e, id)
 		}
 	}
 	// Publishing is not a stream and is not limited.
-	if resp, out := secPost(t, srv.URL+"/publish", nil, `{"channel":"limits","data":2}`); resp.StatusCode != 200 {
+	if resp, out := hubtest.Post(t, srv.URL+"/publish", nil, `{"channel":"limits","data":2}`); resp.StatusCode != 200 {
 		t.Fatalf("publish at the limit: %d %v", resp.StatusCode, out)
 	}
 
 	// A slot comes back when a stream ends.
-	a.close()
+	a.Close()
 	waitFor(t, "the closed stream to release its slot", func() bool { return ssehub.OpenStreams(hub) == 1 })
-	if c, resp, body := secOpen(t, url, nil); c == nil {
-		t.Fatalf("stream after one closed: %d %s", resp.StatusCode, body)
-	}
+	hubtest.Open(t, http.DefaultClient, url, nil) // after one closed
 }
 
 // flushSignal is a ResponseWriter for a stream served without a network:
@@ -257,14 +250,12 @@ func (f *flushSignal) Flush() {
 
 func TestMaxConnectionsPerIP(t *testing.T) {
 	t.Parallel()
-	hub, srv := secHub(t, ssehub.Config{MaxConnectionsPerIP: 1})
+	hub, srv := hubtest.Serve(t, ssehub.Config{MaxConnectionsPerIP: 1})
 	url := srv.URL + "/sse?channel=limits"
-	if s, resp, body := secOpen(t, url, nil); s == nil {
-		t.Fatalf("first stream: %d %s", resp.StatusCode, body)
-	}
-	s, resp, body := secOpen(t, url, nil)
-	if s != nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
-		t.Fatalf("second stream from one address: status %d %s", resp.StatusCode, body)
+	hubtest.Open(t, http.DefaultClient, url, nil)
+	second := hubtest.Request(t, http.DefaultClient, http.MethodGet, url, nil, "")
+	if second.Stream != nil || second.Status != http.StatusServiceUnavailable || second.Header.Get("Retry-After") == "" {
+		t.Fatalf("second stream from one address: status %d %s", second.Status, second.Body)
 	}
 
 	// Another address still gets a stream.
@@ -288,25 +279,23 @@ func TestMaxConnectionsPerIP(t *testing.T) {
 
 func TestMessageAndChannelLimits(t *testing.T) {
 	t.Parallel()
-	_, srv := secHub(t, ssehub.Config{MaxMessageBytes: 64, MaxChannels: 2})
+	_, srv := hubtest.Serve(t, ssehub.Config{MaxMessageBytes: 64, MaxChannels: 2})
 	big := `{"channel":"x","data":"` + strings.Repeat("a", 100) + `"}`
-	if resp, out := secPost(t, srv.URL+"/publish", nil, big); resp.StatusCode != http.StatusRequestEntityTooLarge || out["code"] != "too_large" {
+	if resp, out := hubtest.Post(t, srv.URL+"/publish", nil, big); resp.StatusCode != http.StatusRequestEntityTooLarge || out["code"] != "too_large" {
 		t.Fatalf("large message: %d %v", resp.StatusCode, out)
 	}
 	huge := `{"channel":"x","data":"` + strings.Repeat("a", 10000) + `"}`
-	if resp, out := secPost(t, srv.URL+"/publish", nil, huge); resp.StatusCode != http.StatusRequestEntityTooLarge {
+	if resp, out := hubtest.Post(t, srv.URL+"/publish", nil, huge); resp.StatusCode != http.StatusRequestEntityTooLarge {
 		t.Fatalf("body over the limit: %d %v", resp.StatusCode, out)
 	}
-	if resp, out := secPost(t, srv.URL+"/publish", nil, `{"channel":"x","data":"ok"}`); resp.StatusCode != 200 {
+	if resp, out := hubtest.Post(t, srv.URL+"/publish", nil, `{"channel":"x","data":"ok"}`); resp.StatusCode != 200 {
 		t.Fatalf("small message: %d %v", resp.StatusCode, out)
 	}
-	s, resp, body := secOpen(t, srv.URL+"/sse?channel=a&channel=b&channel=c", nil)
-	if s != nil || resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "too_many_channels") {
-		t.Fatalf("three channels: %d %s", resp.StatusCode, body)
+	three := hubtest.Request(t, http.DefaultClient, http.MethodGet, srv.URL+"/sse?channel=a&channel=b&channel=c", nil, "")
+	if three.Stream != nil || three.Status != http.StatusBadRequest || !strings.Contains(three.Body, "too_many_channels") {
+		t.Fatalf("three channels: %d %s", three.Status, three.Body)
 	}
-	if s, resp, body := secOpen(t, srv.URL+"/sse?channel=a&channel=b", nil); s == nil {
-		t.Fatalf("two channels: %d %s", resp.StatusCode, body)
-	}
+	hubtest.Open(t, http.DefaultClient, srv.URL+"/sse?channel=a&channel=b", nil)
 }
 
 // slowBroker delays each publish by delay, failing it if the request's
@@ -330,12 +319,9 @@ func TestPublishReadTimeout(t *testing.T) {
 	const timeout = 50 * time.Millisecond
 	mem := ssehub.NewMemoryBroker(ssehub.MemoryConfig{})
 	t.Cleanup(func() { mem.Close(context.Background()) })
-	hub, srv := secHub(t, ssehub.Config{Broker: slowBroker{mem, 3 * timeout}, ReadTimeout: timeout})
+	hub, srv := hubtest.Serve(t, ssehub.Config{Broker: slowBroker{mem, 3 * timeout}, ReadTimeout: timeout})
 
-	stream, resp, body := secOpen(t, srv.URL+"/sse?channel=slow", nil)
-	if stream == nil {
-		t.Fatalf("stream: %d %s", resp.StatusCode, body)
-	}
+	stream := hubtest.Open(t, http.DefaultClient, srv.URL+"/sse?channel=slow", nil)
 
 	// A publisher that stops sending its body half way is answered 408
 	// once the read timeout passes.
@@ -345,7 +331,7 @@ func TestPublishReadTimeout(t *testing.T) {
 	}
 	defer conn.Close()
 	fmt.Fprintf(conn, "POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"channel\":")
-	resp, err = http.ReadResponse(bufio.NewReader(conn), nil)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,11 +342,11 @@ func TestPublishReadTimeout(t *testing.T) {
 
 	// A publish that takes longer than the read timeout after its body
 	// arrived still succeeds: the deadline covers the body only.
-	if resp, out := secPost(t, srv.URL+"/publish", nil, `{"channel":"slow","data":1}`); resp.StatusCode != 200 {
+	if resp, out := hubtest.Post(t, srv.URL+"/publish", nil, `{"channel":"slow","data":1}`); resp.StatusCode != 200 {
 		t.Fatalf("slow broker: %d %v", resp.StatusCode, out)
 	}
 	// The stream, open for longer than the read timeout, still delivers.
-	if e := stream.next(t); e.Data != "1" {
+	if e := stream.Next(t); e.Data != "1" {
 		t.Fatalf("stream got %+v", e)
 	}
 	_ = hub

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/ssehub/ssehub"
+	"github.com/ssehub/ssehub/internal/hubtest"
 )
 
 // TestStreamHTTP10 opens a stream as an HTTP/1.0 client (nginx's
@@ -21,7 +22,7 @@ func TestStreamHTTP10(t *testing.T) {
 	for _, detach := range []bool{false, true} {
 		t.Run(fmt.Sprintf("detach=%v", detach), func(t *testing.T) {
 			t.Parallel()
-			hub, ts := newTestHub(t, ssehub.Config{Detach: detach, Heartbeat: -1})
+			hub, ts := hubtest.Serve(t, ssehub.Config{Detach: detach, Heartbeat: -1})
 			conn, err := net.Dial("tcp", ts.Listener.Addr().String())
 			if err != nil {
 				t.Fatal(err)
@@ -53,8 +54,8 @@ func TestStreamHTTP10(t *testing.T) {
 			if !strings.HasPrefix(pos[1], "id: ") || pos[0] != "\n" || pos[2] != "\n" {
 				t.Fatalf("position frame %q", pos)
 			}
-			id := publish(t, hub, "t", `{"n":1}`)
-			closeHub(t, hub)
+			id := hubtest.Publish(t, hub, "t", `{"n":1}`)
+			hubtest.Close(t, hub)
 			rest, err := io.ReadAll(br)
 			if err != nil {
 				t.Fatalf("reading to the end: %v", err)

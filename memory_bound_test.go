@@ -4,16 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http/httptest"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/ssehub/ssehub"
+	"github.com/ssehub/ssehub/internal/hubtest"
 )
 
 // liveHeap returns the bytes of heap in use once the garbage is collected.
@@ -56,7 +55,7 @@ func TestHistoryBytesBound(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer closeHub(t, hub)
+			defer hubtest.Close(t, hub)
 			defer tt.cfg.Broker.Close(context.Background())
 			names := make([]string, channels)
 			for i := range names {
@@ -105,8 +104,8 @@ func TestStalledStreamsHoldNoCopies(t *testing.T) {
 	)
 	for _, detach := range []bool{false, true} {
 		t.Run(fmt.Sprintf("detach=%v", detach), func(t *testing.T) {
-			logs := newLogRecorder()
-			hub, err := ssehub.New(ssehub.Config{Detach: detach, Heartbeat: -1, WriteTimeout: 2 * time.Second, Logger: slog.New(logs)})
+			logger, logs := hubtest.NewLogRecorder()
+			hub, err := ssehub.New(ssehub.Config{Detach: detach, Heartbeat: -1, WriteTimeout: 2 * time.Second, Logger: logger})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -116,7 +115,7 @@ func TestStalledStreamsHoldNoCopies(t *testing.T) {
 			ts.Listener = smallSendBuffers{ts.Listener}
 			ts.Start()
 			t.Cleanup(ts.Close)
-			t.Cleanup(func() { closeHub(t, hub) })
+			t.Cleanup(func() { hubtest.Close(t, hub) })
 			mib := bigData(1 << 20)
 			for range streams {
 				c, err := net.Dial("tcp", ts.Listener.Addr().String())
@@ -127,17 +126,17 @@ func TestStalledStreamsHoldNoCopies(t *testing.T) {
 				c.(*net.TCPConn).SetReadBuffer(4 << 10)
 				fmt.Fprintf(c, "GET /sse?channel=big HTTP/1.1\r\nHost: x\r\n\r\n")
 			}
-			logs.wait(t, "stream opened", streams)
+			logs.Wait(t, "stream opened", streams)
 			base := liveHeap()
 			for range 3 {
-				publish(t, hub, "big", string(mib))
+				hubtest.Publish(t, hub, "big", string(mib))
 			}
 			grown := liveHeap() - base
 			t.Logf("%d stalled streams, three 1 MiB events: %.1f MiB more heap", streams, float64(grown)/(1<<20))
 			if grown > limit {
 				t.Fatalf("heap grew by %.1f MiB, over %d MiB", float64(grown)/(1<<20), limit>>20)
 			}
-			for _, r := range logs.wait(t, "stream closed", streams) {
+			for _, r := range logs.Wait(t, "stream closed", streams) {
 				if r["reason"] != ssehub.ErrSlowSubscriber.Error() {
 					t.Fatalf("a stalled stream closed for %q", r["reason"])
 				}
@@ -156,56 +155,4 @@ func (l smallSendBuffers) Accept() (net.Conn, error) {
 		tc.SetWriteBuffer(4 << 10)
 	}
 	return c, err
-}
-
-// logRecorder is a slog.Handler that keeps the hub's records, message and
-// attributes as text, for tests to wait for.
-type logRecorder struct {
-	mu      sync.Mutex
-	records []map[string]string
-	added   chan struct{} // a token after each record
-}
-
-func newLogRecorder() *logRecorder { return &logRecorder{added: make(chan struct{}, 1)} }
-
-func (l *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
-func (l *logRecorder) WithAttrs([]slog.Attr) slog.Handler       { return l }
-func (l *logRecorder) WithGroup(string) slog.Handler            { return l }
-func (l *logRecorder) Handle(_ context.Context, r slog.Record) error {
-	m := map[string]string{"msg": r.Message}
-	r.Attrs(func(a slog.Attr) bool {
-		m[a.Key] = a.Value.String()
-		return true
-	})
-	l.mu.Lock()
-	l.records = append(l.records, m)
-	l.mu.Unlock()
-	select {
-	case l.added <- struct{}{}:
-	default:
-	}
-	return nil
-}
-
-// wait waits until n records have message msg and returns them.
-func (l *logRecorder) wait(t *testing.T, msg string, n int) []map[string]string {
-	t.Helper()
-	for {
-		var got []map[string]string
-		l.mu.Lock()
-		for _, r := range l.records {
-			if r["msg"] == msg {
-				got = append(got, r)
-			}
-		}
-		l.mu.Unlock()
-		if len(got) >= n {
-			return got
-		}
-		select {
-		case <-l.added:
-		case <-t.Context().Done():
-			t.Fatalf("%d %q records, want %d", len(got), msg, n)
-		}
-	}
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/ssehub/ssehub"
+	"github.com/ssehub/ssehub/internal/hubtest"
 )
 
 // streamPosition opens a stream without Last-Event-ID, reads the id field
@@ -40,17 +41,17 @@ func streamPosition(t *testing.T, url string) string {
 // everything published while it was away.
 func TestPositionBeforeFirstEvent(t *testing.T) {
 	t.Parallel()
-	hub, ts := newTestHub(t, ssehub.Config{})
-	publish(t, hub, "p", `"before"`)
+	hub, ts := hubtest.Serve(t, ssehub.Config{})
+	hubtest.Publish(t, hub, "p", `"before"`)
 	pos := streamPosition(t, ts.URL+"/sse?channel=p&channel=q")
 	want := []string{
-		publish(t, hub, "p", `1`),
-		publish(t, hub, "q", `2`),
-		publish(t, hub, "p", `3`),
+		hubtest.Publish(t, hub, "p", `1`),
+		hubtest.Publish(t, hub, "q", `2`),
+		hubtest.Publish(t, hub, "p", `3`),
 	}
-	s := openStream(t, ts.Client(), ts.URL+"/sse?channel=p&channel=q", pos)
+	s := hubtest.Open(t, ts.Client(), ts.URL+"/sse?channel=p&channel=q", hubtest.LastEventID(pos))
 	for _, id := range want {
-		if e := s.next(t); e.LastEventID != id || e.Type == ssehub.ResetType {
+		if e := s.Next(t); e.LastEventID != id || e.Type == ssehub.ResetType {
 			t.Fatalf("resumed stream: event %+v, want id %s", e, id)
 		}
 	}
@@ -62,9 +63,9 @@ func TestPositionBeforeFirstEvent(t *testing.T) {
 func TestCatchUpBeforeLiveSubscription(t *testing.T) {
 	t.Parallel()
 	mem := ssehub.NewMemoryBroker(ssehub.MemoryConfig{})
-	fb := &fakeBroker{mem: mem}
+	fb := &hubtest.Broker{Mem: mem}
 	var sneaked string
-	fb.subscribe = func(ctx context.Context, channel string, deliver func(*ssehub.Event)) (func(), error) {
+	fb.SubscribeFunc = func(ctx context.Context, channel string, deliver func(*ssehub.Event)) (func(), error) {
 		e, err := mem.Publish(ctx, ssehub.Message{Channel: channel, Data: json.RawMessage(`"sneaked"`)})
 		if err != nil {
 			return nil, err
@@ -82,7 +83,7 @@ func TestCatchUpBeforeLiveSubscription(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Close()
-	live := publish(t, hub, "c", `"live"`)
+	live := hubtest.Publish(t, hub, "c", `"live"`)
 	for _, want := range []string{sneaked, live} {
 		e, err := sub.Next(t.Context())
 		if err != nil || e.ID != want {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ssehub/ssehub"
+	"github.com/ssehub/ssehub/internal/hubtest"
 )
 
 // firstConnSmallBuffer gives the first connection it accepts a small send
@@ -58,7 +59,7 @@ func TestSlowStreamCatchesUp(t *testing.T) {
 			ts.Listener = lis
 			ts.Start()
 			t.Cleanup(ts.Close)
-			t.Cleanup(func() { closeHub(t, hub) })
+			t.Cleanup(func() { hubtest.Close(t, hub) })
 
 			// The slow client has a connection of its own.
 			slowClient := &http.Client{Transport: &http.Transport{}}
@@ -67,25 +68,25 @@ func TestSlowStreamCatchesUp(t *testing.T) {
 			data := func(i int) string { return fmt.Sprintf(`"%04d%s"`, i, strings.Repeat("x", size)) }
 			ids := make([]string, events)
 
-			slow := openStream(t, slowClient, streamURL, "") // the first connection
-			normal := openStream(t, ts.Client(), streamURL, "")
+			slow := hubtest.Open(t, slowClient, streamURL, nil) // the first connection
+			normal := hubtest.Open(t, ts.Client(), streamURL, nil)
 			// The publisher waits for the normal stream after each event,
 			// never for the slow one.
 			for i := range events {
-				ids[i] = publish(t, hub, "feed", data(i))
-				if e := normal.next(t); e.Data != data(i) || e.LastEventID != ids[i] {
+				ids[i] = hubtest.Publish(t, hub, "feed", data(i))
+				if e := normal.Next(t); e.Data != data(i) || e.LastEventID != ids[i] {
 					t.Fatalf("normal stream: event %d is %.8s... id %s, want %.8s... id %s", i, e.Data, e.LastEventID, data(i), ids[i])
 				}
 			}
 			(<-lis.first).SetWriteBuffer(1 << 20)
 			for i := range events {
-				if e := slow.next(t); e.Data != data(i) || e.LastEventID != ids[i] {
+				if e := slow.Next(t); e.Data != data(i) || e.LastEventID != ids[i] {
 					t.Fatalf("slow stream: event %d is %.8s... id %s type %s, want %.8s... id %s", i, e.Data, e.LastEventID, e.Type, data(i), ids[i])
 				}
 			}
-			live := publish(t, hub, "feed", `"live"`)
-			for _, s := range []*testStream{slow, normal} {
-				if e := s.next(t); e.Data != `"live"` || e.LastEventID != live {
+			live := hubtest.Publish(t, hub, "feed", `"live"`)
+			for _, s := range []*hubtest.Stream{slow, normal} {
+				if e := s.Next(t); e.Data != `"live"` || e.LastEventID != live {
 					t.Fatalf("after catching up got %+v, want the live event", e)
 				}
 			}
@@ -120,7 +121,7 @@ func TestStalledStreamCut(t *testing.T) {
 	for _, detach := range []bool{false, true} {
 		t.Run(fmt.Sprintf("detach=%v", detach), func(t *testing.T) {
 			t.Parallel()
-			logs := &lockedBuffer{}
+			logs := &hubtest.LogBuffer{}
 			metrics := &slowCounter{Metrics: nopMetrics{}}
 			hub, err := ssehub.New(ssehub.Config{
 				WriteTimeout: 200 * time.Millisecond, Heartbeat: -1, Detach: detach,
@@ -134,7 +135,7 @@ func TestStalledStreamCut(t *testing.T) {
 			ts.Listener = lis
 			ts.Start()
 			t.Cleanup(ts.Close)
-			t.Cleanup(func() { closeHub(t, hub) })
+			t.Cleanup(func() { hubtest.Close(t, hub) })
 
 			stalled, err := net.Dial("tcp", ts.Listener.Addr().String()) // the first connection
 			if err != nil {
@@ -144,9 +145,9 @@ func TestStalledStreamCut(t *testing.T) {
 			stalled.(*net.TCPConn).SetReadBuffer(4096)
 			fmt.Fprintf(stalled, "GET /sse?channel=c HTTP/1.1\r\nHost: x\r\n\r\n")
 			<-lis.first
-			reader := openStream(t, ts.Client(), ts.URL+"/sse?channel=c", "")
+			reader := hubtest.Open(t, ts.Client(), ts.URL+"/sse?channel=c", nil)
 			for ssehub.OpenStreams(hub) < 2 {
-				publish(t, hub, "x", "0") // wait for the stalled stream to be admitted
+				hubtest.Publish(t, hub, "x", "0") // wait for the stalled stream to be admitted
 			}
 
 			big := `"` + strings.Repeat("x", 64<<10) + `"`
@@ -154,8 +155,8 @@ func TestStalledStreamCut(t *testing.T) {
 				if i == 2000 {
 					t.Fatal("the stalled stream was never cut")
 				}
-				id := publish(t, hub, "c", big)
-				if e := reader.next(t); e.LastEventID != id {
+				id := hubtest.Publish(t, hub, "c", big)
+				if e := reader.Next(t); e.LastEventID != id {
 					t.Fatalf("reader got %q, want %q", e.LastEventID, id)
 				}
 			}
@@ -165,8 +166,8 @@ func TestStalledStreamCut(t *testing.T) {
 			if metrics.count() != 1 {
 				t.Errorf("%d slow subscribers counted, want 1", metrics.count())
 			}
-			id := publish(t, hub, "c", `"after"`)
-			if e := reader.next(t); e.LastEventID != id {
+			id := hubtest.Publish(t, hub, "c", `"after"`)
+			if e := reader.Next(t); e.LastEventID != id {
 				t.Fatalf("reader got %q, want %q", e.LastEventID, id)
 			}
 		})
@@ -194,7 +195,7 @@ func TestSlowSubscription(t *testing.T) {
 		{"past the hub's backlog", func() ssehub.Config {
 			// The fake broker lends no history to the hub, which keeps 3
 			// events per channel itself; the broker keeps 100.
-			return ssehub.Config{Broker: &fakeBroker{mem: ssehub.NewMemoryBroker(ssehub.MemoryConfig{HistorySize: 100})}, Backlog: 3}
+			return ssehub.Config{Broker: &hubtest.Broker{Mem: ssehub.NewMemoryBroker(ssehub.MemoryConfig{HistorySize: 100})}, Backlog: 3}
 		}, false},
 	}
 	for _, tt := range tests {
@@ -204,7 +205,7 @@ func TestSlowSubscription(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { closeHub(t, hub) })
+			t.Cleanup(func() { hubtest.Close(t, hub) })
 			ctx := t.Context()
 			sub, err := hub.Subscribe(ctx, []string{"c", "d"}, "")
 			if err != nil {
@@ -213,7 +214,7 @@ func TestSlowSubscription(t *testing.T) {
 			defer sub.Close()
 			var ids []string
 			for i := range events {
-				ids = append(ids, publish(t, hub, []string{"c", "d"}[i%2], fmt.Sprint(i)))
+				ids = append(ids, hubtest.Publish(t, hub, []string{"c", "d"}[i%2], fmt.Sprint(i)))
 				if i == 0 {
 					if e, err := sub.Next(ctx); err != nil || e.ID != ids[0] {
 						t.Fatalf("Next = %v, %v; want the first event", e, err)
@@ -234,7 +235,7 @@ func TestSlowSubscription(t *testing.T) {
 					t.Fatalf("Next = %+v, %v; want event %d (%s)", e, err, got, ids[got])
 				}
 			}
-			live := publish(t, hub, "d", `"live"`)
+			live := hubtest.Publish(t, hub, "d", `"live"`)
 			if e, err := sub.Next(ctx); err != nil || e.ID != live {
 				t.Fatalf("Next = %+v, %v; want the live event %s", e, err, live)
 			}
