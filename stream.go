@@ -39,6 +39,7 @@ type stream struct {
 	started bool  // the first line is out
 	reason  string
 
+	h2       bool      // served over HTTP/2
 	deadline time.Time // the write deadline set on the handler's connection
 }
 
@@ -53,7 +54,7 @@ const (
 )
 
 func (h *Hub) newStream(sub *Subscription, r *http.Request) *stream {
-	return &stream{hub: h, sub: sub, remote: r.RemoteAddr, since: time.Now()}
+	return &stream{hub: h, sub: sub, remote: r.RemoteAddr, since: time.Now(), h2: r.ProtoMajor == 2}
 }
 
 // compose fills b with what the stream writes next, and says what comes
@@ -135,15 +136,30 @@ func (st *stream) closed(ctx context.Context, reason string) {
 // one flush, under a write deadline.
 func (st *stream) writeResponse(w http.ResponseWriter, rc *http.ResponseController, b *batch) error {
 	if t := st.hub.cfg.WriteTimeout; t > 0 {
-		// Setting a deadline costs as much as a small write: a busy
-		// stream moves it on only once half of it has gone by, so that a
-		// client that takes nothing is cut after between half the timeout
-		// and all of it. A ResponseWriter that cannot set one (a test
-		// recorder) is fine.
+		// A ResponseWriter that cannot set one (a test recorder) is fine.
+		set := func(d time.Time) error {
+			if err := rc.SetWriteDeadline(d); err != nil && !errors.Is(err, http.ErrNotSupported) {
+				return err
+			}
+			return nil
+		}
 		now := time.Now()
-		if now.After(st.deadline.Add(-t / 2)) {
+		switch {
+		case st.h2:
+			// HTTP/2 resets a stream once its deadline passes, written
+			// or not: the deadline covers this batch only.
+			if err := set(now.Add(t)); err != nil {
+				return err
+			}
+			defer set(time.Time{})
+		case now.After(st.deadline.Add(-t / 2)):
+			// Setting a deadline costs about as much as a small write: a
+			// busy stream moves it on only once half of it has gone by,
+			// so that a client that takes nothing is cut after between
+			// half the timeout and all of it. A deadline passed while
+			// idle fails nothing but the next write, which moves it first.
 			st.deadline = now.Add(t)
-			if err := rc.SetWriteDeadline(st.deadline); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			if err := set(st.deadline); err != nil {
 				return err
 			}
 		}
