@@ -51,15 +51,17 @@ type Config struct {
 	MaxMessageBytes int
 	// MaxChannels bounds how many channels one subscription may name.
 	MaxChannels int
-	// WriteTimeout bounds each write to a stream; a client that does not
-	// read for that long is disconnected. Negative disables it.
+	// WriteTimeout bounds how long a stream may wait for its client to
+	// take what it writes; a client that takes nothing for that long
+	// (between half of it and all of it, as the hub moves the deadline on
+	// only now and then) is disconnected. Negative disables it.
 	WriteTimeout time.Duration
-	// Detach takes each HTTP/1.1 stream over from net/http once its
+	// Detach takes each HTTP/1.x stream over from net/http once its
 	// headers are sent (http.ResponseController's Hijack): no goroutine and
 	// no buffers stay with an idle stream, and a small pool of writers
-	// sends each stream's queued events in one write. An idle stream then
-	// costs a few KB instead of over 20. Streams over HTTP/2 or TLS, and
-	// ResponseWriters that cannot be hijacked, are served as usual.
+	// sends each stream everything it has to send in one write. An idle
+	// stream then costs a few KB instead of over 20. Streams over HTTP/2 or
+	// TLS, and ResponseWriters that cannot be hijacked, are served as usual.
 	// Middleware that wraps the ResponseWriter sees the headers but not
 	// the body of a detached stream, and http.Server.Shutdown does not wait
 	// for detached streams: Hub.Close or Hub.Drain ends them.

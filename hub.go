@@ -139,6 +139,10 @@ func (h *Hub) Broker() Broker { return h.broker }
 // Publish validates m, publishes it through the broker and returns the id
 // of the event. Errors wrap ErrInvalidChannel, ErrInvalidData and the other
 // validation sentinels, ErrMessageTooLarge, ErrUnavailable or ErrClosed.
+//
+// Publish never waits for a subscriber. It waits, 100 ms at most, while the
+// writers of the hub's detached streams run late, so that a publisher
+// going flat out does not run every stream past its history.
 func (h *Hub) Publish(ctx context.Context, m Message) (string, error) {
 	if err := m.Normalize(); err != nil {
 		return "", err
