@@ -35,6 +35,7 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.Float64Var(&o.Rate, "rate", 0, "events per second over all channels; 0 publishes as fast as --window allows")
 	fs.IntVar(&o.Window, "window", bench.DefaultWindow, "events a channel may be published ahead of its slowest stream; 0 publishes flat out, whoever keeps up")
 	fs.IntVar(&o.Publishers, "publishers", bench.DefaultPublishers, "publish connections, each pipelining its channels' events in order")
+	fs.IntVar(&o.Inflight, "inflight", bench.DefaultInflight, "publish requests each publisher may have sent and not seen answered; 1 waits for each answer")
 	fs.IntVar(&o.Size, "size", 0, "pad each event's data to about this many `bytes`")
 	fs.IntVar(&o.Slow, "slow", 0, "streams that read slowly (see --slow-rate), as over a slow link; they must still get every event")
 	fs.IntVar(&o.SlowRate, "slow-rate", bench.DefaultSlowRate, "`bytes` per second a slow stream reads")

@@ -33,6 +33,7 @@ const (
 	DefaultEvents          = 1000
 	DefaultWindow          = 64
 	DefaultPublishers      = 4
+	DefaultInflight        = 1024
 	DefaultDialConcurrency = 64
 	DefaultSettle          = 2 * time.Second
 	DefaultDrain           = 5 * time.Second
@@ -75,9 +76,14 @@ type Options struct {
 	// throughput rather than at its drop policy. Negative means no bound:
 	// publishing goes flat out, whoever keeps up.
 	Window int
-	// Publishers is how many publish requests may be in flight at once.
-	// Each channel is published by one of them, in order.
+	// Publishers is how many connections publish at once. Each channel is
+	// published by one of them, in order.
 	Publishers int
+	// Inflight bounds the requests one publisher has sent and not yet seen
+	// answered: it pipelines up to that many. One makes it a client that
+	// waits for each answer before it sends the next event. A flat-out
+	// run's latency is mostly the time events wait in this pipeline.
+	Inflight int
 	// Size pads each event's data to about this many bytes.
 	Size int
 
@@ -137,6 +143,7 @@ func (o Options) withDefaults() (Options, error) {
 	intDef(&o.Events, DefaultEvents)
 	intDef(&o.Window, DefaultWindow)
 	intDef(&o.Publishers, DefaultPublishers)
+	intDef(&o.Inflight, DefaultInflight)
 	intDef(&o.DialConcurrency, DefaultDialConcurrency)
 	intDef(&o.SlowRate, DefaultSlowRate)
 	durDef(&o.Settle, DefaultSettle)
@@ -154,6 +161,8 @@ func (o Options) withDefaults() (Options, error) {
 		return o, errors.New("bench: rates must not be negative")
 	case o.Publishers < 0 || o.DialConcurrency < 0 || o.Size < 0:
 		return o, errors.New("bench: publishers, dial concurrency and size must not be negative")
+	case o.Inflight < 0:
+		return o, errors.New("bench: in-flight requests must not be negative")
 	case o.Slow < 0 || o.Stalled < 0 || o.SlowRate < 0:
 		return o, errors.New("bench: slow and stalled streams and the slow rate must not be negative")
 	case o.Slow+o.Stalled >= o.Subscribers && o.Subscribers > 0:
@@ -297,7 +306,7 @@ func (r *runner) logf(format string, args ...any) {
 
 func (r *runner) run(ctx context.Context) (*Result, error) {
 	o := r.o
-	res := &Result{Target: strings.Join(o.StreamURLs, " "), Subscribers: o.Subscribers, Channels: o.Channels, Rate: o.Rate, Window: o.Window, PIDs: o.PIDs,
+	res := &Result{Target: strings.Join(o.StreamURLs, " "), Subscribers: o.Subscribers, Channels: o.Channels, Rate: o.Rate, Window: o.Window, Inflight: o.Inflight, PIDs: o.PIDs,
 		Slow: o.Slow, Stalled: o.Stalled}
 	r.unstall = make(chan struct{})
 	r.chans = make([]*chanState, o.Channels)

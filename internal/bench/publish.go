@@ -128,9 +128,6 @@ type publisher struct {
 	data     []byte
 }
 
-// maxInflight bounds the requests one publisher has sent and not yet seen
-// answered.
-const maxInflight = 1024
 
 // publishAll publishes the scenario's events over Publishers concurrent
 // publishers and waits for them.
@@ -138,7 +135,7 @@ func (r *runner) publishAll(ctx context.Context, res *Result) error {
 	o := r.o
 	pubs := make([]*publisher, o.Publishers)
 	for i := range pubs {
-		pubs[i] = &publisher{r: r, inflight: make(chan *chanState, maxInflight)}
+		pubs[i] = &publisher{r: r, inflight: make(chan *chanState, o.Inflight)}
 	}
 	for i, c := range r.chans {
 		p := pubs[i%len(pubs)]

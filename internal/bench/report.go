@@ -17,6 +17,7 @@ type Result struct {
 	Channels    int     `json:"channels"`
 	Rate        float64 `json:"rate"`
 	Window      int     `json:"window"`
+	Inflight    int     `json:"inflight"`
 	Slow        int     `json:"slow,omitempty"`
 	Stalled     int     `json:"stalled,omitempty"`
 	GOMAXPROCS  int     `json:"gomaxprocs"`
