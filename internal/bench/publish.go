@@ -128,7 +128,6 @@ type publisher struct {
 	data     []byte
 }
 
-
 // publishAll publishes the scenario's events over Publishers concurrent
 // publishers and waits for them.
 func (r *runner) publishAll(ctx context.Context, res *Result) error {
