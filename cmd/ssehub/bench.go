@@ -40,6 +40,7 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.IntVar(&o.Slow, "slow", 0, "streams that read slowly (see --slow-rate), as over a slow link; they must still get every event")
 	fs.IntVar(&o.SlowRate, "slow-rate", bench.DefaultSlowRate, "`bytes` per second a slow stream reads")
 	fs.IntVar(&o.Stalled, "stalled", 0, "streams that never read once open, as a hung client; the hub should cut them, and the others must not suffer")
+	fs.DurationVar(&o.StalledWait, "stalled-wait", 0, "how long stalled streams stay stalled after the events are delivered, before they read to find out whether they were cut; over the hub's write timeout to see the cuts")
 	fs.Float64Var(&o.ConnectRate, "connect-rate", 0, "new streams per second; 0 connects as fast as the hub accepts")
 	fs.IntVar(&o.DialConcurrency, "dial-concurrency", bench.DefaultDialConcurrency, "streams connecting at once")
 	fs.DurationVar(&o.Settle, "settle", bench.DefaultSettle, "idle time after connecting, before the hub's memory is read and publishing starts")

@@ -99,6 +99,10 @@ type Options struct {
 	// are in, as a client that hangs does: the hub is expected to cut
 	// them. They are left out of every figure but StalledCut.
 	Stalled int
+	// StalledWait is how long stalled streams stay stalled once the events
+	// are delivered, before they read to find out whether the hub cut
+	// them: longer than the hub's write timeout to see the cuts.
+	StalledWait time.Duration
 
 	// Sources are the loopback addresses subscribers connect from, in
 	// turn. Each address has its own ephemeral ports, so several let one
@@ -161,6 +165,8 @@ func (o Options) withDefaults() (Options, error) {
 		return o, errors.New("bench: rates must not be negative")
 	case o.Publishers < 0 || o.DialConcurrency < 0 || o.Size < 0:
 		return o, errors.New("bench: publishers, dial concurrency and size must not be negative")
+	case o.StalledWait < 0:
+		return o, errors.New("bench: the stalled wait must not be negative")
 	case o.Inflight < 0:
 		return o, errors.New("bench: in-flight requests must not be negative")
 	case o.Slow < 0 || o.Stalled < 0 || o.SlowRate < 0:
@@ -379,7 +385,7 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 		}
 		res.HubRSSPeakKB = peak.stop()
 	}
-	r.checkStalled()
+	r.checkStalled(ctx)
 	r.closeAll()
 	r.collect(res, end.Sub(pubStart))
 	if toolEnd, err := ReadProc(0); err == nil {
@@ -547,9 +553,14 @@ func (r *runner) kindOf(i int) readerKind {
 	return fast
 }
 
-// checkStalled lets the stalled streams read what the hub sent them, to
-// find whether it cut them, and waits until they have found out.
-func (r *runner) checkStalled() {
+// checkStalled lets the stalled streams read what the hub sent them, once
+// StalledWait has passed, to find whether it cut them, and waits until
+// they have found out.
+func (r *runner) checkStalled(ctx context.Context) {
+	if r.o.Stalled > 0 {
+		r.logf("streams stalled for %s more", r.o.StalledWait)
+		Sleep(ctx, r.o.StalledWait)
+	}
 	r.unstalled.Do(func() { close(r.unstall) })
 	for _, s := range r.subs {
 		if s.kind == stalled {
