@@ -43,13 +43,18 @@ func (l *firstConnSmallBuffer) Accept() (net.Conn, error) {
 // history holds what it has yet to read.
 func TestSlowStreamCatchesUp(t *testing.T) {
 	t.Parallel()
-	for _, detach := range []bool{false, true} {
-		t.Run(fmt.Sprintf("detach=%v", detach), func(t *testing.T) {
+	for _, tc := range []struct {
+		detach bool
+		events int
+		size   int // bytes of data per event: the slow stream stalls after a few
+	}{
+		{false, 100, 8 << 10},
+		{true, 100, 8 << 10},
+		{true, 20, 100 << 10}, // each event larger than a batch
+	} {
+		t.Run(fmt.Sprintf("detach=%v/size=%d", tc.detach, tc.size), func(t *testing.T) {
 			t.Parallel()
-			const (
-				events = 100
-				size   = 8 << 10 // bytes of data per event: the slow stream stalls after a few
-			)
+			detach, events, size := tc.detach, tc.events, tc.size
 			hub, err := ssehub.New(ssehub.Config{WriteTimeout: -1, Heartbeat: -1, Detach: detach})
 			if err != nil {
 				t.Fatal(err)

@@ -425,11 +425,20 @@ func (st *detached) step(sc *scratch) (handedOff bool) {
 			}
 			continue
 		}
-		p, prefix := st.encode(sc, act == actEnd)
-		if len(p) == 0 {
-			continue // the end of an HTTP/1.0 body: nothing to write
+		var (
+			blocked bool
+			err     error
+		)
+		if len(b.frames) == 1 && len(b.frames[0].frame) > maxBatchBytes {
+			// A large event goes out from its own memory.
+			blocked, err = st.writeLarge(sc, b, act == actEnd)
+		} else {
+			p, prefix := st.encode(sc, act == actEnd)
+			if len(p) == 0 {
+				continue // the end of an HTTP/1.0 body: nothing to write
+			}
+			blocked, err = st.write(p, prefix, b)
 		}
-		blocked, err := st.write(p, prefix, b)
 		if err != nil {
 			st.end(st.writeFailed(err))
 			return false
@@ -509,6 +518,60 @@ func (st *detached) write(p []byte, prefix int, b *batch) (blocked bool, err err
 	st.blocked.Store(true)
 	go st.writeRest()
 	return true, nil
+}
+
+// writeLarge is write for a batch of one event larger than a batch may
+// be, which it sends as it is rather than copy it: the chunk size line
+// from sc.buf, the frame, then the chunk's end, each with one non-blocking
+// write. What the socket does not take goes to writeRest, the frame as a
+// reference.
+func (st *detached) writeLarge(sc *scratch, b *batch, last bool) (blocked bool, err error) {
+	frame := b.frames[0].frame
+	pieces := [3][]byte{nil, frame, nil}
+	if st.chunked {
+		sc.buf = strconv.AppendUint(sc.buf[:0], uint64(len(frame)), 16)
+		sc.buf = append(sc.buf, "\r\n"...)
+		end := len(sc.buf)
+		sc.buf = append(sc.buf, "\r\n"...)
+		if last {
+			sc.buf = append(sc.buf, lastChunk...)
+		}
+		pieces[0], pieces[2] = sc.buf[:end], sc.buf[end:]
+	}
+	for i, p := range pieces {
+		n := 0
+		if st.nbOK && len(p) > 0 {
+			if n, err = st.nb.write(p); err != nil {
+				return false, err
+			}
+		}
+		st.wrote.Store(true)
+		if n == len(p) {
+			continue
+		}
+		// The framing is sc's: copied. The frame is shared.
+		st.rest = st.rest[:0]
+		for j, q := range pieces[i:] {
+			if j == 0 {
+				q = q[n:]
+			}
+			if len(q) == 0 {
+				continue
+			}
+			if i+j != 1 {
+				q = bytes.Clone(q)
+			}
+			st.rest = append(st.rest, q)
+		}
+		st.restN = b.events
+		if st.hub.metrics != nil {
+			st.restLive = append(st.restLive[:0], b.live()...)
+		}
+		st.blocked.Store(true)
+		go st.writeRest()
+		return true, nil
+	}
+	return false, nil
 }
 
 // unsent returns what is left of p, the encoding of b with prefix bytes of
