@@ -15,7 +15,8 @@ type batch struct {
 	events    int      // frames that are events (not position frames)
 	bytes     int      // of the frames
 	maxEvents int
-	maxBytes  int // always one frame at least
+	maxBytes  int  // always one frame at least
+	lagging   bool // a cursor was more than half its feed's room behind
 
 	// For streams (stream.go): what goes before and after the frames.
 	head      []byte // the first line of a stream, before its first frames
@@ -27,7 +28,7 @@ type batch struct {
 func (b *batch) reset() {
 	clear(b.frames)
 	b.frames = b.frames[:0]
-	b.replayed, b.events, b.bytes = 0, 0, 0
+	b.replayed, b.events, b.bytes, b.lagging = 0, 0, 0, false
 	b.head, b.tail, b.tailOwned = nil, nil, false
 }
 
@@ -95,6 +96,7 @@ func (s *Subscription) next(b *batch) batchState {
 	if len(s.pending) == 0 {
 		s.pending = nil
 	}
+	b.lagging = s.lagging()
 	for {
 		if b.full() {
 			return batchReady
@@ -201,6 +203,19 @@ func (cur *cursor) limit() uint64 {
 		return cur.end
 	}
 	return head
+}
+
+// lagging reports whether a cursor is further behind its feed's head than
+// half the events the feed can hold: as events keep coming, the feed is
+// soon to move past it.
+func (s *Subscription) lagging() bool {
+	for i := range s.cursors {
+		cur := &s.cursors[i]
+		if f := cur.c.feed; 2*int64(f.head()-cur.pos) > f.room.Load() {
+			return true
+		}
+	}
+	return false
 }
 
 // hasMore reports whether a cursor has an event to take.

@@ -28,6 +28,7 @@ type feed struct {
 	slots atomic.Pointer[[]atomic.Pointer[Event]] // length a power of two
 	first atomic.Uint64                           // position of the oldest event held
 	next  atomic.Uint64                           // position the next event takes
+	room  atomic.Int64                            // how many events the feed holds when full (see lagging)
 
 	// Guarded by the owner's lock.
 	channel string
@@ -42,8 +43,10 @@ type feed struct {
 // channels that hold an event or two cost little.
 const minSlots = 4
 
-func newFeed(channel string) *feed {
+// newFeed returns an empty feed for channel that holds at most maxEvents.
+func newFeed(channel string, maxEvents int) *feed {
 	f := &feed{channel: channel, index: -1}
+	f.room.Store(int64(maxEvents))
 	slots := make([]atomic.Pointer[Event], minSlots)
 	f.slots.Store(&slots)
 	f.stamps = make([]uint64, minSlots)
@@ -189,8 +192,10 @@ func (b *feedBudget) push(f *feed, e *Event) {
 	if f.index < 0 {
 		heap.Push(&b.heap, f)
 	}
+	byBytes := false
 	for f.len() > 1 && f.bytes > b.maxFeedBytes {
 		b.pop(f)
+		byBytes = true
 	}
 	for b.bytes > b.maxBytes {
 		g := b.heap[0]
@@ -202,9 +207,20 @@ func (b *feedBudget) push(f *feed, e *Event) {
 			g = b.heap.second()
 		}
 		b.pop(g)
+		if g == f {
+			byBytes = true
+		}
 		if g != f && g.len() == 0 && b.emptied != nil {
 			b.emptied(g)
 		}
+	}
+	// What the feed can hold: its count bound, or what is left once
+	// bytes made events leave.
+	switch {
+	case byBytes:
+		f.room.Store(int64(f.len()))
+	case f.room.Load() < int64(f.len()):
+		f.room.Store(int64(min(f.len()*2, b.maxEvents)))
 	}
 }
 

@@ -27,7 +27,7 @@ func TestFeedReadersRaceWriter(t *testing.T) {
 	const events = 5000
 	var mu sync.Mutex // the owner's lock
 	b := feedBudget{maxEvents: 64, maxFeedBytes: 1 << 30, maxBytes: 1 << 30}
-	f := newFeed("c")
+	f := newFeed("c", 64)
 	var wg sync.WaitGroup
 	for r := range 4 {
 		wg.Go(func() {
@@ -83,7 +83,7 @@ func TestFeedBudget(t *testing.T) {
 	seq := uint64(0)
 	push := func(ch string) {
 		if feeds[ch] == nil {
-			feeds[ch] = newFeed(ch)
+			feeds[ch] = newFeed(ch, 3)
 		}
 		seq++
 		b.push(feeds[ch], seqEvent(ch, seq, 1000))
@@ -144,7 +144,7 @@ func TestFeedBudget(t *testing.T) {
 
 	// The count bound.
 	b = feedBudget{maxEvents: 3, maxFeedBytes: 1 << 30, maxBytes: 1 << 30}
-	f := newFeed("e")
+	f := newFeed("e", 3)
 	for i := range uint64(10) {
 		b.push(f, seqEvent("e", i+1, 10))
 	}

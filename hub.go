@@ -494,7 +494,7 @@ func (h *Hub) subscribeChannel(ctx context.Context, c *hubChannel) {
 		}
 	}
 	if c.feed == nil && c.err == nil {
-		c.feed, c.own = newFeed(c.name), true
+		c.feed, c.own = newFeed(c.name, h.cfg.Backlog), true
 		c.stop, c.err = h.broker.Subscribe(sctx, c.name, func(e *Event) { h.receive(c, e) })
 	}
 	if c.err != nil {

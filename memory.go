@@ -180,7 +180,7 @@ func (b *MemoryBroker) channel(name string) *memChannel {
 		// where the forgotten ones ended.
 		ch = &memChannel{evicted: b.forgotten}
 		if b.size > 0 {
-			ch.history = newFeed(name)
+			ch.history = newFeed(name, b.size)
 			ch.history.evicted = b.forgotten
 		}
 		b.channels[name] = ch

@@ -62,43 +62,39 @@ type detacher struct {
 	ticking bool // the ticker goroutine runs
 
 	mu      sync.Mutex
-	queue   []queued // streams waiting for a writer, first at head
+	queue   []*detached // streams waiting for a writer, first at head
 	head    int
 	workers int
 	spare   []*scratch
-	late    atomic.Pointer[chan struct{}] // while the writers run late: closed when they catch up; set under mu
+	late    atomic.Pointer[chan struct{}] // while the writers run late: closed when they catch up; changed under mu
 
 	peers peerWatch
 }
 
-// queued is a stream waiting for a writer, since when (nanoseconds of
-// clock).
-type queued struct {
-	st *detached
-	at int64
-}
-
-// clockStart is the origin of clock.
-var clockStart = time.Now()
-
-// clock reads a monotonic clock for the writers' queue, in nanoseconds.
-func clock() int64 { return int64(time.Since(clockStart)) }
-
 // Publishers keep pace with the writers. Fan-out costs a write per stream,
 // publishing an event far less, so a publisher that goes flat out can hand
-// the writers more than they get through: every stream then falls further
-// behind, to the end of its channel's history, where it must resume with a
-// reset. When a stream has waited paceAfter in the writers' queue, the
-// writers run late; a publish then waits until they have caught up (a
-// stream waited less than half that), or for maxPace at most. Only the
-// hub's own CPU slows publishers this way: a stream whose client does not
-// read waits outside the queue, in a goroutine of its own.
+// the writers more than they get through: every stream of a busy channel
+// then falls further behind, to the end of the channel's feed, where it
+// must resume from history or with a reset. The writers run late when a
+// stream they take has waited more than paceAfter in their queue and is
+// more than half its feed behind; a publish then waits until the writers
+// take a stream that waited less than half that or is not so far behind,
+// or for maxPace at most. Spread over many channels, streams fall little
+// behind however long they wait, and publishing goes on. A stream whose
+// client reads slowly waits for its socket outside the queue: clients
+// never slow publishers.
 const (
 	paceAfter = 20 * time.Millisecond
 	maxPace   = 100 * time.Millisecond
 )
 
-// pace waits, when the writers run late, until they have caught up, for
+// clockStart is the origin of clock.
+var clockStart = time.Now()
+
+// clock reads a monotonic clock, in nanoseconds.
+func clock() int64 { return int64(time.Since(clockStart)) }
+
+// pace waits, while the writers run late, until they have caught up, for
 // maxPace at most, or until ctx ends.
 func (d *detacher) pace(ctx context.Context) {
 	late := d.late.Load()
@@ -114,16 +110,30 @@ func (d *detacher) pace(ctx context.Context) {
 	}
 }
 
-// waited notes how long the stream a writer takes waited in the queue,
-// and whether the writers run late. d.mu is held.
-func (d *detacher) waited(ns int64) {
-	late := d.late.Load()
+// taken notes, for a stream a writer took from the queue after it waited
+// there waited nanoseconds, whether its first batch lags: whether the
+// writers run late.
+func (d *detacher) taken(waited int64, lagging bool) {
+	var late bool
 	switch {
-	case ns > int64(paceAfter) && late == nil:
+	case waited > int64(paceAfter) && lagging:
+		late = true
+	case waited < int64(paceAfter/2) || !lagging:
+		late = false
+	default:
+		return
+	}
+	if late == (d.late.Load() != nil) {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch c := d.late.Load(); {
+	case late && c == nil:
 		c := make(chan struct{})
 		d.late.Store(&c)
-	case ns < int64(paceAfter/2) && late != nil:
-		close(*late)
+	case !late && c != nil:
+		close(*c)
 		d.late.Store(nil)
 	}
 }
@@ -154,7 +164,8 @@ type detached struct {
 	readable  atomic.Bool // the client sent something, perhaps its end (peerWatch)
 
 	// Owned by the goroutine running the stream.
-	ended bool        // the connection is closed and the subscription released
+	ended    bool  // the connection is closed and the subscription released
+	queuedAt int64 // when it was queued for a writer (clock); -1 once a writer took it
 	rest  net.Buffers // what a blocked write has yet to send
 	after streamAct   // what follows the blocked write
 	restN int         // events in the blocked write, for the counts
@@ -318,8 +329,9 @@ func (st *detached) peerActive() {
 
 // push queues st for a writer, starting one if fewer than GOMAXPROCS run.
 func (d *detacher) push(st *detached) {
+	st.queuedAt = clock()
 	d.mu.Lock()
-	d.queue = append(d.queue, queued{st, clock()})
+	d.queue = append(d.queue, st)
 	start := d.workers < runtime.GOMAXPROCS(0)
 	if start {
 		d.workers++
@@ -338,16 +350,13 @@ func (d *detacher) work() {
 		d.mu.Lock()
 		if d.head == len(d.queue) {
 			d.queue, d.head = d.queue[:0], 0
-			d.waited(0)
 			d.workers--
 			d.mu.Unlock()
 			return
 		}
-		q := d.queue[d.head]
-		d.queue[d.head] = queued{}
+		st := d.queue[d.head]
+		d.queue[d.head] = nil
 		d.head++
-		st := q.st
-		d.waited(clock() - q.at)
 		if d.head >= 1024 && 2*d.head >= len(d.queue) {
 			// Under steady load the queue may never empty: reuse the
 			// consumed front rather than grow forever.
@@ -406,6 +415,10 @@ func (st *detached) step(sc *scratch) (handedOff bool) {
 		st.end("client gone")
 		return false
 	}
+	waited := int64(-1) // in the writers' queue, when a writer took it from there
+	if st.queuedAt >= 0 {
+		waited, st.queuedAt = clock()-st.queuedAt, -1
+	}
 	act := st.after
 	for {
 		switch act {
@@ -419,6 +432,10 @@ func (st *detached) step(sc *scratch) (handedOff bool) {
 		b := &sc.b
 		act = st.compose(b, st.heartbeat.Swap(false))
 		st.after = actWait
+		if waited >= 0 && len(b.frames) > 0 {
+			st.hub.web.detacher.taken(waited, b.lagging)
+			waited = -1
+		}
 		if b.empty() && act != actEnd {
 			if act == actWait {
 				return false
