@@ -164,11 +164,11 @@ type detached struct {
 	readable  atomic.Bool // the client sent something, perhaps its end (peerWatch)
 
 	// Owned by the goroutine running the stream.
-	ended    bool  // the connection is closed and the subscription released
-	queuedAt int64 // when it was queued for a writer (clock); -1 once a writer took it
-	rest  net.Buffers // what a blocked write has yet to send
-	after streamAct   // what follows the blocked write
-	restN int         // events in the blocked write, for the counts
+	ended    bool        // the connection is closed and the subscription released
+	queuedAt int64       // when it was queued for a writer (clock); -1 once a writer took it
+	rest     net.Buffers // what a blocked write has yet to send
+	after    streamAct   // what follows the blocked write
+	restN    int         // events in the blocked write, for the counts
 	// live events in the blocked write, for Metrics
 	restLive []*Event
 
