@@ -120,7 +120,7 @@ func (s *Subscription) next(b *batch) batchState {
 	}
 }
 
-// take adds e to b, unless the replay already covered it.
+// take adds e to b, noting its id as the subscription's last.
 func (s *Subscription) take(b *batch, e *Event) {
 	if e.ID != "" {
 		s.lastID = e.ID

@@ -140,9 +140,10 @@ func (h *Hub) Broker() Broker { return h.broker }
 // of the event. Errors wrap ErrInvalidChannel, ErrInvalidData and the other
 // validation sentinels, ErrMessageTooLarge, ErrUnavailable or ErrClosed.
 //
-// Publish never waits for a subscriber. It waits, 100 ms at most, while the
-// writers of the hub's detached streams run late, so that a publisher
-// going flat out does not run every stream past its history.
+// Publish never waits for a subscriber. Once the event is out, it waits,
+// 100 ms at most, while the writers of the hub's detached streams run late,
+// so that a publisher going flat out neither runs every stream past its
+// history nor makes events wait long for the writers.
 func (h *Hub) Publish(ctx context.Context, m Message) (string, error) {
 	if err := m.Normalize(); err != nil {
 		return "", err
@@ -166,13 +167,16 @@ func (h *Hub) publish(ctx context.Context, m Message) (*Event, error) {
 	}
 	h.publishing.Add(1)
 	h.mu.Unlock()
-	defer h.publishing.Done()
-	h.web.detacher.pace(ctx)
 	e, err := h.broker.Publish(ctx, m)
-	if err == nil && h.metrics != nil {
+	h.publishing.Done()
+	if err != nil {
+		return nil, err
+	}
+	if h.metrics != nil {
 		h.metrics.EventPublished()
 	}
-	return e, err
+	h.web.detacher.pace(ctx)
+	return e, nil
 }
 
 // Close ends the hub: it refuses new publishes and subscriptions, waits for

@@ -73,18 +73,21 @@ type detacher struct {
 
 // Publishers keep pace with the writers. Fan-out costs a write per stream,
 // publishing an event far less, so a publisher that goes flat out can hand
-// the writers more than they get through: every stream of a busy channel
-// then falls further behind, to the end of the channel's feed, where it
-// must resume from history or with a reset. The writers run late when a
-// stream they take has waited more than paceAfter in their queue and is
-// more than half its feed behind; a publish then waits until the writers
-// take a stream that waited less than half that or is not so far behind,
-// or for maxPace at most. Spread over many channels, streams fall little
-// behind however long they wait, and publishing goes on. A stream whose
-// client reads slowly waits for its socket outside the queue: clients
-// never slow publishers.
+// the writers more than they get through. Events then wait in the writers'
+// queue, and every stream of a busy channel falls further behind, to the
+// end of the channel's feed, where it must resume from history or with a
+// reset. The writers run late when a stream they take has waited in their
+// queue more than paceAfter and is more than half its feed behind, or has
+// waited more than maxDelay; a publish then waits, once its event is out,
+// until the writers catch up (they take a stream that waited less than
+// half that), or for maxPace at most. The publisher slows down; its events
+// do not wait longer. Spread over many channels, streams fall little behind
+// while events wait up to maxDelay, time in which each stream's events
+// gather into one write. A stream whose client reads slowly waits for its
+// socket outside the queue: clients never slow publishers.
 const (
 	paceAfter = 20 * time.Millisecond
+	maxDelay  = 50 * time.Millisecond
 	maxPace   = 100 * time.Millisecond
 )
 
@@ -116,9 +119,9 @@ func (d *detacher) pace(ctx context.Context) {
 func (d *detacher) taken(waited int64, lagging bool) {
 	var late bool
 	switch {
-	case waited > int64(paceAfter) && lagging:
+	case waited > int64(maxDelay) || waited > int64(paceAfter) && lagging:
 		late = true
-	case waited < int64(paceAfter/2) || !lagging:
+	case waited < int64(paceAfter/2) || !lagging && waited < int64(maxDelay/2):
 		late = false
 	default:
 		return
