@@ -44,7 +44,7 @@ func openBroker(ctx context.Context, raw string, opt brokerOptions) (ssehub.Brok
 	}
 	switch u.Scheme {
 	case "", "memory":
-		b := ssehub.NewMemoryBroker(ssehub.MemoryConfig{HistorySize: opt.historySize, HistoryAge: opt.historyAge})
+		b := ssehub.NewMemoryBroker(ssehub.MemoryConfig{HistorySize: opt.historySize, HistoryAge: opt.historyAge, HistoryBytes: opt.historyBytes})
 		return b, b.Close, nil
 	case "redis", "rediss":
 		return openRedisBroker(u, opt)

@@ -24,7 +24,6 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		historyAge      = fs.Duration("history-age", ssehub.DefaultHistoryAge, "how long events stay replayable")
 		historyBytes    = fs.Int64("history-bytes", ssehub.DefaultHistoryBytes, "memory the events kept for replay and for slow streams may take, in `bytes`, over all channels; one channel may take a quarter")
 		publishTimeout  = fs.Duration("publish-timeout", ssehub.DefaultPublishTimeout, "how long a publish waits for the broker before answering 504 (outcome unknown) or 503 (not published)")
-		queueSize       = fs.Int("queue-size", ssehub.DefaultQueueSize, "events that may wait for one subscriber before it is disconnected")
 		maxMessageBytes = fs.Int("max-message-bytes", ssehub.DefaultMaxMessageBytes, "largest accepted message data, in bytes")
 		maxChannels     = fs.Int("max-channels-per-connection", ssehub.DefaultMaxChannels, "most channels one stream may subscribe to")
 		shutdownTimeout = fs.Duration("shutdown-timeout", 10*time.Second, "how long shutdown waits for publishes in flight and streams to end")
@@ -49,14 +48,18 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if *heartbeat == 0 {
 		*heartbeat = -1
 	}
-	if *historySize < 0 || *queueSize <= 0 || *maxMessageBytes <= 0 || *maxChannels <= 0 {
-		return errors.New("--history-size must be >= 0 and --queue-size, --max-message-bytes, --max-channels-per-connection > 0")
+	if *historySize < 0 || *historyBytes <= 0 || *maxMessageBytes <= 0 || *maxChannels <= 0 {
+		return errors.New("--history-size must be >= 0 and --history-bytes, --max-message-bytes, --max-channels-per-connection > 0")
 	}
-	if *historyBytes <= 0 || *publishTimeout <= 0 {
-		return errors.New("--history-bytes and --publish-timeout must be > 0")
+	if *publishTimeout <= 0 {
+		return errors.New("--publish-timeout must be > 0")
 	}
+	// Streams keep up to that many events of a channel in memory, as
+	// history or, with a remote broker, as the hub's own backlog.
+	backlog := *historySize
 	if *historySize == 0 {
 		*historySize = -1
+		backlog = 0
 	}
 
 	logger := ops.logger(stderr)
@@ -71,7 +74,8 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		Broker:          broker,
 		Heartbeat:       *heartbeat,
 		Retry:           *retry,
-		QueueSize:       *queueSize,
+		Backlog:         backlog,
+		BacklogBytes:    *historyBytes,
 		MaxMessageBytes: *maxMessageBytes,
 		MaxChannels:     *maxChannels,
 		Detach:          *detach,
