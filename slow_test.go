@@ -228,9 +228,12 @@ func TestSlowSubscription(t *testing.T) {
 			}
 			got := 1
 			if tt.resets {
+				// The reset's id is the channels' position when it was
+				// made: at or after the last event, so a resume from it
+				// misses nothing and repeats nothing.
 				e, err := sub.Next(ctx)
-				if err != nil || e.Type != ssehub.ResetType || e.ID != ids[events-1] {
-					t.Fatalf("Next after falling behind = %+v, %v; want a reset with the head's id %s", e, err, ids[events-1])
+				if err != nil || e.Type != ssehub.ResetType || len(e.ID) != len(ids[events-1]) || e.ID < ids[events-1] {
+					t.Fatalf("Next after falling behind = %+v, %v; want a reset with a position at or after %s", e, err, ids[events-1])
 				}
 				got = events
 			}
