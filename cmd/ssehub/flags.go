@@ -721,9 +721,11 @@ func closest(s string, candidates []string) []string {
 	}
 	slices.SortStableFunc(found, func(a, b scored) int { return a.d - b.d })
 	var out []string
-	for i, f := range found {
-		if i == 3 {
-			break
+	for _, f := range found {
+		// The nearest, and what the input begins, but not a farther one
+		// beside a near one.
+		if len(out) == 3 || (f.d > found[0].d && !strings.HasPrefix(f.name, s)) {
+			continue
 		}
 		out = append(out, f.name)
 	}

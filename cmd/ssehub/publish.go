@@ -36,7 +36,7 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 		hubURL  = fs.String("url", "http://127.0.0.1:8080", "`URL` of the hub, or of its publish endpoint (http://host/events)")
 		timeout = fs.Duration("timeout", 10*time.Second, "how long to wait for the hub or the broker")
 		token   = fs.String("token", "", "bearer `token` for the hub: its publish token, or a JWT")
-		tokFile = fs.String("token-file", "", "`file` holding the bearer token")
+		tokFile = fs.String("token-file", "", "`file` holding the bearer token, which unlike --token other users cannot see in ps")
 		// With a Redis broker the message goes straight into Redis, as
 		// the hubs' own publishes do, trimming history as they do.
 		brokerURL   = fs.String("broker", "", "publish straight into this Redis broker `URL` (redis:// or rediss://) instead of through the hub at --url")

@@ -95,7 +95,9 @@ func (s *securityFlags) apply(cfg *ssehub.Config) error {
 	case *s.jwtSecretFile != "" && *s.jwtKeyFile != "":
 		return errors.New("give --jwt-secret-file or --jwt-key-file, not both")
 	case *s.jwtSecretFile != "":
-		ac.Key, err = auth.ReadSecretFile(*s.jwtSecretFile)
+		if ac.Key, err = auth.ReadSecretFile(*s.jwtSecretFile); err != nil {
+			return secretError(err)
+		}
 	case *s.jwtKeyFile != "":
 		ac.Key, err = auth.ReadPublicKeyFile(*s.jwtKeyFile)
 	}

@@ -149,16 +149,17 @@ func TestCLIAuthMatrix(t *testing.T) {
 }
 
 // TestCLISubscribeWithToken reads a private channel with a token from
-// SSEHUB_TOKEN, publishes with a static publish token, and checks that a
-// public channel needs no token.
+// --token-file, publishes with the static publish token from
+// SSEHUB_PUBLISH_TOKEN, as serve reads it, and checks that a public
+// channel needs no token.
 func TestCLISubscribeWithToken(t *testing.T) {
 	secretFile := writeFile(t, "secret", "0123456789abcdef0123456789abcdef-sub\n")
 	staticFile := writeFile(t, "publish-token", "  static-publish-token-for-tests \n")
 	hub := startHub(t, "--jwt-secret-file", secretFile, "--publish-token-file", staticFile, "--public", "public.*")
 	tok := mintToken(t, "--secret-file", secretFile, "--subscribe", "user.42", "--subject", "alice")
 
-	sub := exec.Command(binary, "subscribe", "--url", hub.URL, "--channel", "user.42", "--channel", "public.news", "--count", "2")
-	sub.Env = append(os.Environ(), "SSEHUB_TOKEN="+tok)
+	sub := exec.Command(binary, "subscribe", "--url", hub.URL, "--channel", "user.42", "--channel", "public.news", "--count", "2",
+		"--token-file", writeFile(t, "token", tok+"\n"))
 	var subOut, subErr bytes.Buffer
 	sub.Stdout, sub.Stderr = &subOut, &subErr
 	if err := sub.Start(); err != nil {
@@ -169,9 +170,12 @@ func TestCLISubscribeWithToken(t *testing.T) {
 	hub.waitLog(t, "stream opened", 1)
 
 	for _, ch := range []string{"user.42", "public.news"} {
-		out, errOut, code := runCLI(t, `"for `+ch+`"`, "publish", "--url", hub.URL, "--channel", ch, "--token", "static-publish-token-for-tests")
-		if code != 0 {
-			t.Fatalf("publish with the static token: exit %d, %s %s", code, out, errOut)
+		pub := exec.Command(binary, "publish", "--url", hub.URL, "--channel", ch)
+		pub.Env = append(os.Environ(), "SSEHUB_PUBLISH_TOKEN=static-publish-token-for-tests")
+		pub.Stdin = strings.NewReader(`"for ` + ch + `"`)
+		out, err := pub.CombinedOutput()
+		if err != nil {
+			t.Fatalf("publish with the static token from SSEHUB_PUBLISH_TOKEN: %v, %s", err, out)
 		}
 	}
 	select {

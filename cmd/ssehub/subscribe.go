@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 
+	"github.com/ssehub/ssehub/auth"
 	"github.com/ssehub/ssehub/sseclient"
 )
 
@@ -26,15 +28,24 @@ func runSubscribe(ctx context.Context, args []string, _ io.Reader, stdout, stder
 	var channels listFlag
 	fs.Var(&channels, "channel", "`channel` to subscribe to; repeat for several (default sse)")
 	var (
-		lastID = fs.String("last-event-id", "", "resume after this event `id`")
-		hubURL = fs.String("url", "http://127.0.0.1:8080", "`URL` of the hub, or of a stream itself (http://host/events?topic=news)")
-		count  = fs.Int("count", 0, "exit after this many events; 0 runs until interrupted")
-		quiet  = fs.Bool("quiet", false, "do not report connection problems on stderr")
-		token  = fs.String("token", "", "bearer `token` for the hub (a JWT whose subscribe claim covers the channels)")
+		lastID  = fs.String("last-event-id", "", "resume after this event `id`")
+		hubURL  = fs.String("url", "http://127.0.0.1:8080", "`URL` of the hub, or of a stream itself (http://host/events?topic=news)")
+		count   = fs.Int("count", 0, "exit after this many events; 0 runs until interrupted")
+		quiet   = fs.Bool("quiet", false, "do not report connection problems on stderr")
+		token   = fs.String("token", "", "bearer `token` for the hub (a JWT whose subscribe claim covers the channels)")
+		tokFile = fs.String("token-file", "", "`file` holding the bearer token, which unlike --token other users cannot see in ps")
 	)
 	fs.env("url", "SSEHUB_URL")
+	fs.oneOf("token", "token-file")
 	if err := fs.parse(args); err != nil {
 		return err
+	}
+	if *tokFile != "" {
+		tok, err := auth.ReadTokenFile(*tokFile)
+		if err != nil {
+			return fmt.Errorf("--token-file: %s", strings.TrimPrefix(err.Error(), "auth: "))
+		}
+		*token = tok
 	}
 	streamURL, err := streamURL(*hubURL, channels)
 	if err != nil {
@@ -81,7 +92,7 @@ func runSubscribe(ctx context.Context, args []string, _ io.Reader, stdout, stder
 		case se.Code == http.StatusNotFound:
 			msg += "; give the hub's base URL (http://127.0.0.1:8080) or its stream's URL"
 		case se.Code == http.StatusUnauthorized && *token == "":
-			msg += "; give a token with --token"
+			msg += "; give a token with --token-file or --token"
 		}
 		return errors.New(msg)
 	}

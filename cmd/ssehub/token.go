@@ -46,7 +46,7 @@ func runToken(_ context.Context, args []string, _ io.Reader, stdout, _ io.Writer
 	}
 	secret, err := auth.ReadSecretFile(*secretFile)
 	if err != nil {
-		return errors.New(strings.TrimPrefix(err.Error(), "auth: "))
+		return secretError(err)
 	}
 	c := auth.NewClaims(*subject, publish, subscribe, *ttl)
 	if *audience != "" {
@@ -59,4 +59,14 @@ func runToken(_ context.Context, args []string, _ io.Reader, stdout, _ io.Writer
 	}
 	fmt.Fprintln(stdout, tok)
 	return nil
+}
+
+// secretError is the one-line message for a secret file auth refused, with
+// the command that makes a good one when it is too short.
+func secretError(err error) error {
+	msg := strings.TrimPrefix(err.Error(), "auth: ")
+	if strings.Contains(msg, "shorter than") {
+		msg += "; make one with: head -c 32 /dev/urandom | base64 > secret"
+	}
+	return errors.New(msg)
 }
