@@ -627,8 +627,10 @@ func startSession(t *testing.T, dir string, env []string) *session {
 		close(s.exited)
 	}()
 	// Job control gives each background job a process group, which can
-	// be stopped with whatever it started (go run and its program).
-	fmt.Fprintln(s.script, "set -m; set -o pipefail")
+	// be stopped with whatever it started (go run and its program). When
+	// the test dies, its end of the script pipe closes and the shell stops
+	// its jobs on the way out.
+	fmt.Fprintln(s.script, `set -m; set -o pipefail; trap 'for p in $(jobs -p); do kill -TERM -- -$p; done 2>/dev/null' EXIT`)
 	return s
 }
 
