@@ -111,6 +111,7 @@ func (c *corsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
 		hdr.Add("Vary", "Access-Control-Request-Method")
 		hdr.Add("Vary", "Access-Control-Request-Headers")
+		refuseBody(w, r)
 		if !ok {
 			writeError(w, http.StatusForbidden, "origin_not_allowed", fmt.Sprintf("origin %q is not allowed", origin))
 			return

@@ -36,6 +36,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/readyz":
 		h.serveReady(w, r)
 	default:
+		refuseBody(w, r)
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path)
 	}
 }
@@ -56,6 +57,7 @@ func (h *Hub) PublishHandler() http.Handler { return http.HandlerFunc(h.servePub
 func (h *Hub) HealthHandler() http.Handler { return http.HandlerFunc(h.serveHealth) }
 
 func (h *Hub) serveHealth(w http.ResponseWriter, r *http.Request) {
+	refuseBody(w, r)
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		methodNotAllowed(w, "GET, HEAD")
 		return
@@ -73,6 +75,15 @@ func (h *Hub) serveHealth(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Hub) serveStream(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength != 0 {
+		// A stream never reads its request's body, and net/http learns
+		// that the client went away only once the body has ended.
+		refuseBody(w, r)
+		if r.Method == http.MethodGet {
+			writeErr(w, fmt.Errorf("%w: a stream request has no body", ErrBadRequest))
+			return
+		}
+	}
 	if r.Method != http.MethodGet {
 		methodNotAllowed(w, "GET")
 		return
@@ -358,12 +369,14 @@ func idFromJSON(raw json.RawMessage) (string, error) {
 
 func (h *Hub) servePublish(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
+		refuseBody(w, r)
 		methodNotAllowed(w, "POST")
 		return
 	}
 	// The credential is checked before the body is read (auth.go).
 	allow, err := h.admitPublish(r)
 	if err != nil {
+		refuseBody(w, r)
 		writeErr(w, err)
 		return
 	}

@@ -111,3 +111,33 @@ func (h *Hub) bodyDeadline(w http.ResponseWriter) (lift func()) {
 	}
 	return func() { rc.SetReadDeadline(time.Time{}) }
 }
+
+// refuseBody makes the answer to r close its connection when r declares a
+// body that the handler does not read to the end: net/http would otherwise
+// read what is left of it before answering, and wait without end for a
+// client that never sends it. It does nothing for requests without a body,
+// and for HTTP/2, where the stream is reset instead.
+func refuseBody(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor != 1 || r.ContentLength == 0 {
+		return
+	}
+	w.Header().Set("Connection", "close")
+	// Whatever still reads the body fails at once.
+	http.NewResponseController(w).SetReadDeadline(time.Now())
+}
+
+// RefuseBodies serves next for requests that carry no body, and answers
+// the others 400 without reading their body, closing the connection. Put it
+// in front of handlers that take no body (metrics, probes) and do not read
+// one, so that a client that declares a body and never sends it cannot hold
+// a connection open. The hub's own handlers do this already.
+func RefuseBodies(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength != 0 {
+			refuseBody(w, r)
+			writeErr(w, fmt.Errorf("%w: this endpoint takes no body", ErrBadRequest))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}

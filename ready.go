@@ -39,6 +39,7 @@ func (h *Hub) Ready(ctx context.Context) error {
 func (h *Hub) ReadyHandler() http.Handler { return http.HandlerFunc(h.serveReady) }
 
 func (h *Hub) serveReady(w http.ResponseWriter, r *http.Request) {
+	refuseBody(w, r)
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		methodNotAllowed(w, "GET, HEAD")
 		return

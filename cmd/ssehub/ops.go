@@ -110,7 +110,7 @@ func (o *opsOptions) handler(hub http.Handler) http.Handler {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/", hub)
-	mux.Handle("GET /metrics", o.metricsHandler())
+	mux.Handle("GET /metrics", ssehub.RefuseBodies(o.metricsHandler()))
 	return mux
 }
 
@@ -127,7 +127,7 @@ func (o *opsOptions) serveMetrics(logger *slog.Logger) (stop func(context.Contex
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", o.metricsHandler())
 	srv := &http.Server{
-		Handler:           mux,
+		Handler:           ssehub.RefuseBodies(mux),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}

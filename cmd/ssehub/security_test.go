@@ -1,13 +1,17 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -261,11 +265,19 @@ func TestServeLimits(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("first stream: %d", resp.StatusCode)
 	}
-	second, err := http.Get(hub.URL + "/sse?channel=a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	second.Body.Close()
+	// The limit counts connections too: until the first stream's
+	// connection has been taken over by its detached stream, it holds the
+	// address's one slot and a new connection is closed unanswered.
+	once := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	var second *http.Response
+	waitFor(t, "an answer to a second stream", func() bool {
+		second, err = once.Get(hub.URL + "/sse?channel=a")
+		if err != nil {
+			return false
+		}
+		second.Body.Close()
+		return true
+	})
 	if second.StatusCode != 503 || second.Header.Get("Retry-After") == "" {
 		t.Fatalf("second stream from one address: %d, Retry-After %q", second.StatusCode, second.Header.Get("Retry-After"))
 	}
@@ -285,10 +297,19 @@ func TestServeLimits(t *testing.T) {
 	if big.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
 		t.Fatalf("128 KiB of headers: %d", big.StatusCode)
 	}
-	// The stream under the limit still works.
-	if _, errOut, code := runCLI(t, `1`, "publish", "--url", hub.URL, "--channel", "a"); code != 0 {
-		t.Fatalf("publish: %s", errOut)
-	}
+	// The stream under the limit still works. The connection answered 431
+	// is closed, but may still hold the slot for a moment: a publish that
+	// found its connection closed before sending was not published, and
+	// is sent again.
+	var errOut string
+	waitFor(t, "a publish", func() bool {
+		var code int
+		_, errOut, code = runCLI(t, `1`, "publish", "--url", hub.URL, "--channel", "a")
+		if code != 0 && !strings.Contains(errOut, "cannot reach the hub") {
+			t.Fatalf("publish: %s", errOut)
+		}
+		return code == 0
+	})
 	buf := make([]byte, 256)
 	var got string
 	for !strings.Contains(got, "data: 1\n") {
@@ -329,5 +350,49 @@ func TestTokenCommand(t *testing.T) {
 		if code == 0 || strings.Count(errOut, "\n") != 1 || !strings.HasPrefix(errOut, "ssehub: token: ") {
 			t.Errorf("token %v: exit %d, stderr %q", args, code, errOut)
 		}
+	}
+}
+
+// TestServeConnectionsPerIP checks that serve counts every connection from
+// one address against --max-connections-per-ip, and that a request that
+// declares a body it never sends is answered and closed at once.
+func TestServeConnectionsPerIP(t *testing.T) {
+	hub := startHub(t, "--max-connections-per-ip", "2", "--publish-token-file", writeFile(t, "tok", strings.Repeat("p", 32)))
+	addr := strings.TrimPrefix(hub.URL, "http://")
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		return c
+	}
+	// An unauthenticated publish that never sends its body: 401, then the
+	// connection closes.
+	a := dial()
+	fmt.Fprintf(a, "POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+	br := bufio.NewReader(a)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != 401 {
+		t.Fatalf("publish without credential: %d", resp.StatusCode)
+	}
+	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Fatalf("connection left open after the answer: %v", err)
+	}
+	a.Close()
+
+	// Two idle connections hold the address's slots; a third is closed
+	// unanswered.
+	dial()
+	dial()
+	c := dial()
+	fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err == nil {
+		t.Fatalf("third connection from one address answered %d", resp.StatusCode)
 	}
 }

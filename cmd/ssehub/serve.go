@@ -133,6 +133,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	// Shutdown waits for handlers to return, and a stream returns only
 	// when the hub ends it. shutdownCtx is set before Shutdown runs this.
 	var shutdownCtx context.Context
+	hub.LimitConns(srv)
 	srv.RegisterOnShutdown(func() { ops.closeHub(shutdownCtx, hub) })
 
 	served := make(chan error, 1)
