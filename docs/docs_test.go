@@ -32,9 +32,14 @@ package docs_test
 //     output is compared with the page's own ports put back.
 //   - Services: a page whose commands mention redis:// or port 6379 gets a
 //     private redis-server (internal/redistest) on the port they name. To
-//     provide another service, add it to services.
+//     provide another service, add it to services. A page may also start
+//     its own servers (nats-server ... &): name their ports, so that they
+//     are changed with the others (-p and --*port flags are), and keep their
+//     files in the working directory, not in /tmp. Without the program the
+//     page is skipped, or fails under CI=true.
 //   - Commands that run until stopped run in the background: a line ending
-//     in &, a server (see servers: ssehub serve, go run ./examples/webpage)
+//     in &, a server (see servers: ssehub serve, go run ./examples/webpage,
+//     nats-server)
 //     and a stream reader (see readers: curl -N, ssehub subscribe without
 //     --count). The next command waits until a server accepts connections.
 //     A server started on the address of another replaces it, as the reader
@@ -84,14 +89,45 @@ import (
 	"github.com/ssehub/ssehub/internal/redistest"
 )
 
-// servers are the commands that listen until stopped, each with the
-// address it listens on when the command names none.
+// servers are the commands that listen until stopped: what they look
+// like, the program they need installed ("" for one this repository
+// builds), and where they listen, read from the command after its ports
+// were changed, with the address they listen on when it names none.
 var servers = []struct {
 	re          *regexp.Regexp
+	binary      string
+	addr        func(cmd string) string
 	defaultAddr string
 }{
-	{regexp.MustCompile(`\bssehub\s+serve\b`), "127.0.0.1:8080"},
-	{regexp.MustCompile(`\bgo\s+run\s+\./examples/webpage\b`), "127.0.0.1:5000"},
+	{regexp.MustCompile(`\bssehub\s+serve\b`), "", flagAddr, "127.0.0.1:8080"},
+	{regexp.MustCompile(`\bgo\s+run\s+\./examples/webpage\b`), "", flagAddr, "127.0.0.1:5000"},
+	{regexp.MustCompile(`(^|[\s;&|])nats-server\s`), "nats-server", natsAddr, "127.0.0.1:4222"},
+}
+
+// flagAddr reads --addr, or SSEHUB_ADDR set on the command line.
+func flagAddr(cmd string) string {
+	if m := regexp.MustCompile(`--addr[= ]+['"]?([^\s'"]+)`).FindStringSubmatch(cmd); m != nil {
+		return m[1]
+	}
+	if m := regexp.MustCompile(`\bSSEHUB_ADDR=['"]?([^\s'"]+)`).FindStringSubmatch(cmd); m != nil {
+		return m[1]
+	}
+	return ""
+}
+
+// natsAddr reads nats-server's -a (--addr, --net) and -p (--port).
+func natsAddr(cmd string) string {
+	host, port := "127.0.0.1", ""
+	if m := regexp.MustCompile(`\s(?:-a|--addr|--net)[= ]+(\S+)`).FindStringSubmatch(cmd); m != nil {
+		host = m[1]
+	}
+	if m := regexp.MustCompile(`\s(?:-p|--port)[= ]+(\d+)`).FindStringSubmatch(cmd); m != nil {
+		port = m[1]
+	}
+	if port == "" {
+		return ""
+	}
+	return net.JoinHostPort(host, port)
 }
 
 // readers are the commands that read a stream until stopped.
@@ -350,7 +386,10 @@ type portMap struct {
 	back map[int]int
 }
 
-var portRE = regexp.MustCompile(`(?:\b(127\.0\.0\.1|localhost|0\.0\.0\.0)|(^|[\s='"]))(:)(\d{4,5})\b`)
+var (
+	portRE     = regexp.MustCompile(`(?:\b(127\.0\.0\.1|localhost|0\.0\.0\.0)|(^|[\s='"]))(:)(\d{4,5})\b`)
+	portFlagRE = regexp.MustCompile(`(\s(?:-p|--?[a-z_-]*port)[= ]+)(\d{4,5})\b`)
+)
 
 func (p *portMap) add(page, used int) {
 	p.to[page] = used
@@ -359,6 +398,14 @@ func (p *portMap) add(page, used int) {
 
 // remap rewrites the ports of s, and 0.0.0.0 or a bare :port to 127.0.0.1.
 func (p *portMap) remap(s string) string {
+	s = portFlagRE.ReplaceAllStringFunc(s, func(m string) string {
+		sm := portFlagRE.FindStringSubmatch(m)
+		n, _ := strconv.Atoi(sm[2])
+		if to, ok := p.to[n]; ok {
+			return sm[1] + strconv.Itoa(to)
+		}
+		return m
+	})
 	return portRE.ReplaceAllStringFunc(s, func(m string) string {
 		sm := portRE.FindStringSubmatch(m)
 		n, _ := strconv.Atoi(sm[4])
@@ -420,10 +467,29 @@ func runPage(t *testing.T, root, bin, rel string, blocks []block) {
 			ports.add(s.port, s.start(t))
 		}
 	}
+	var named []int
 	for _, m := range portRE.FindAllStringSubmatch(all.String(), -1) {
 		n, _ := strconv.Atoi(m[4])
+		named = append(named, n)
+	}
+	for _, m := range portFlagRE.FindAllStringSubmatch(all.String(), -1) {
+		n, _ := strconv.Atoi(m[2])
+		named = append(named, n)
+	}
+	for _, n := range named {
 		if _, ok := ports.to[n]; !ok && n >= 1024 {
 			ports.add(n, freePort(t))
+		}
+	}
+	for _, srv := range servers {
+		if srv.binary != "" && srv.re.MatchString(all.String()) {
+			if _, err := exec.LookPath(srv.binary); err != nil {
+				msg := srv.binary + " is not installed; the page runs it"
+				if os.Getenv("CI") == "true" {
+					t.Fatal(msg)
+				}
+				t.Skip(msg)
+			}
 		}
 	}
 	for _, n := range defaultPorts {
@@ -668,7 +734,10 @@ func (s *session) run(t *testing.T, where, cmd string, ports *portMap) {
 	for _, srv := range servers {
 		if srv.re.MatchString(line) {
 			background = true
-			addr = listenAddr(line, ports.remap(srv.defaultAddr))
+			if addr = srv.addr(line); addr == "" {
+				addr = ports.remap(srv.defaultAddr)
+			}
+			addr = dialable(addr)
 		}
 	}
 	for _, r := range readers {
@@ -701,18 +770,17 @@ func (s *session) run(t *testing.T, where, cmd string, ports *portMap) {
 	}
 }
 
-// listenAddr returns the address a server command listens on.
-func listenAddr(cmd, fallback string) string {
-	if m := regexp.MustCompile(`--addr[= ]+['"]?([^\s'"]+)`).FindStringSubmatch(cmd); m != nil {
-		fallback = m[1]
-	} else if m := regexp.MustCompile(`\bSSEHUB_ADDR=['"]?([^\s'"]+)`).FindStringSubmatch(cmd); m != nil {
-		fallback = m[1]
+// dialable returns the address to dial for a listen address: loopback
+// for one that listens on every interface.
+func dialable(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
 	}
-	if strings.HasPrefix(fallback, ":") || strings.HasPrefix(fallback, "0.0.0.0:") {
-		_, port, _ := net.SplitHostPort(fallback)
-		return "127.0.0.1:" + port
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
 	}
-	return fallback
+	return net.JoinHostPort(host, port)
 }
 
 // waitListen waits until j accepts connections.
@@ -947,6 +1015,13 @@ func TestParseBlocks(t *testing.T) {
 	want := "serve --addr 127.0.0.1:41000 --broker redis://127.0.0.1:42000/0; curl http://localhost:41000/x; --addr 127.0.0.1:41000; at 10:30 on :9999"
 	if got := ports.remap(in); got != want {
 		t.Errorf("remap:\n%s\nwant\n%s", got, want)
+	}
+	ports.add(14221, 43000)
+	if got := ports.remap("nats-server -a 127.0.0.1 -p 14221 --http_port 14221 --cluster nats://127.0.0.1:14221"); got != "nats-server -a 127.0.0.1 -p 43000 --http_port 43000 --cluster nats://127.0.0.1:43000" {
+		t.Errorf("remap of port flags: %s", got)
+	}
+	if got := natsAddr(" nats-server -js -a 127.0.0.1 -p 43000 &"); got != "127.0.0.1:43000" {
+		t.Errorf("natsAddr: %q", got)
 	}
 	if got := ports.unmap("listening on 127.0.0.1:41000"); got != "listening on 127.0.0.1:8080" {
 		t.Errorf("unmap: %s", got)
