@@ -72,6 +72,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -432,14 +433,42 @@ func (p *portMap) unmap(s string) string {
 	})
 }
 
+// Ports handed out by freePort, so that no two pages get the same one.
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
+
+// freePort returns a loopback port nothing listens on, below the
+// ephemeral range: a port from that range may be taken by any outgoing
+// connection, or by another test's listener on port 0, before the page's
+// server binds it.
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			low, _ = strconv.Atoi(f[0])
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	const from = 20000 // above the ports services and scripts use (6379, 18080)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 1000 {
+		p := from + rand.IntN(max(low-from, 1))
+		if portsGiven[p] {
+			continue
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		portsGiven[p] = true
+		return p
+	}
+	t.Fatal("no free port")
+	return 0
 }
 
 // runPage runs the runnable blocks of one page.
@@ -783,6 +812,17 @@ func dialable(addr string) string {
 	return net.JoinHostPort(host, port)
 }
 
+// workLogs returns the *.log files the page's commands wrote in the
+// working directory, where a server's output goes with 2>hub.log.
+func (s *session) workLogs() string {
+	var b strings.Builder
+	logs, _ := filepath.Glob(filepath.Join(s.cmd.Dir, "*.log"))
+	for _, l := range logs {
+		fmt.Fprintf(&b, "\n--- %s\n%s", filepath.Base(l), readLog(l))
+	}
+	return b.String()
+}
+
 // waitListen waits until j accepts connections.
 func (s *session) waitListen(t *testing.T, j *job) {
 	t.Helper()
@@ -793,7 +833,7 @@ func (s *session) waitListen(t *testing.T, j *job) {
 			return
 		}
 		if !alive(j.pid) {
-			t.Fatalf("%s: %s\nexited before listening on %s; its output:\n%s", j.where, j.cmd, j.addr, readLog(j.log))
+			t.Fatalf("%s: %s\nexited before listening on %s; its output:\n%s%s", j.where, j.cmd, j.addr, readLog(j.log), s.workLogs())
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: %s\ndid not listen on %s within %v; its output:\n%s", j.where, j.cmd, j.addr, listenTimeout, readLog(j.log))
@@ -876,7 +916,7 @@ func (s *session) stop(t *testing.T) {
 	killSession(s.cmd.Process.Pid)
 	<-s.exited
 	if t.Failed() || testing.Verbose() {
-		t.Logf("session output:\n%s%s", s.out, s.jobLogs())
+		t.Logf("session output:\n%s%s%s", s.out, s.jobLogs(), s.workLogs())
 	}
 }
 
