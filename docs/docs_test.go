@@ -23,8 +23,10 @@ package docs_test
 //
 //   - ssehub on PATH, built from this tree, as after `go install
 //     ./cmd/ssehub`; GOBIN is the same directory, so that command works too.
+//     Files the commands write go into the copy. SSEHUB_* variables of the
+//     environment the test runs in are left out.
 //   - Addresses: every port that the page's commands name gets a free one,
-//     the same throughout the page (127.0.0.1:8080 becomes 127.0.0.1:41234
+//     the same throughout the page (127.0.0.1:8080 becomes 127.0.0.1:24817
 //     in every block), and 0.0.0.0 or a bare :port become 127.0.0.1, so
 //     nothing listens beyond loopback. SSEHUB_ADDR and SSEHUB_URL point the
 //     commands' default address, 127.0.0.1:8080, at its port, and
@@ -39,9 +41,9 @@ package docs_test
 //     page is skipped, or fails under CI=true.
 //   - Commands that run until stopped run in the background: a line ending
 //     in &, a server (see servers: ssehub serve, go run ./examples/webpage,
-//     nats-server)
-//     and a stream reader (see readers: curl -N, ssehub subscribe without
-//     --count). The next command waits until a server accepts connections.
+//     nats-server) and a stream reader (see readers: curl -N, ssehub
+//     subscribe without --count). The next command waits until a server
+//     accepts connections.
 //     A server started on the address of another replaces it, as the reader
 //     would have stopped the first; everything stops at the end of the page.
 //     Their output goes to logs shown when the page fails.

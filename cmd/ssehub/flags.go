@@ -638,7 +638,9 @@ type flagCatalog struct{ sets []*flagSet }
 
 func (c *flagCatalog) Write(p []byte) (int, error) { return len(p), nil }
 
-// catalog returns the flag set of every command.
+// catalog returns the flag set of every command. It runs each with --help,
+// so a command must define and parse its flags before it does anything
+// else.
 func catalog() []*flagSet {
 	c := &flagCatalog{}
 	for _, cmd := range commands() {
