@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/ssehub/ssehub"
@@ -23,10 +24,9 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		"ssehub serve --jwt-secret-file secret --public 'public.*' --tls-cert cert.pem --tls-key key.pem",
 	}
 	fs.envEvery = true
-	listening, brokers, streams, history := fs.group(groupListening), fs.group(groupBroker), fs.group(groupStreams), fs.group(groupHistory)
-	fs.group(groupSecurity)
-	limits := fs.group(groupLimits)
-	fs.group(groupOperations)
+	fs.groups = slices.Clone(serveGroups) // the headings of --help, in order
+	listening, brokers, streams := fs.group(groupListening), fs.group(groupBroker), fs.group(groupStreams)
+	history, limits := fs.group(groupHistory), fs.group(groupLimits)
 	var (
 		addr            = listening.String("addr", "127.0.0.1:8080", "`address` to listen on, host:port; 0.0.0.0:8080 for every interface")
 		brokerURL       = brokers.String("broker", "memory:", "broker `URL`: memory:, redis://[user:password@]host:port/db or rediss://...")
@@ -146,7 +146,6 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		defer close(watched)
 		watchBroker(watchCtx, logger, broker, *brokerURL)
 	}()
-	defer func() { stopWatch(); <-watched }()
 
 	select {
 	case err = <-served:
@@ -164,6 +163,8 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		// not wait for them, the hub's Drain does.
 		ops.waitHub(shutdownCtx)
 	}
+	stopWatch()
+	<-watched
 	if cerr := closeBroker(context.WithoutCancel(ctx)); err == nil && cerr != nil && !errors.Is(cerr, ssehub.ErrClosed) {
 		err = cerr
 	}
