@@ -12,7 +12,16 @@ type Broker interface {
 	// Publish assigns m an id when it has none, records it in history when
 	// the broker keeps one, and delivers it to the channel's subscribers.
 	// m has been normalized. It returns the event as subscribers will see
-	// it. An error wrapping ErrUnavailable means nothing was published.
+	// it.
+	//
+	// When m has an IdempotencyKey that the broker has seen with the same
+	// message within its idempotency window, Publish returns the event
+	// published then and publishes nothing; with another message, an error
+	// wrapping ErrIdempotencyKeyReused.
+	//
+	// An error wrapping ErrUnavailable means nothing was published; one
+	// wrapping ErrOutcomeUnknown means the broker cannot tell (it did not
+	// answer before ctx ended).
 	Publish(ctx context.Context, m Message) (*Event, error)
 
 	// Subscribe starts passing the events of channel to deliver and returns
@@ -31,19 +40,29 @@ type Broker interface {
 type Replayer interface {
 	// Replay calls fn, in publish order and once each, for the retained
 	// events of channels published after the event with id lastEventID, and
-	// returns the broker's head: the latest position at the time of the
-	// call. Events a live subscription delivers with Seq at or before
-	// head.Seq were covered by the replay.
+	// returns the head of channels at the time of the call (see Head).
+	// Events a live subscription delivers with Seq at or before head.Seq
+	// were covered by the replay.
 	//
-	// When lastEventID is unknown, or events after it on one of channels
-	// have been evicted, Replay calls fn for nothing and returns the head
-	// with an error wrapping ErrUnknownID: the subscriber resumes from head.
+	// When lastEventID is unknown, when events after it on one of channels
+	// have been evicted, or when it is ambiguous, Replay returns the head
+	// with an error wrapping ErrUnknownID: the subscriber resets and
+	// resumes from head. An id is ambiguous when it names more than one
+	// retained event of channels (a publisher reused it), or names a
+	// retained event while also standing for another position the broker
+	// issued (a publisher's id that looks like the broker's own). Replay
+	// never guesses which event the client saw, since a wrong guess would
+	// skip events. It usually finds out before calling fn; a broker that
+	// reads history in pages may find events evicted after it has called fn
+	// for some, and the caller must then drop those.
 	Replay(ctx context.Context, channels []string, lastEventID string, fn func(*Event) error) (head Cursor, err error)
 
-	// Head returns the broker's latest position: replaying after head.ID
-	// yields exactly the events published after the call. A zero Cursor
-	// means the broker has no position to offer yet.
-	Head(ctx context.Context) (Cursor, error)
+	// Head returns the position of channels now: replaying channels after
+	// head.ID yields exactly the events published on them after the call.
+	// It depends only on channels and the clock, never on events of other
+	// channels, so that a reader learns nothing about channels it cannot
+	// see. A zero Cursor means the broker has no position to offer.
+	Head(ctx context.Context, channels []string) (Cursor, error)
 }
 
 // Cursor is a position in a broker's event order: the id a client resumes

@@ -16,6 +16,7 @@ const (
 	DefaultMaxChannels     = 32
 	DefaultWriteTimeout    = 10 * time.Second
 	DefaultReadTimeout     = 10 * time.Second
+	DefaultPublishTimeout  = 5 * time.Second
 	subscribeTimeout       = 10 * time.Second
 )
 
@@ -87,6 +88,11 @@ type Config struct {
 	// Metrics receives counts of streams, channels and events, for
 	// monitoring (see package promhub). Nil records nothing.
 	Metrics Metrics
+	// PublishTimeout bounds how long a publish waits for the broker. A
+	// publish not confirmed by then fails with ErrOutcomeUnknown (HTTP 504)
+	// when it may have been published, or ErrUnavailable (503) when the
+	// broker tells it was not. Negative disables it.
+	PublishTimeout time.Duration
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -99,6 +105,7 @@ func (c Config) withDefaults() (Config, error) {
 	def(&c.Retry, DefaultRetry)
 	def(&c.WriteTimeout, DefaultWriteTimeout)
 	def(&c.ReadTimeout, DefaultReadTimeout)
+	def(&c.PublishTimeout, DefaultPublishTimeout)
 	if c.QueueSize == 0 {
 		c.QueueSize = DefaultQueueSize
 	}

@@ -14,9 +14,10 @@ const (
 	// GET for the stream and health, POST to publish.
 	CORSAllowMethods = "GET, HEAD, POST"
 	// CORSAllowHeaders lists the request headers pages on allowed origins
-	// may send: Last-Event-ID to resume a stream, Authorization for tokens
-	// and Content-Type for JSON publish bodies.
-	CORSAllowHeaders = "Last-Event-ID, Authorization, Content-Type"
+	// may send: Last-Event-ID to resume a stream, Authorization for tokens,
+	// Content-Type for JSON publish bodies and Idempotency-Key to publish a
+	// message once however often it is sent.
+	CORSAllowHeaders = "Last-Event-ID, Authorization, Content-Type, Idempotency-Key"
 	// CORSMaxAge is how many seconds a browser may cache a preflight answer.
 	CORSMaxAge = "600"
 )

@@ -155,7 +155,7 @@ func TestCORSPreflight(t *testing.T) {
 					t.Errorf("%s = %q, want %q", k, got, v)
 				}
 			}
-			for _, h := range []string{"Last-Event-ID", "Authorization", "Content-Type"} {
+			for _, h := range []string{"Last-Event-ID", "Authorization", "Content-Type", "Idempotency-Key"} {
 				if !strings.Contains(ssehub.CORSAllowHeaders, h) {
 					t.Errorf("allowed headers %q lack %s", ssehub.CORSAllowHeaders, h)
 				}

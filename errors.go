@@ -33,9 +33,21 @@ var (
 	// ErrBadRequest means a request body is not a JSON object of the
 	// expected shape.
 	ErrBadRequest = errors.New("ssehub: bad request")
-	// ErrUnavailable means the broker cannot be reached right now; the
-	// message was not published and may be sent again.
+	// ErrUnavailable means the broker cannot be reached right now, or
+	// confirmed that it did not store the message: it was not published
+	// and may be sent again.
 	ErrUnavailable = errors.New("ssehub: broker unavailable")
+	// ErrOutcomeUnknown means the broker did not confirm a publish in time
+	// and could not tell whether it stored it: the event may or may not
+	// reach subscribers. Sending the message again with the same
+	// idempotency key publishes it at most once.
+	ErrOutcomeUnknown = errors.New("ssehub: publish outcome unknown")
+	// ErrInvalidIdempotencyKey means an idempotency key is longer than
+	// MaxIdempotencyKeyLen or holds a character other than printable ASCII.
+	ErrInvalidIdempotencyKey = errors.New("ssehub: invalid idempotency key")
+	// ErrIdempotencyKeyReused means an idempotency key came with a message
+	// other than the one first published with it.
+	ErrIdempotencyKeyReused = errors.New("ssehub: idempotency key reused for another message")
 	// ErrUnauthorized means a request needs a credential and carries none,
 	// or carries one that is not valid: malformed, expired, not yet valid,
 	// or signed with another key or algorithm.

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/ssehub/ssehub/internal/sse"
 )
@@ -49,7 +51,9 @@ func (h *Hub) StreamHandler() http.Handler { return http.HandlerFunc(h.serveStre
 
 // PublishHandler returns the handler that publishes the JSON message in a
 // POST body: {"channel", "data", "type", "id", "retry"}. It answers
-// {"id", "channel"}.
+// {"id", "channel"}. An Idempotency-Key header becomes the message's
+// IdempotencyKey: sent again with the same key, the message is published
+// once and every answer carries the first one's id.
 func (h *Hub) PublishHandler() http.Handler { return http.HandlerFunc(h.servePublish) }
 
 // HealthHandler returns a handler that answers 200 {"status":"ok"} while the
@@ -296,11 +300,13 @@ func (st *stream) report() {
 }
 
 // publishRequest is the body of POST /publish. ID accepts a JSON string or
-// number, as invenio-sse publishers send numeric ids.
+// number, as invenio-sse publishers send numeric ids. The strings stay raw
+// until checked, since encoding/json would quietly turn invalid UTF-8 into
+// U+FFFD.
 type publishRequest struct {
-	Channel string          `json:"channel"`
+	Channel json.RawMessage `json:"channel"`
 	Data    json.RawMessage `json:"data"`
-	Type    string          `json:"type"`
+	Type    json.RawMessage `json:"type"`
 	ID      json.RawMessage `json:"id"`
 	Retry   int             `json:"retry"`
 }
@@ -324,13 +330,71 @@ func DecodePublishRequest(r io.Reader) (Message, error) {
 	if req.Data == nil {
 		return Message{}, fmt.Errorf("%w: data is missing", ErrInvalidData)
 	}
-	m := Message{Channel: req.Channel, Data: req.Data, Type: req.Type, Retry: req.Retry}
-	id, err := idFromJSON(req.ID)
-	if err != nil {
+	m := Message{Data: req.Data, Retry: req.Retry}
+	var err error
+	if m.Channel, err = jsonString(req.Channel, ErrInvalidChannel); err != nil {
 		return Message{}, err
 	}
-	m.ID = id
+	if m.Type, err = jsonString(req.Type, ErrInvalidType); err != nil {
+		return Message{}, err
+	}
+	if m.ID, err = idFromJSON(req.ID); err != nil {
+		return Message{}, err
+	}
 	return m, m.Normalize()
+}
+
+// jsonString decodes a JSON string (or null, for none) that must hold
+// valid UTF-8 and no lone surrogate escape; errors wrap sentinel.
+func jsonString(raw json.RawMessage, sentinel error) (string, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return "", nil
+	}
+	if raw[0] != '"' {
+		return "", fmt.Errorf("%w: must be a string", sentinel)
+	}
+	if !utf8.Valid(raw) || loneSurrogate(raw) {
+		return "", fmt.Errorf("%w: not valid UTF-8", sentinel)
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", fmt.Errorf("%w: %v", sentinel, err)
+	}
+	return s, nil
+}
+
+// loneSurrogate reports whether the JSON string raw holds a \u escape of
+// half a UTF-16 surrogate pair without the other half, which decodes to
+// U+FFFD instead of an error.
+func loneSurrogate(raw []byte) bool {
+	unit := func(i int) (rune, bool) { // the \uXXXX escape at raw[i:]
+		if i+6 > len(raw) || raw[i] != '\\' || raw[i+1] != 'u' {
+			return 0, false
+		}
+		n, err := strconv.ParseUint(string(raw[i+2:i+6]), 16, 16)
+		return rune(n), err == nil
+	}
+	for i := 0; i < len(raw); i++ {
+		if raw[i] != '\\' {
+			continue
+		}
+		r, ok := unit(i)
+		switch {
+		case !ok:
+			i++ // another escape: skip its letter, which may be a backslash
+		case utf16.IsSurrogate(r):
+			if r >= 0xDC00 {
+				return true // a low half first
+			}
+			if low, ok := unit(i + 6); !ok || low < 0xDC00 || low > 0xDFFF {
+				return true
+			}
+			i += 11
+		default:
+			i += 5
+		}
+	}
+	return false
 }
 
 func bodyError(err error) error {
@@ -354,11 +418,7 @@ func idFromJSON(raw json.RawMessage) (string, error) {
 		return "", nil
 	}
 	if raw[0] == '"' {
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
-			return "", fmt.Errorf("%w: %v", ErrInvalidID, err)
-		}
-		return s, nil
+		return jsonString(raw, ErrInvalidID)
 	}
 	var n json.Number
 	if err := json.Unmarshal(raw, &n); err != nil {
@@ -388,6 +448,10 @@ func (h *Hub) servePublish(w http.ResponseWriter, r *http.Request) {
 		lift()
 		err = allow(m.Channel)
 	}
+	if err == nil {
+		m.IdempotencyKey = r.Header.Get("Idempotency-Key")
+		err = ValidIdempotencyKey(m.IdempotencyKey)
+	}
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -416,8 +480,12 @@ func ErrorStatus(err error) (status int, code string) {
 		return http.StatusBadRequest, "invalid_data"
 	case errors.Is(err, ErrTooManyChannels):
 		return http.StatusBadRequest, "too_many_channels"
+	case errors.Is(err, ErrInvalidIdempotencyKey):
+		return http.StatusBadRequest, "invalid_idempotency_key"
 	case errors.Is(err, ErrBadRequest):
 		return http.StatusBadRequest, "bad_request"
+	case errors.Is(err, ErrIdempotencyKeyReused):
+		return http.StatusUnprocessableEntity, "idempotency_key_reused"
 	case errors.Is(err, ErrMessageTooLarge):
 		return http.StatusRequestEntityTooLarge, "too_large"
 	case errors.Is(err, ErrUnauthorized):
@@ -428,6 +496,8 @@ func ErrorStatus(err error) (status int, code string) {
 		return http.StatusRequestTimeout, "request_timeout"
 	case errors.Is(err, ErrTooManyConnections):
 		return http.StatusServiceUnavailable, "too_many_connections"
+	case errors.Is(err, ErrOutcomeUnknown):
+		return http.StatusGatewayTimeout, "publish_outcome_unknown"
 	case errors.Is(err, ErrClosed):
 		return http.StatusServiceUnavailable, "closing"
 	case errors.Is(err, ErrUnavailable):

@@ -193,7 +193,9 @@ func (b *fakeBroker) Subscribe(ctx context.Context, channel string, deliver func
 	return b.mem.Subscribe(ctx, channel, deliver)
 }
 
-func (b *fakeBroker) Head(ctx context.Context) (ssehub.Cursor, error) { return b.mem.Head(ctx) }
+func (b *fakeBroker) Head(ctx context.Context, channels []string) (ssehub.Cursor, error) {
+	return b.mem.Head(ctx, channels)
+}
 
 func (b *fakeBroker) Replay(ctx context.Context, channels []string, lastEventID string, fn func(*ssehub.Event) error) (ssehub.Cursor, error) {
 	if b.replay != nil {

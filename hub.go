@@ -84,7 +84,9 @@ func (h *Hub) Broker() Broker { return h.broker }
 
 // Publish validates m, publishes it through the broker and returns the id
 // of the event. Errors wrap ErrInvalidChannel, ErrInvalidData and the other
-// validation sentinels, ErrMessageTooLarge, ErrUnavailable or ErrClosed.
+// validation sentinels, ErrMessageTooLarge, ErrUnavailable (not published),
+// ErrOutcomeUnknown (maybe published: send it again with the same
+// IdempotencyKey), ErrIdempotencyKeyReused or ErrClosed.
 func (h *Hub) Publish(ctx context.Context, m Message) (string, error) {
 	e, err := h.publish(ctx, m)
 	if err != nil {
@@ -108,6 +110,11 @@ func (h *Hub) publish(ctx context.Context, m Message) (*Event, error) {
 	h.publishing.Add(1)
 	h.mu.Unlock()
 	defer h.publishing.Done()
+	if h.cfg.PublishTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, h.cfg.PublishTimeout)
+		defer cancel()
+	}
 	e, err := h.broker.Publish(ctx, m)
 	if err == nil && h.metrics != nil {
 		h.metrics.EventPublished()
@@ -230,7 +237,7 @@ func (h *Hub) subscribe(ctx context.Context, channels []string, lastEventID stri
 	// the catch-up below covers anything published in between.
 	var start Cursor
 	if lastEventID == "" && h.replayer != nil {
-		if start, err = h.replayer.Head(ctx); err != nil {
+		if start, err = h.replayer.Head(ctx, names); err != nil {
 			s.release()
 			return nil, fmt.Errorf("head: %w", err)
 		}

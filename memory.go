@@ -14,8 +14,9 @@ import (
 
 // Defaults for MemoryConfig.
 const (
-	DefaultHistorySize = 1000
-	DefaultHistoryAge  = time.Hour
+	DefaultHistorySize  = 1000
+	DefaultHistoryAge   = time.Hour
+	DefaultHistoryBytes = 256 << 20
 )
 
 // MemoryConfig configures a MemoryBroker. The zero value is ready to use.
@@ -49,6 +50,7 @@ type MemoryBroker struct {
 	channels  map[string]*memChannel
 	lastSweep time.Time
 	forgotten uint64 // highest seq evicted from a channel since forgotten
+	keys      idempotencyKeys
 }
 
 // sweepEvery is how often Publish walks all channels to drop expired events
@@ -107,6 +109,9 @@ func (b *MemoryBroker) Publish(ctx context.Context, m Message) (*Event, error) {
 		return nil, ErrClosed
 	}
 	now := b.now()
+	if e, err := b.keys.published(m, now); e != nil || err != nil {
+		return e, err
+	}
 	// Keep ids close to the clock so that they stay unique across restarts.
 	b.seq = max(b.seq+1, uint64(now.UnixMicro()))
 	id := m.ID
@@ -114,6 +119,7 @@ func (b *MemoryBroker) Publish(ctx context.Context, m Message) (*Event, error) {
 		id = formatSeq(b.seq)
 	}
 	e := NewEvent(m.Channel, id, m.Type, m.Data, m.Retry, b.seq, now)
+	b.keys.remember(m, e, now)
 	if now.Sub(b.lastSweep) > sweepEvery {
 		b.sweep(now)
 	}
@@ -208,8 +214,9 @@ func (b *MemoryBroker) Subscribe(ctx context.Context, channel string, deliver fu
 	}, nil
 }
 
-// Head implements Replayer.
-func (b *MemoryBroker) Head(ctx context.Context) (Cursor, error) {
+// Head implements Replayer: the clock, or the last seq the channels have
+// seen when that is later.
+func (b *MemoryBroker) Head(ctx context.Context, channels []string) (Cursor, error) {
 	if err := ctx.Err(); err != nil {
 		return Cursor{}, err
 	}
@@ -218,7 +225,28 @@ func (b *MemoryBroker) Head(ctx context.Context) (Cursor, error) {
 	if b.closed {
 		return Cursor{}, ErrClosed
 	}
-	return Cursor{ID: formatSeq(b.seq), Seq: b.seq}, nil
+	return b.head(channels, b.now()), nil
+}
+
+// head returns the position of channels at now: the clock, or the highest
+// seq any of them has seen (published, evicted, or forgotten) when later.
+// Publishes on other channels do not move it. It reserves the position, so
+// that every later publish gets a larger seq. b.mu must be held.
+func (b *MemoryBroker) head(channels []string, now time.Time) Cursor {
+	h := max(uint64(now.UnixMicro()), b.start-1)
+	for _, name := range channels {
+		ch := b.channels[name]
+		if ch == nil {
+			h = max(h, b.forgotten)
+			continue
+		}
+		h = max(h, ch.evicted)
+		if n := ch.retained(); n > 0 {
+			h = max(h, ch.ring.At(n-1).Seq)
+		}
+	}
+	b.seq = max(b.seq, h)
+	return Cursor{ID: formatSeq(h), Seq: h}
 }
 
 // Replay implements Replayer.
@@ -232,7 +260,7 @@ func (b *MemoryBroker) Replay(ctx context.Context, channels []string, lastEventI
 		return Cursor{}, ErrClosed
 	}
 	now := b.now()
-	head := Cursor{ID: formatSeq(b.seq), Seq: b.seq}
+	head := b.head(channels, now)
 	pos, ok := b.resolve(channels, lastEventID)
 	var events []*Event
 	for _, name := range channels {
@@ -269,13 +297,16 @@ func (b *MemoryBroker) Replay(ctx context.Context, channels []string, lastEventI
 	return head, nil
 }
 
-// resolve finds the position lastEventID stands for: the seq of a retained
-// event with that id (publishers may set their own ids), or the seq an id
-// this broker issued encodes. b.mu must be held.
+// resolve finds the position id stands for: the seq of the retained event
+// with that id (publishers may set their own ids), or the seq an id or
+// position this broker issued encodes. An id that names more than one
+// retained event of channels, or one event and another issued position,
+// is ambiguous: resolve finds no position rather than guess, since a
+// wrong guess would skip the events in between. b.mu must be held.
 func (b *MemoryBroker) resolve(channels []string, id string) (uint64, bool) {
 	var (
-		found bool
-		pos   uint64
+		matches int
+		pos     uint64
 	)
 	for _, name := range channels {
 		ch := b.channels[name]
@@ -284,16 +315,25 @@ func (b *MemoryBroker) resolve(channels []string, id string) (uint64, bool) {
 		}
 		for i := ch.retained() - 1; i >= 0; i-- {
 			if e := ch.ring.At(i); e.ID == id {
-				if !found || e.Seq > pos {
-					pos, found = e.Seq, true
-				}
-				break
+				matches++
+				pos = e.Seq
 			}
 		}
 	}
-	if found {
+	issued, isSeq := b.issued(id)
+	switch {
+	case matches == 1 && (!isSeq || issued == pos):
 		return pos, true
+	case matches == 0 && isSeq:
+		return issued, true
 	}
+	return 0, false
+}
+
+// issued reports whether id has the form of an id or position this broker
+// issued (16 or more digits, within the seqs it has handed out), and the
+// seq it stands for. b.mu must be held.
+func (b *MemoryBroker) issued(id string) (uint64, bool) {
 	n, err := strconv.ParseUint(id, 10, 64)
 	if err != nil || len(id) < 16 || n < b.start-1 || n > b.seq {
 		return 0, false

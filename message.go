@@ -17,6 +17,8 @@ const (
 	MaxChannelLen = 200
 	MaxIDLen      = 256
 	MaxTypeLen    = 256
+	// MaxIdempotencyKeyLen bounds Message.IdempotencyKey.
+	MaxIdempotencyKeyLen = 128
 )
 
 // ResetType is the type of the event a subscriber receives when it asked to
@@ -28,12 +30,20 @@ const ResetType = "ssehub.reset"
 // sent in compact form. Type becomes the event's "event:" field, ID its "id:"
 // field (assigned by the broker when empty), and Retry, in milliseconds, its
 // "retry:" field (not sent when zero). Channel defaults to DefaultChannel.
+//
+// IdempotencyKey, when set, names this publish: a broker that has already
+// published a message with the same key (within its idempotency window)
+// returns that event instead of publishing it again, so a publish that
+// failed with ErrOutcomeUnknown can be sent again safely. It is 1 to
+// MaxIdempotencyKeyLen printable ASCII characters; HTTP publishers send it
+// as the Idempotency-Key header.
 type Message struct {
-	Channel string          `json:"channel,omitempty"`
-	Data    json.RawMessage `json:"data"`
-	Type    string          `json:"type,omitempty"`
-	ID      string          `json:"id,omitempty"`
-	Retry   int             `json:"retry,omitempty"`
+	Channel        string          `json:"channel,omitempty"`
+	Data           json.RawMessage `json:"data"`
+	Type           string          `json:"type,omitempty"`
+	ID             string          `json:"id,omitempty"`
+	Retry          int             `json:"retry,omitempty"`
+	IdempotencyKey string          `json:"-"`
 }
 
 // Normalize checks m and brings it to canonical form: the default channel
@@ -57,6 +67,9 @@ func (m *Message) Normalize() error {
 	}
 	if m.Retry < 0 {
 		return fmt.Errorf("%w: %d is negative", ErrInvalidRetry, m.Retry)
+	}
+	if err := ValidIdempotencyKey(m.IdempotencyKey); err != nil {
+		return err
 	}
 	data, err := CompactJSON(m.Data)
 	if err != nil {
@@ -105,6 +118,21 @@ func channelChar(c byte) bool {
 		return true
 	}
 	return strings.IndexByte("_-.:@/", c) >= 0
+}
+
+// ValidIdempotencyKey reports whether key may be used as an idempotency
+// key: empty (none), or 1 to MaxIdempotencyKeyLen characters from "!" to
+// "~", so that it fits an HTTP header and a log line as it is.
+func ValidIdempotencyKey(key string) error {
+	if len(key) > MaxIdempotencyKeyLen {
+		return fmt.Errorf("%w: longer than %d bytes", ErrInvalidIdempotencyKey, MaxIdempotencyKeyLen)
+	}
+	for i := 0; i < len(key); i++ {
+		if key[i] < '!' || key[i] > '~' {
+			return fmt.Errorf("%w: only printable ASCII without spaces is allowed", ErrInvalidIdempotencyKey)
+		}
+	}
+	return nil
 }
 
 // ValidID reports whether id may be sent as an event id.

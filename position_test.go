@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ssehub/ssehub"
 )
@@ -88,5 +90,47 @@ func TestCatchUpBeforeLiveSubscription(t *testing.T) {
 		if err != nil || e.ID != want {
 			t.Fatalf("Next = %+v, %v; want id %s (the position frame is not an event)", e, err, want)
 		}
+	}
+}
+
+// TestPositionIgnoresOtherChannels: the position a new stream gets, and
+// the id of a reset, do not move with publishes on other channels, so a
+// reader of a public channel learns nothing about private ones. The clock
+// stands still, so anything that moved would be the other channels'
+// doing.
+func TestPositionIgnoresOtherChannels(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	mem := ssehub.NewMemoryBroker(ssehub.MemoryConfig{Now: func() time.Time { return now }})
+	hub, ts := newTestHub(t, ssehub.Config{Broker: mem})
+	publish(t, hub, "public", `"p"`)
+	url := ts.URL + "/sse?channel=public"
+	pos := streamPosition(t, url)
+	reset := func() string {
+		t.Helper()
+		s := openStream(t, ts.Client(), url, "no-such-id")
+		e := s.next(t)
+		if e.Type != ssehub.ResetType {
+			t.Fatalf("resume from an unknown id: %+v, want a reset", e)
+		}
+		s.close()
+		return e.LastEventID
+	}
+	if got := reset(); got != pos {
+		t.Fatalf("reset id %s, position %s; want the same", got, pos)
+	}
+	var private string
+	for i := range 5 {
+		private = publish(t, hub, "private", fmt.Sprint(i))
+	}
+	if got := streamPosition(t, url); got != pos {
+		t.Fatalf("position %s after publishes on another channel (the last %s), was %s", got, private, pos)
+	}
+	if got := reset(); got != pos {
+		t.Fatalf("reset id %s after publishes on another channel, was %s", got, pos)
+	}
+	next := publish(t, hub, "public", `"q"`)
+	if got := streamPosition(t, url); got != next {
+		t.Fatalf("position %s after a publish on the channel itself, want its id %s", got, next)
 	}
 }

@@ -25,7 +25,18 @@ func (h *Hub) Ready(ctx context.Context) error {
 	if !ok {
 		return nil
 	}
-	if err := c.Check(ctx); err != nil {
+	// A broker client may wait longer than ctx allows (go-redis, unless
+	// told otherwise, bounds its reads by its own timeouts only): the
+	// answer does not wait for it.
+	checked := make(chan error, 1)
+	go func() { checked <- c.Check(ctx) }()
+	var err error
+	select {
+	case err = <-checked:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err != nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return nil

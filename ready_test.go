@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/ssehub/ssehub"
 )
@@ -115,6 +116,33 @@ func TestReadyBrokerHangs(t *testing.T) {
 		if code != http.StatusServiceUnavailable || body.Code != "unavailable" {
 			t.Fatalf("/readyz with a hanging broker: %d %+v", code, body)
 		}
+	})
+}
+
+// TestReadyBrokerIgnoresContext: a broker whose check does not return when
+// its context ends (go-redis reads are bounded by its own timeouts) still
+// gets an answer within the readiness limit of 2 s.
+func TestReadyBrokerIgnoresContext(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		broker := checkBroker{
+			MemoryBroker: ssehub.NewMemoryBroker(ssehub.MemoryConfig{}),
+			check: func(context.Context) error {
+				<-release
+				return nil
+			},
+		}
+		defer broker.Close(context.Background())
+		hub, err := ssehub.New(ssehub.Config{Broker: broker})
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		code, body := getJSON(t, hub, "/readyz")
+		if code != http.StatusServiceUnavailable || body.Code != "unavailable" || time.Since(start) != 2*time.Second {
+			t.Fatalf("/readyz with a broker that hangs: %d %+v after %v, want 503 unavailable after 2s", code, body, time.Since(start))
+		}
+		close(release)
 	})
 }
 

@@ -11,9 +11,11 @@
 // The suite checks per-channel order, isolation between channels, that a
 // cancelled subscription gets nothing more, that Subscribe returns only once
 // the subscription is live, and that Close makes later calls fail with
-// ssehub.ErrClosed. When the broker is an ssehub.Replayer it also checks
-// replay after an id, across several channels, after a publisher's own id,
-// for an unknown id, and the meaning of the head it returns.
+// ssehub.ErrClosed, and that a message sent again with the same
+// idempotency key is published once. When the broker is an
+// ssehub.Replayer it also checks replay after an id, across several
+// channels, after a publisher's own id, for an unknown id, for an ambiguous
+// id (a reset, never a guess), and the meaning of the head it returns.
 package brokertest
 
 import (
@@ -60,7 +62,11 @@ func Run(t *testing.T, newBroker func(t *testing.T) ssehub.Broker) {
 		{"ReplayPublisherID", true, testReplayPublisherID},
 		{"ReplayUnknownID", true, testReplayUnknownID},
 		{"ReplayHead", true, testReplayHead},
+		{"ReplayReusedID", true, testReplayReusedID},
+		{"ReplayReusedIDAcrossChannels", true, testReplayReusedIDAcrossChannels},
+		{"ReplayIDLikeAssigned", true, testReplayIDLikeAssigned},
 		{"Head", true, testHead},
+		{"IdempotencyKey", false, testIdempotencyKey},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -549,24 +555,129 @@ func testReplayHead(t *testing.T, b ssehub.Broker) {
 	checkEvents(t, "replay then live after the head", merged, want)
 }
 
-// testHead: Head is the position after which a replay yields exactly the
-// events published since, on any channel.
+// testHead: Head is the position after which a replay of its channels
+// yields exactly the events published on them since, and publishes on
+// other channels do not make it stale.
 func testHead(t *testing.T, b ssehub.Broker) {
-	a, c := channelName(t, "a"), channelName(t, "c")
+	a, c, other := channelName(t, "a"), channelName(t, "c"), channelName(t, "other")
 	rp := b.(ssehub.Replayer)
-	publish(t, b, msg(a, 0)) // a broker may have no position before its first event
-	head, err := rp.Head(t.Context())
+	publish(t, b, msg(a, 0))
+	head, err := rp.Head(t.Context(), []string{a, c})
 	if err != nil {
 		t.Fatalf("Head: %v", err)
 	}
 	if head.ID == "" || head.Seq == 0 {
 		t.Fatalf("Head after a publish = %+v, want a position", head)
 	}
+	publish(t, b, msg(other, 9))
 	want := []*ssehub.Event{publish(t, b, msg(a, 1)), publish(t, b, msg(c, 2)), publish(t, b, msg(a, 3))}
+	publish(t, b, msg(other, 10))
 	got, _ := mustReplay(t, b, []string{a, c}, head.ID)
 	checkEvents(t, "replay after Head", got, want)
-	later, err := rp.Head(t.Context())
-	if err != nil || later.Seq != want[2].Seq {
-		t.Fatalf("Head after three more publishes = %+v, %v; want the last one's Seq %d", later, err, want[2].Seq)
+	later, err := rp.Head(t.Context(), []string{a, c})
+	if err != nil || later.Seq < want[2].Seq {
+		t.Fatalf("Head after three more publishes = %+v, %v; want at least the last one's Seq %d", later, err, want[2].Seq)
+	}
+	publish(t, b, msg(other, 11))
+	got, _ = mustReplay(t, b, []string{a, c}, later.ID)
+	checkEvents(t, "replay after the later Head", got, nil)
+	e := publish(t, b, msg(c, 4))
+	got, _ = mustReplay(t, b, []string{a, c}, later.ID)
+	checkEvents(t, "replay after the later Head", got, []*ssehub.Event{e})
+}
+
+// expectReset checks that replaying channels after lastID yields no event
+// and ErrUnknownID, with a head from which a replay works.
+func expectReset(t *testing.T, b ssehub.Broker, channels []string, lastID, why string) {
+	t.Helper()
+	got, head, err := replay(t, b, channels, lastID)
+	if !errors.Is(err, ssehub.ErrUnknownID) || len(got) != 0 {
+		t.Fatalf("Replay(%q) %s: %v and %d events %v; want ErrUnknownID and none", lastID, why, err, len(got), ids(got))
+	}
+	e := publish(t, b, msg(channels[0], 100))
+	got, _ = mustReplay(t, b, channels, head.ID)
+	checkEvents(t, "replay from the head of a reset", got, []*ssehub.Event{e})
+}
+
+// testReplayReusedID: a publisher gives two events of a channel the same
+// id. A client resuming from it may have seen either, so the broker must
+// not pick one: resuming from the later one would skip the events between
+// them. It answers ErrUnknownID (a reset).
+func testReplayReusedID(t *testing.T, b ssehub.Broker) {
+	ch := channelName(t, "reused")
+	own := "12345"
+	publish(t, b, ssehub.Message{Channel: ch, Data: json.RawMessage(`1`), ID: own})
+	publish(t, b, msg(ch, 2))
+	publish(t, b, msg(ch, 3))
+	publish(t, b, ssehub.Message{Channel: ch, Data: json.RawMessage(`4`), ID: own})
+	publish(t, b, msg(ch, 5))
+	expectReset(t, b, []string{ch}, own, "named by two retained events")
+}
+
+// testReplayReusedIDAcrossChannels: one id on two channels is ambiguous
+// for a subscription to both, and not for one to either.
+func testReplayReusedIDAcrossChannels(t *testing.T, b ssehub.Broker) {
+	a, c := channelName(t, "a"), channelName(t, "c")
+	own := "shared-" + channelName(t, "id")
+	publish(t, b, ssehub.Message{Channel: a, Data: json.RawMessage(`1`), ID: own})
+	afterA := publish(t, b, msg(a, 2))
+	publish(t, b, ssehub.Message{Channel: c, Data: json.RawMessage(`3`), ID: own})
+	afterC := publish(t, b, msg(c, 4))
+	got, _ := mustReplay(t, b, []string{a}, own)
+	checkEvents(t, "replay of the first channel", got, []*ssehub.Event{afterA})
+	got, _ = mustReplay(t, b, []string{c}, own)
+	checkEvents(t, "replay of the second channel", got, []*ssehub.Event{afterC})
+	expectReset(t, b, []string{a, c}, own, "named by an event of each channel")
+}
+
+// testReplayIDLikeAssigned: a publisher gives an event the id the broker
+// assigned to an earlier one. A client holding that id may have seen
+// either event.
+func testReplayIDLikeAssigned(t *testing.T, b ssehub.Broker) {
+	ch := channelName(t, "copied")
+	first := publish(t, b, msg(ch, 1))
+	publish(t, b, msg(ch, 2))
+	publish(t, b, ssehub.Message{Channel: ch, Data: json.RawMessage(`3`), ID: first.ID})
+	publish(t, b, msg(ch, 4))
+	expectReset(t, b, []string{ch}, first.ID, "named by a publisher's event and by an assigned one")
+}
+
+// testIdempotencyKey: a message sent again with the same idempotency key
+// returns the first event and is neither delivered nor kept again; the
+// key with another message is refused.
+func testIdempotencyKey(t *testing.T, b ssehub.Broker) {
+	ch := channelName(t, "idem")
+	r := newRecorder(t, "subscriber")
+	subscribe(t, b, ch, r)
+	key := "key-" + channelName(t, "k")
+	m := ssehub.Message{Channel: ch, Data: json.RawMessage(`{"n":1}`), IdempotencyKey: key}
+	first := publish(t, b, m)
+	again := publish(t, b, m)
+	if d := sameEvent(again, first); d != "" {
+		t.Fatalf("publish again with the same key: %s", d)
+	}
+	withID := ssehub.Message{Channel: ch, Data: json.RawMessage(`2`), ID: "own", IdempotencyKey: key + "-2"}
+	second := publish(t, b, withID)
+	if d := sameEvent(publish(t, b, withID), second); d != "" {
+		t.Fatalf("publish with an id again with the same key: %s", d)
+	}
+	for _, other := range []ssehub.Message{
+		{Channel: ch, Data: json.RawMessage(`{"n":2}`), IdempotencyKey: key},
+		{Channel: ch + "x", Data: json.RawMessage(`{"n":1}`), IdempotencyKey: key},
+		{Channel: ch, Data: json.RawMessage(`{"n":1}`), Type: "t", IdempotencyKey: key},
+		{Channel: ch, Data: json.RawMessage(`2`), IdempotencyKey: key + "-2"},
+	} {
+		ctx, done := context.WithTimeout(t.Context(), waitTimeout)
+		_, err := b.Publish(ctx, other)
+		done()
+		if !errors.Is(err, ssehub.ErrIdempotencyKeyReused) {
+			t.Fatalf("publish of %+v with a used key: %v, want ErrIdempotencyKeyReused", other, err)
+		}
+	}
+	last := publish(t, b, msg(ch, 3))
+	checkEvents(t, "delivered", r.wait(3), []*ssehub.Event{first, second, last})
+	if _, ok := b.(ssehub.Replayer); ok {
+		got, _ := mustReplay(t, b, []string{ch}, first.ID)
+		checkEvents(t, "replayed", got, []*ssehub.Event{second, last})
 	}
 }

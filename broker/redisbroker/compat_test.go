@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/ssehub/ssehub"
@@ -22,6 +23,10 @@ func TestForeignPublishers(t *testing.T) {
 	raw := openRaw(t, th.srv.URL, ch)
 	if got := raw.read(3); got != ":\n\n" {
 		t.Fatalf("stream opened with %q", got)
+	}
+	// The stream's position: "id: " and 16 digits.
+	if got := raw.read(len("id: 1796172307930312\n\n")); !strings.HasPrefix(got, "id: ") || !strings.HasSuffix(got, "\n\n") {
+		t.Fatalf("stream position %q", got)
 	}
 	pub := newClient(t, srv)
 	for _, tt := range []struct{ name, payload, frame string }{

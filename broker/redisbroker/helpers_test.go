@@ -48,7 +48,12 @@ type testHub struct {
 // hub, broker, client and server end with the test.
 func newHub(t testing.TB, srv *redistest.Server, opts redisbroker.Options, cfg ssehub.Config) *testHub {
 	t.Helper()
-	b := newBroker(t, srv, opts)
+	return newHubOn(t, newBroker(t, srv, opts), cfg)
+}
+
+// newHubOn starts a hub on b. The hub and server end with the test.
+func newHubOn(t testing.TB, b *redisbroker.Broker, cfg ssehub.Config) *testHub {
+	t.Helper()
 	cfg.Broker = b
 	if cfg.Retry == 0 {
 		cfg.Retry = -1

@@ -1,22 +1,70 @@
--- publish.lua: assigns the next seq, records the envelope in the channel's
--- stream, trims the stream by count and age (noting the highest trimmed seq
--- as the channel's watermark), drops a few channels idle for longer than
--- the age, and publishes the envelope on the channel, all in one step.
--- Used by the Go broker (broker/redisbroker) and by other publishers that
--- write the same keys.
+-- publish.lua: publishes one event. In one atomic step it
+--   * returns the event published earlier with the same idempotency key,
+--     if any, and publishes nothing;
+--   * assigns the next seq and records the envelope in the channel's
+--     stream, indexing a publisher's own id;
+--   * trims the channel's stream, oldest first, to the history size, age
+--     and per-channel bytes (never the event just added; see cost for how
+--     an event's bytes are counted), noting the
+--     highest trimmed seq as the channel's watermark;
+--   * trims the oldest events of any channel while all streams together
+--     hold more than the history bytes;
+--   * drops a few channels idle for longer than the age;
+--   * publishes the envelope on the channel, and remembers the key.
+-- The Go broker (broker/redisbroker) runs it, and so may publishers in
+-- other languages that write the same keys: pass every KEYS and ARGV entry.
 --
--- KEYS: state, active, evicted, stream, ids (see scripts.go for the keys).
--- ARGV: channel, envelope up to the id value, the publisher's id as a JSON
--- string or "", the publisher's id or "", history size (<= 0: none),
--- history age in microseconds (<= 0: none), key prefix.
--- Returns {seq, number of receivers}.
+-- KEYS (P = the key prefix, "ssehub:" by default):
+--   1 P.."state"   2 P.."active"   3 P.."evicted"   4 P.."stream:"..channel
+--   5 P.."ids:"..channel   6 P.."first"   7 P.."bytes"   8 P.."keys"
+--   9 P.."keyq"
+-- ARGV:
+--   1 channel
+--   2 the envelope up to and including '"id":' (see envelope.go)
+--   3 the publisher's id as a JSON string, or "" to use the seq
+--   4 the publisher's id, or ""
+--   5 history size, events per channel (<= 0: no history)
+--   6 history age in microseconds (<= 0: no limit)
+--   7 the key prefix P
+--   8 history bytes over all channels (<= 0: no limit)
+--   9 history bytes per channel (<= 0: no limit)
+--  10 idempotency key, or "" for none
+--  11 fingerprint of the message: any string that differs between
+--     different messages (ssehub: hex SHA-256 of ARGV 1, 2 and 3)
+--  12 a token naming this attempt (see fence.lua)
+--  13 how long to remember the key, in microseconds
+--  14 how many keys to remember at most, over all channels
+-- Returns {seq, number of receivers, status}: status 0 published; 1 the
+-- key was published before as seq (receivers 0); 2 this attempt was given
+-- up on by fence.lua (nothing published, seq 0). A key used before with
+-- another fingerprint is an error reply starting with SSEHUB_KEY_REUSED.
 local state, active, evicted, stream, ids = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local first, sizes, keys, keyq = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local channel, head, idjson, rawid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local size, age, prefix = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local budget, chbudget = tonumber(ARGV[8]), tonumber(ARGV[9])
+local key, fp, attempt = ARGV[10], ARGV[11], ARGV[12]
+local window, maxkeys = tonumber(ARGV[13]), tonumber(ARGV[14])
 local function num(x) return string.format('%d', x) end
 local function seqof(entryid) return tonumber(string.match(entryid, '^%d+')) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+
+-- A key record is "p <seq> <fingerprint>" once published, or
+-- "a <attempt>,<attempt>... <fingerprint>" for attempts given up on.
+if key ~= '' then
+  local rec = redis.call('HGET', keys, key)
+  if rec then
+    local kind, val, recfp = string.match(rec, '^(%a) (%S+) (.*)$')
+    if recfp ~= fp then
+      return redis.error_reply('SSEHUB_KEY_REUSED the idempotency key was used for another message')
+    end
+    if kind == 'p' then return {tonumber(val), 0, 1} end
+    if string.find(',' .. val .. ',', ',' .. attempt .. ',', 1, true) then return {0, 0, 2} end
+    -- Other attempts were given up on; this one is a new try.
+  end
+end
+
 local last = tonumber(redis.call('HGET', state, 'seq') or '0')
 local seq = math.max(last + 1, now)
 if last == 0 then
@@ -27,33 +75,127 @@ end
 redis.call('HSET', state, 'seq', num(seq))
 if idjson == '' then idjson = '"' .. string.format('%016d', seq) .. '"' end
 local env = head .. idjson .. ',"ssehub_seq":' .. num(seq) .. '}'
+
+-- The bytes an event is counted for: what the allocator takes for its
+-- text (jemalloc has four size classes per power of two), and the
+-- stream's and the id index's bookkeeping.
+local function cost(env, rawid)
+  local n = #env + #rawid
+  if n > 4096 then
+    local _, e = math.frexp(n)
+    local step = 2 ^ (e - 3)
+    n = math.ceil(n / step) * step
+  end
+  return n + 80 + #rawid
+end
+local function esize(e)
+  local f = e[2]
+  return cost(f[2], f[3] == 'i' and f[4] or '')
+end
+
+-- The id index maps a publisher's id to "<seq>" of its latest retained
+-- event, or "<seq> <n>" when n > 1 retained events have that id.
+local function unindex(idskey, e)
+  local f = e[2]
+  if f[3] ~= 'i' then return end
+  local v = redis.call('HGET', idskey, f[4])
+  if not v then return end
+  local s, n = string.match(v, '^(%d+) ?(%d*)$')
+  n = tonumber(n) or 1
+  if n > 2 then
+    redis.call('HSET', idskey, f[4], s .. ' ' .. num(n - 1))
+  elseif n == 2 then
+    redis.call('HSET', idskey, f[4], s)
+  elseif s == num(seqof(e[1])) then
+    redis.call('HDEL', idskey, f[4])
+  end
+end
+
+-- trim drops the oldest entries of channel c while drop(seq, entry) says
+-- so, and returns the bytes dropped and whether it dropped any.
+local function trim(c, drop)
+  local cs, cids = prefix .. 'stream:' .. c, prefix .. 'ids:' .. c
+  local dropped, wm, from, count = 0, nil, '-', 1
+  -- Mostly one entry goes, or none: read one first, then more at a time.
+  while true do
+    local batch = redis.call('XRANGE', cs, from, '+', 'COUNT', count)
+    local stop = false
+    for _, e in ipairs(batch) do
+      local s = seqof(e[1])
+      if s == seq or not drop(s, e) then stop = true break end
+      local n = esize(e)
+      dropped = dropped + n
+      unindex(cids, e)
+      wm = s
+    end
+    if stop or #batch < count then break end
+    from = '(' .. batch[#batch][1]
+    count = math.min(2 * count, 64)
+  end
+  if wm then
+    redis.call('XTRIM', cs, 'MINID', num(wm + 1) .. '-0')
+    redis.call('ZADD', evicted, 'GT', wm, c)
+    local left = tonumber(redis.call('HINCRBY', sizes, c, -dropped))
+    if left < 0 then redis.call('HSET', sizes, c, '0') end
+    local top = redis.call('XRANGE', cs, '-', '+', 'COUNT', 1)
+    if top[1] then redis.call('ZADD', first, seqof(top[1][1]), c) else redis.call('ZREM', first, c) end
+  end
+  return dropped, wm ~= nil
+end
+
 if size > 0 then
+  local n = cost(env, rawid)
   if rawid ~= '' then
     redis.call('XADD', stream, num(seq) .. '-0', 'e', env, 'i', rawid)
-    redis.call('HSET', ids, rawid, num(seq))
+    local v = redis.call('HGET', ids, rawid)
+    if v then
+      local _, k = string.match(v, '^(%d+) ?(%d*)$')
+      redis.call('HSET', ids, rawid, num(seq) .. ' ' .. num((tonumber(k) or 1) + 1))
+    else
+      redis.call('HSET', ids, rawid, num(seq))
+    end
   else
     redis.call('XADD', stream, num(seq) .. '-0', 'e', env)
   end
   redis.call('ZADD', active, seq, channel)
-  local drop = {}
-  local over = redis.call('XLEN', stream) - size
-  if over > 0 then drop = redis.call('XRANGE', stream, '-', '+', 'COUNT', over) end
-  if age > 0 then
-    local from = '-'
-    if #drop > 0 then from = '(' .. drop[#drop][1] end
-    local old = redis.call('XRANGE', stream, from, '(' .. num(now - age) .. '-0')
-    for _, e in ipairs(old) do drop[#drop + 1] = e end
+  local oldest = seq
+  if redis.call('ZADD', first, 'NX', seq, channel) == 0 then
+    oldest = tonumber(redis.call('ZSCORE', first, channel))
   end
-  if #drop > 0 then
-    for _, e in ipairs(drop) do
-      local f = e[2]
-      if f[3] == 'i' and redis.call('HGET', ids, f[4]) == num(seqof(e[1])) then
-        redis.call('HDEL', ids, f[4])
+  local total = tonumber(redis.call('HINCRBY', state, 'bytes', n))
+  local len = redis.call('XLEN', stream)
+  local chbytes = tonumber(redis.call('HINCRBY', sizes, channel, n))
+  -- Reading entries is the costly part: only when something is over.
+  if len > size or (age > 0 and oldest < now - age) or (chbudget > 0 and chbytes > chbudget) then
+    local dropped = trim(channel, function(s, e)
+      if len > size or (age > 0 and s < now - age) or (chbudget > 0 and chbytes > chbudget) then
+        len, chbytes = len - 1, chbytes - esize(e)
+        return true
       end
-    end
-    local wm = seqof(drop[#drop][1])
-    redis.call('XTRIM', stream, 'MINID', num(wm + 1) .. '-0')
-    redis.call('ZADD', evicted, 'GT', wm, channel)
+      return false
+    end)
+    total = tonumber(redis.call('HINCRBY', state, 'bytes', -dropped))
+  end
+  if total < 0 then
+    -- Streams written before bytes were counted.
+    redis.call('HSET', state, 'bytes', '0')
+    total = 0
+  end
+  -- Over the budget of all channels: the oldest events go first, whatever
+  -- their channel, up to the next channel's oldest each round.
+  while budget > 0 and total > budget do
+    local two = redis.call('ZRANGE', first, 0, 1, 'WITHSCORES')
+    if #two == 0 then break end
+    local limit = math.huge
+    if two[4] then limit = tonumber(two[4]) end
+    local took = false
+    local dropped, any = trim(two[1], function(s, e)
+      if total <= budget or (took and s > limit) then return false end
+      total, took = total - esize(e), true
+      return true
+    end)
+    if not any then break end
+    redis.call('HINCRBY', state, 'bytes', -dropped)
   end
   if age > 0 then
     local idle = redis.call('ZRANGEBYSCORE', active, '-inf', '(' .. num(now - age), 'WITHSCORES', 'LIMIT', 0, 8)
@@ -61,13 +203,34 @@ if size > 0 then
       local forgotten = tonumber(redis.call('HGET', state, 'forgotten') or '0')
       for i = 1, #idle, 2 do
         local c = idle[i]
+        redis.call('HINCRBY', state, 'bytes', -tonumber(redis.call('HGET', sizes, c) or '0'))
         redis.call('DEL', prefix .. 'stream:' .. c, prefix .. 'ids:' .. c)
         redis.call('ZREM', active, c)
         redis.call('ZREM', evicted, c)
+        redis.call('ZREM', first, c)
+        redis.call('HDEL', sizes, c)
         forgotten = math.max(forgotten, tonumber(idle[i + 1]))
       end
       redis.call('HSET', state, 'forgotten', num(forgotten))
     end
   end
 end
-return {seq, redis.call('PUBLISH', channel, env)}
+
+if key ~= '' then
+  redis.call('HSET', keys, key, 'p ' .. num(seq) .. ' ' .. fp)
+  redis.call('ZADD', keyq, now + window, key)
+  -- Every 16th publish, forget up to 64 expired keys, and the oldest
+  -- over the limit.
+  if seq % 16 == 0 then
+    local old = redis.call('ZRANGEBYSCORE', keyq, '-inf', now, 'LIMIT', 0, 64)
+    local over = redis.call('ZCARD', keyq) - maxkeys
+    if over > 0 then
+      for _, k in ipairs(redis.call('ZRANGE', keyq, 0, math.min(over, 64) - 1)) do old[#old + 1] = k end
+    end
+    if #old > 0 then
+      redis.call('HDEL', keys, unpack(old))
+      redis.call('ZREM', keyq, unpack(old))
+    end
+  end
+end
+return {seq, redis.call('PUBLISH', channel, env), 0}

@@ -6,10 +6,11 @@
 // Live traffic goes through Redis pub/sub on the plain channel name. Each
 // Broker holds one pub/sub connection, shared by all the channels its hub
 // subscribes; other commands use the client's pool. History lives in one
-// Redis stream per channel, bounded by count and age. A Lua script assigns
-// each event its sequence number, appends it to the stream and publishes
-// it in one atomic step, so a subscriber never sees an event that a replay
-// would not find, nor the other way round.
+// Redis stream per channel, bounded by count, age and bytes. A Lua script
+// assigns each event its sequence number, appends it to the stream and
+// publishes it in one atomic step, so a subscriber never sees an event that
+// a replay would not find, nor the other way round. Replays read the
+// streams in bounded pages, a few replays at a time (Options.MaxReplays).
 //
 // # Ids
 //
@@ -18,7 +19,9 @@
 // without an id gets seq as its id, written as 16 decimal digits, the
 // scheme ssehub.MemoryBroker uses; such ids sort in publish order. An id
 // the publisher chose is sent as given and kept in a per-channel index, so
-// a client can resume from it too.
+// a client can resume from it too. An id that names more than one retained
+// event, or a retained event and another seq, is ambiguous: a resume from
+// it gets a reset.
 //
 // # Envelopes and other publishers
 //
@@ -47,8 +50,13 @@
 //
 // # Failures
 //
-// When Redis cannot be reached, Publish fails with an error wrapping
-// ssehub.ErrUnavailable, Check reports it, and the broker reconnects with
+// Every publish carries an idempotency key, which the publish script
+// remembers: go-redis sending the script again, or a client sending the
+// message again with its key, publishes nothing more. When Redis cannot
+// be reached, or confirms that a publish whose answer was lost did not
+// happen, Publish fails with an error wrapping ssehub.ErrUnavailable; when
+// Redis does not answer in time, with one wrapping ssehub.ErrOutcomeUnknown.
+// Check reports an unreachable Redis, and the broker reconnects with
 // backoff and subscribes all its channels again by itself. Events
 // published while its subscription was down are then read from the
 // streams and delivered, in order, before live ones; when they are no
@@ -67,13 +75,11 @@
 package redisbroker
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -85,8 +91,10 @@ import (
 
 // Defaults for Options fields left at zero.
 const (
-	DefaultPrefix         = "ssehub:"
-	DefaultCanaryInterval = 5 * time.Second
+	DefaultPrefix             = "ssehub:"
+	DefaultCanaryInterval     = 5 * time.Second
+	DefaultMaxReplays         = 4
+	DefaultMaxIdempotencyKeys = 250_000
 )
 
 // Options configures a Broker. The zero value is ready to use.
@@ -103,6 +111,32 @@ type Options struct {
 	// ssehub.DefaultHistoryAge; negative keeps events until HistorySize
 	// trims them.
 	HistoryAge time.Duration
+	// HistoryBytes bounds what the streams of all channels hold together:
+	// the envelopes, plus about 80 bytes of Redis bookkeeping per event.
+	// Past it, the oldest events are trimmed first, whatever their channel.
+	// Zero means ssehub.DefaultHistoryBytes; negative means no bound.
+	HistoryBytes int64
+	// ChannelHistoryBytes bounds what one channel's stream holds, so that
+	// one busy channel cannot take all of HistoryBytes. Zero means a
+	// quarter of HistoryBytes; negative means no bound. The latest event of
+	// a channel is kept whatever its size.
+	ChannelHistoryBytes int64
+	// MaxReplays bounds how many replays (resumes with Last-Event-ID) the
+	// broker runs at once. Further ones wait their turn, as long as their
+	// context allows, so that clients resuming together cannot keep Redis
+	// busy for the others. Zero means DefaultMaxReplays; negative means no
+	// bound.
+	MaxReplays int
+	// IdempotencyWindow is how long Redis remembers a publish's
+	// idempotency key (ssehub.Message.IdempotencyKey). Zero means
+	// ssehub.DefaultIdempotencyWindow. A publish without a key gets one the
+	// broker makes, remembered for a shorter time, so that go-redis
+	// retrying a publish never publishes it twice.
+	IdempotencyWindow time.Duration
+	// MaxIdempotencyKeys bounds how many keys Redis remembers over all
+	// channels, about 200 bytes each; past it the oldest are forgotten
+	// first. Zero means DefaultMaxIdempotencyKeys.
+	MaxIdempotencyKeys int
 	// CanaryInterval is how often the watchdog checks that the
 	// subscription delivers. Zero means DefaultCanaryInterval; negative
 	// disables the watchdog.
@@ -122,6 +156,11 @@ type Broker struct {
 	prefix      string
 	size        int           // <= 0: no history
 	age         time.Duration // <= 0: no age limit
+	bytes       int64         // <= 0: no bound
+	chanBytes   int64         // <= 0: no bound
+	keyWindow   time.Duration
+	maxKeys     int
+	replays     chan struct{} // a token per replay running; nil: no bound
 	canaryEvery time.Duration // <= 0: no watchdog
 	canary      string        // private channel of the watchdog
 	log         *slog.Logger
@@ -129,6 +168,10 @@ type Broker struct {
 	stateKey    string
 	activeKey   string
 	evictedKey  string
+	firstKey    string
+	bytesKey    string
+	keysKey     string
+	keyqKey     string
 
 	// cmdMu keeps the SUBSCRIBE and UNSUBSCRIBE commands on the connection
 	// in the order of the changes to channels they follow. Lock order:
@@ -207,6 +250,26 @@ func New(client redis.UniversalClient, opts Options) (*Broker, error) {
 	if b.canaryEvery == 0 {
 		b.canaryEvery = DefaultCanaryInterval
 	}
+	b.bytes, b.chanBytes = opts.HistoryBytes, opts.ChannelHistoryBytes
+	if b.bytes == 0 {
+		b.bytes = ssehub.DefaultHistoryBytes
+	}
+	if b.chanBytes == 0 && b.bytes > 0 {
+		b.chanBytes = max(b.bytes/4, 1)
+	}
+	b.keyWindow, b.maxKeys = opts.IdempotencyWindow, opts.MaxIdempotencyKeys
+	if b.keyWindow <= 0 {
+		b.keyWindow = ssehub.DefaultIdempotencyWindow
+	}
+	if b.maxKeys <= 0 {
+		b.maxKeys = DefaultMaxIdempotencyKeys
+	}
+	switch n := opts.MaxReplays; {
+	case n == 0:
+		b.replays = make(chan struct{}, DefaultMaxReplays)
+	case n > 0:
+		b.replays = make(chan struct{}, n)
+	}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
 	}
@@ -217,6 +280,10 @@ func New(client redis.UniversalClient, opts Options) (*Broker, error) {
 	b.stateKey = b.prefix + "state"
 	b.activeKey = b.prefix + "active"
 	b.evictedKey = b.prefix + "evicted"
+	b.firstKey = b.prefix + "first"
+	b.bytesKey = b.prefix + "bytes"
+	b.keysKey = b.prefix + "keys"
+	b.keyqKey = b.prefix + "keyq"
 	// '#' cannot occur in an ssehub channel name, so no hub channel
 	// collides with the canary's.
 	b.canary = b.prefix + "canary#" + strconv.FormatUint(rand.Uint64(), 36)
@@ -247,177 +314,6 @@ func FormatSeq(seq uint64) string { return fmt.Sprintf("%016d", seq) }
 
 func unavailable(op string, err error) error {
 	return fmt.Errorf("%w: %s: %w", ssehub.ErrUnavailable, op, err)
-}
-
-// Publish implements ssehub.Broker. The event is in the channel's history
-// and on its way to every subscribed hub when Publish returns. An error
-// wrapping ssehub.ErrUnavailable means Redis could not be reached; when it
-// did not answer in time, the event may have been published all the same.
-func (b *Broker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Event, error) {
-	if b.isClosed() {
-		return nil, ssehub.ErrClosed
-	}
-	head := appendEnvelopeHead(make([]byte, 0, len(m.Data)+len(m.Type)+64), m)
-	var idJSON []byte
-	if m.ID != "" {
-		idJSON = appendJSONString(nil, m.ID)
-	}
-	age := int64(0)
-	if b.age > 0 {
-		age = b.age.Microseconds()
-	}
-	keys := []string{b.stateKey, b.activeKey, b.evictedKey, b.streamKey(m.Channel), b.idsKey(m.Channel)}
-	res, err := publishScript.Run(ctx, b.client, keys,
-		m.Channel, head, idJSON, m.ID, b.size, age, b.prefix).Int64Slice()
-	if err != nil {
-		b.metrics.BrokerError()
-		return nil, unavailable(fmt.Sprintf("publish on %q", m.Channel), err)
-	}
-	if len(res) != 2 || res[0] <= 0 {
-		return nil, fmt.Errorf("redisbroker: publish script returned %v", res)
-	}
-	seq := uint64(res[0])
-	id := m.ID
-	if id == "" {
-		id = FormatSeq(seq)
-	}
-	return ssehub.NewEvent(m.Channel, id, m.Type, m.Data, m.Retry, seq, time.UnixMicro(res[0])), nil
-}
-
-// replayResult is what the replay script found for one channel.
-type replayResult struct {
-	ok     bool
-	events []*ssehub.Event
-}
-
-// runReplay runs the replay script for channels. With from nil, positions
-// come from lastEventID; otherwise from[i] is channel i's position.
-func (b *Broker) runReplay(ctx context.Context, channels []string, lastEventID string, from []uint64) (uint64, []replayResult, error) {
-	keys := make([]string, 0, 3+2*len(channels))
-	keys = append(keys, b.stateKey, b.activeKey, b.evictedKey)
-	args := make([]any, 0, 3+2*len(channels))
-	history := "0"
-	if b.size > 0 {
-		history = "1"
-	}
-	age := int64(0)
-	if b.age > 0 {
-		age = b.age.Microseconds()
-	}
-	args = append(args, lastEventID, history, age)
-	for _, name := range channels {
-		keys = append(keys, b.streamKey(name), b.idsKey(name))
-		args = append(args, name)
-	}
-	for i := range channels {
-		if from == nil {
-			args = append(args, "")
-		} else {
-			args = append(args, strconv.FormatUint(from[i], 10))
-		}
-	}
-	res, err := replayScript.Run(ctx, b.client, keys, args...).Slice()
-	if err != nil {
-		return 0, nil, unavailable("replay", err)
-	}
-	if len(res) != 1+2*len(channels) {
-		return 0, nil, fmt.Errorf("redisbroker: replay script returned %d values for %d channels", len(res), len(channels))
-	}
-	head, err := strconv.ParseUint(fmt.Sprint(res[0]), 10, 64)
-	if err != nil {
-		return 0, nil, fmt.Errorf("redisbroker: replay script returned head %v", res[0])
-	}
-	out := make([]replayResult, len(channels))
-	for i, name := range channels {
-		ok, _ := res[1+2*i].(int64)
-		out[i].ok = ok == 1
-		entries, _ := res[2+2*i].([]any)
-		for _, entry := range entries {
-			e, err := b.entryEvent(name, entry)
-			if err != nil {
-				// Only this broker writes streams; a bad entry means the
-				// data was changed behind its back.
-				b.log.LogAttrs(ctx, slog.LevelWarn, "redisbroker: skipped a bad stream entry",
-					slog.String("channel", name), slog.String("error", err.Error()))
-				continue
-			}
-			out[i].events = append(out[i].events, e)
-		}
-	}
-	return head, out, nil
-}
-
-// entryEvent decodes one stream entry, [id, [field, value, ...]].
-func (b *Broker) entryEvent(channel string, entry any) (*ssehub.Event, error) {
-	parts, _ := entry.([]any)
-	if len(parts) != 2 {
-		return nil, fmt.Errorf("entry %v", entry)
-	}
-	fields, _ := parts[1].([]any)
-	for i := 0; i+1 < len(fields); i += 2 {
-		if fields[i] == "e" {
-			payload, _ := fields[i+1].(string)
-			e, err := decodeEnvelope(channel, []byte(payload))
-			if err != nil {
-				return nil, err
-			}
-			if e.Seq == 0 {
-				return nil, fmt.Errorf("entry %v holds no sequence number", parts[0])
-			}
-			return e, nil
-		}
-	}
-	return nil, fmt.Errorf("entry %v has no envelope", parts[0])
-}
-
-// Replay implements ssehub.Replayer, reading the channels' streams in Redis.
-func (b *Broker) Replay(ctx context.Context, channels []string, lastEventID string, fn func(*ssehub.Event) error) (ssehub.Cursor, error) {
-	if b.isClosed() {
-		return ssehub.Cursor{}, ssehub.ErrClosed
-	}
-	seq, results, err := b.runReplay(ctx, channels, lastEventID, nil)
-	if err != nil {
-		if errors.Is(err, ssehub.ErrUnavailable) {
-			b.metrics.BrokerError()
-		}
-		return ssehub.Cursor{}, err
-	}
-	head := ssehub.Cursor{ID: FormatSeq(seq), Seq: seq}
-	var events []*ssehub.Event
-	for _, r := range results {
-		if !r.ok {
-			return head, fmt.Errorf("%w: %q", ssehub.ErrUnknownID, lastEventID)
-		}
-		events = append(events, r.events...)
-	}
-	slices.SortFunc(events, func(x, y *ssehub.Event) int { return cmp.Compare(x.Seq, y.Seq) })
-	for _, e := range events {
-		if err := fn(e); err != nil {
-			return head, err
-		}
-	}
-	return head, nil
-}
-
-// Head implements ssehub.Replayer: the last sequence number issued, or a
-// zero Cursor when nothing was ever published on this Redis.
-func (b *Broker) Head(ctx context.Context) (ssehub.Cursor, error) {
-	if b.isClosed() {
-		return ssehub.Cursor{}, ssehub.ErrClosed
-	}
-	v, err := b.client.HGet(ctx, b.stateKey, "seq").Result()
-	switch {
-	case errors.Is(err, redis.Nil):
-		return ssehub.Cursor{}, nil
-	case err != nil:
-		b.metrics.BrokerError()
-		return ssehub.Cursor{}, unavailable("head", err)
-	}
-	seq, err := strconv.ParseUint(v, 10, 64)
-	if err != nil || seq == 0 {
-		return ssehub.Cursor{}, nil
-	}
-	return ssehub.Cursor{ID: FormatSeq(seq), Seq: seq}, nil
 }
 
 // Check implements ssehub.Checker: it fails while the subscription is not

@@ -359,19 +359,33 @@ func (b *Broker) catchUp(ctx context.Context, behind []*channel, held []heldEven
 		for j, ch := range part {
 			names[j] = ch.name
 		}
-		head, results, err := b.runReplay(ctx, names, "", from[i:i+len(part)])
+		r, err := b.resolve(ctx, names, "", from[i:i+len(part)])
 		if err != nil {
 			return err
 		}
 		if seen == 0 {
 			// Later batches may read further; live delivery covers the rest.
-			seen = head
+			seen = r.seq
 		}
-		for j, r := range results {
-			if r.ok {
-				events = append(events, r.events...)
-			} else {
-				resets = append(resets, ssehub.NewEvent(names[j], FormatSeq(head), ssehub.ResetType, []byte("{}"), 0, 0, time.Now()))
+		for j, name := range names {
+			ok := r.ok[j]
+			if ok && b.size > 0 {
+				var missed []*ssehub.Event
+				err := b.readPages(ctx, names[j:j+1], from[i+j:i+j+1], r.heads[j], func(e *ssehub.Event) error {
+					missed = append(missed, e)
+					return nil
+				})
+				switch {
+				case errors.Is(err, errTrimmed):
+					ok = false // what it read is not all it missed
+				case err != nil:
+					return err
+				default:
+					events = append(events, missed...)
+				}
+			}
+			if !ok {
+				resets = append(resets, ssehub.NewEvent(name, FormatSeq(r.heads[j]), ssehub.ResetType, []byte("{}"), 0, 0, time.Now()))
 			}
 		}
 	}

@@ -14,10 +14,11 @@ import (
 
 // brokerOptions are the settings a broker URL leaves to flags.
 type brokerOptions struct {
-	historySize int
-	historyAge  time.Duration
-	logger      *slog.Logger
-	metrics     ssehub.BrokerMetrics // nil counts nothing
+	historySize  int
+	historyAge   time.Duration
+	historyBytes int64
+	logger       *slog.Logger
+	metrics      ssehub.BrokerMetrics // nil counts nothing
 }
 
 // openBroker opens the broker a URL names. "memory:" (or "") is the

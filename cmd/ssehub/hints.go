@@ -66,6 +66,21 @@ func reachHint(hubURL string, err error) string {
 	return ""
 }
 
+// neverSent reports whether a request that failed with err cannot have
+// reached the server: the connection or its TLS handshake failed.
+func neverSent(err error) bool {
+	var (
+		op        *net.OpError
+		unknownCA x509.UnknownAuthorityError
+		hostname  x509.HostnameError
+		invalid   x509.CertificateInvalidError
+		record    tls.RecordHeaderError
+	)
+	return (errors.As(err, &op) && op.Op == "dial") ||
+		errors.As(err, &unknownCA) || errors.As(err, &hostname) || errors.As(err, &invalid) ||
+		errors.As(err, &record) || strings.Contains(err.Error(), "server gave HTTP response to HTTPS client")
+}
+
 // httpsRefusal is what Go's HTTPS server answers to a plain HTTP request.
 const httpsRefusal = "Client sent an HTTP request to an HTTPS server."
 

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,9 +41,11 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 		tokFile = fs.String("token-file", "", "`file` holding the bearer token, which unlike --token other users cannot see in ps")
 		// With a Redis broker the message goes straight into Redis, as
 		// the hubs' own publishes do, trimming history as they do.
-		brokerURL   = fs.String("broker", "", "publish straight into this Redis broker `URL` (redis:// or rediss://) instead of through the hub at --url")
-		historySize = fs.Int("history-size", ssehub.DefaultHistorySize, "with a Redis --broker: events kept per channel; the hubs' value")
-		historyAge  = fs.Duration("history-age", ssehub.DefaultHistoryAge, "with a Redis --broker: how long events stay replayable; the hubs' value")
+		brokerURL    = fs.String("broker", "", "publish straight into this Redis broker `URL` (redis:// or rediss://) instead of through the hub at --url")
+		historySize  = fs.Int("history-size", ssehub.DefaultHistorySize, "with a Redis --broker: events kept per channel; the hubs' value")
+		historyAge   = fs.Duration("history-age", ssehub.DefaultHistoryAge, "with a Redis --broker: how long events stay replayable; the hubs' value")
+		historyBytes = fs.Int64("history-bytes", ssehub.DefaultHistoryBytes, "with a Redis --broker: `bytes` the history of all channels may take; the hubs' value")
+		key          = fs.String("idempotency-key", "", "`key` naming this message: sent again with the same key, it is published once (default: a new random key)")
 	)
 	// The deployment's settings: what serve reads, publish reads too.
 	fs.env("url", "SSEHUB_URL")
@@ -50,6 +54,7 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 	fs.env("broker", "SSEHUB_BROKER")
 	fs.env("history-size", "SSEHUB_HISTORY_SIZE")
 	fs.env("history-age", "SSEHUB_HISTORY_AGE")
+	fs.env("history-bytes", "SSEHUB_HISTORY_BYTES")
 	fs.oneOf("token", "token-file")
 	if err := fs.parse(args); err != nil {
 		return err
@@ -71,7 +76,10 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 	if err != nil {
 		return err
 	}
-	m := ssehub.Message{Channel: *channel, Data: data, Type: *typ, ID: *id, Retry: *retry}
+	if *key == "" {
+		*key = newIdempotencyKey()
+	}
+	m := ssehub.Message{Channel: *channel, Data: data, Type: *typ, ID: *id, Retry: *retry, IdempotencyKey: *key}
 	if err := m.Normalize(); err != nil {
 		return errors.New(strings.TrimPrefix(err.Error(), "ssehub: "))
 	}
@@ -86,11 +94,19 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 		if *historySize == 0 {
 			*historySize = -1
 		}
-		assigned, err = publishBroker(ctx, *brokerURL, m, brokerOptions{historySize: *historySize, historyAge: *historyAge})
+		if *historyBytes <= 0 {
+			return fmt.Errorf("%s: %q must be 1 or more", fs.source("history-bytes"), fs.Lookup("history-bytes").Value)
+		}
+		assigned, err = publishBroker(ctx, *brokerURL, m, brokerOptions{historySize: *historySize, historyAge: *historyAge, historyBytes: *historyBytes})
 	} else {
 		assigned, err = publishHTTP(ctx, *hubURL, *token, m)
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, errNotPublished):
+		return fmt.Errorf("%w; nothing was published, it is safe to send it again", err)
+	case errors.Is(err, errOutcomeUnknown):
+		return fmt.Errorf("%w; it may or may not have been published: send it again with --idempotency-key %s to publish it at most once", err, m.IdempotencyKey)
+	case err != nil:
 		return err
 	}
 	fmt.Fprintln(stdout, assigned)
@@ -120,8 +136,24 @@ func readMessage(r io.Reader) (json.RawMessage, error) {
 	return raw, nil
 }
 
+// Errors of a publish whose outcome is known not to be a publish, and of
+// one whose outcome is unknown.
+var (
+	errNotPublished   = errors.New("not published")
+	errOutcomeUnknown = errors.New("outcome unknown")
+)
+
+// newIdempotencyKey returns a random idempotency key.
+func newIdempotencyKey() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
 // publishHTTP posts m to the hub's publish endpoint, with token as a
-// bearer token unless it is empty, and returns the id.
+// bearer token unless it is empty, and m's idempotency key, and returns
+// the id. Errors wrap errNotPublished or errOutcomeUnknown when the hub or
+// the connection tells which.
 func publishHTTP(ctx context.Context, hubURL, token string, m ssehub.Message) (string, error) {
 	u, err := endpointURL(hubURL, "publish")
 	if err != nil {
@@ -139,6 +171,7 @@ func publishHTTP(ctx context.Context, hubURL, token string, m ssehub.Message) (s
 		return "", err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Idempotency-Key", m.IdempotencyKey)
 	for k, v := range bearerHeader(token) {
 		req.Header[k] = v
 	}
@@ -148,7 +181,11 @@ func publishHTTP(ctx context.Context, hubURL, token string, m ssehub.Message) (s
 		if hint := reachHint(hubURL, err); hint != "" {
 			msg += "; " + hint
 		}
-		return "", errors.New(msg)
+		if neverSent(err) {
+			return "", errors.New(msg)
+		}
+		// The request may have reached the hub.
+		return "", fmt.Errorf("%w: no answer from the hub at %s: %v", errOutcomeUnknown, hubURL, unwrapURLError(err))
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -176,6 +213,10 @@ func publishHTTP(ctx context.Context, hubURL, token string, m ssehub.Message) (s
 		}
 	case http.StatusNotFound, http.StatusMethodNotAllowed:
 		msg += fmt.Sprintf("; %s is not a publish endpoint: give the hub's base URL, as in http://127.0.0.1:8080", u)
+	case http.StatusServiceUnavailable:
+		return "", fmt.Errorf("%w: the hub could not publish the message (%d): %s", errNotPublished, resp.StatusCode, out.Error)
+	case http.StatusGatewayTimeout:
+		return "", fmt.Errorf("%w: the hub could not tell whether the message was published (%d): %s", errOutcomeUnknown, resp.StatusCode, out.Error)
 	}
 	return "", errors.New(msg)
 }

@@ -32,12 +32,16 @@ func openRedisBroker(u *url.URL, opt brokerOptions) (ssehub.Broker, func(context
 	// what the broker reports, so they go to the debug level. The logger is
 	// process-wide, and this process opens one broker.
 	redis.SetLogger(redisLogger{opt.logger})
+	// Deadlines of the hub (publish timeout, readiness) bound the reads
+	// from Redis too, instead of go-redis's own read timeout alone.
+	ro.ContextTimeoutEnabled = true
 	client := redis.NewClient(ro)
 	b, err := redisbroker.New(client, redisbroker.Options{
-		HistorySize: opt.historySize,
-		HistoryAge:  opt.historyAge,
-		Logger:      opt.logger,
-		Metrics:     opt.metrics,
+		HistorySize:  opt.historySize,
+		HistoryAge:   opt.historyAge,
+		HistoryBytes: opt.historyBytes,
+		Logger:       opt.logger,
+		Metrics:      opt.metrics,
 	})
 	if err != nil {
 		client.Close()
@@ -80,7 +84,14 @@ func publishBroker(ctx context.Context, raw string, m ssehub.Message, opt broker
 	defer closeBroker(context.WithoutCancel(ctx))
 	e, err := b.Publish(ctx, m)
 	if err != nil {
-		return "", errors.New(strings.TrimPrefix(err.Error(), "ssehub: "))
+		msg := strings.TrimPrefix(err.Error(), "ssehub: ")
+		switch {
+		case errors.Is(err, ssehub.ErrOutcomeUnknown):
+			return "", fmt.Errorf("%w: %s", errOutcomeUnknown, msg)
+		case errors.Is(err, ssehub.ErrUnavailable):
+			return "", fmt.Errorf("%w: %s", errNotPublished, msg)
+		}
+		return "", errors.New(msg)
 	}
 	return e.ID, nil
 }

@@ -30,12 +30,14 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	var (
 		addr            = listening.String("addr", "127.0.0.1:8080", "`address` to listen on, host:port; 0.0.0.0:8080 for every interface")
 		brokerURL       = brokers.String("broker", "memory:", "broker `URL`: memory:, redis://[user:password@]host:port/db or rediss://...")
+		publishTimeout  = brokers.Duration("publish-timeout", ssehub.DefaultPublishTimeout, "how long a publish waits for the broker before answering 504 (outcome unknown) or 503 (not published)")
 		heartbeat       = streams.Duration("heartbeat", ssehub.DefaultHeartbeat, "interval of heartbeat comments on idle streams; 0s disables them")
 		retry           = streams.Duration("retry", ssehub.DefaultRetry, "reconnection delay told to clients when a stream opens")
 		queueSize       = streams.Int("queue-size", ssehub.DefaultQueueSize, "events that may wait for one subscriber before it is disconnected")
 		detach          = streams.Bool("detach", true, "take each HTTP/1.1 stream over from net/http once its headers are sent: a few KB per idle stream, and writes from a small pool")
 		historySize     = history.Int("history-size", ssehub.DefaultHistorySize, "events kept per channel for replay; 0 keeps none")
 		historyAge      = history.Duration("history-age", ssehub.DefaultHistoryAge, "how long events stay replayable")
+		historyBytes    = history.Int64("history-bytes", ssehub.DefaultHistoryBytes, "memory the events kept for replay and for slow streams may take, in `bytes`, over all channels; one channel may take a quarter")
 		maxMessageBytes = limits.Int("max-message-bytes", ssehub.DefaultMaxMessageBytes, "largest accepted message data, in bytes")
 		maxChannels     = limits.Int("max-channels-per-connection", ssehub.DefaultMaxChannels, "most channels one stream may subscribe to")
 		web             = addWebFlags(fs)
@@ -66,6 +68,8 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		{"heartbeat", *heartbeat < -1, "0s (off) or more"},
 		{"retry", *retry < 0, "0s or more"},
 		{"history-age", *historyAge < 0, "0s or more"},
+		{"history-bytes", *historyBytes <= 0, "1 or more"},
+		{"publish-timeout", *publishTimeout <= 0, "more than 0s"},
 	} {
 		if c.bad {
 			return fmt.Errorf("%s: %q must be %s", fs.source(c.name), fs.Lookup(c.name).Value, c.want)
@@ -79,7 +83,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if err := ops.setupMetrics(); err != nil {
 		return err
 	}
-	broker, closeBroker, err := openBroker(ctx, *brokerURL, brokerOptions{historySize: *historySize, historyAge: *historyAge, logger: logger, metrics: ops.brokerMetrics()})
+	broker, closeBroker, err := openBroker(ctx, *brokerURL, brokerOptions{historySize: *historySize, historyAge: *historyAge, historyBytes: *historyBytes, logger: logger, metrics: ops.brokerMetrics()})
 	if err != nil {
 		return err
 	}
@@ -93,6 +97,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		Detach:          *detach,
 		Logger:          logger,
 		Metrics:         ops.hubMetrics(),
+		PublishTimeout:  *publishTimeout,
 	}
 	if err := sec.apply(&cfg); err != nil {
 		closeBroker(ctx)

@@ -1,6 +1,8 @@
 // Package redistest starts a private redis-server for tests, on a free
 // loopback port with its own data directory, and can stop and start it
-// again on the same port to test what happens when Redis goes away.
+// again on the same port to test what happens when Redis goes away, or
+// freeze and thaw it (SIGSTOP, SIGCONT) to test what happens when it
+// hangs.
 //
 // Tests that use it skip when no redis-server binary is installed, unless
 // the environment has CI=true: there they fail, so a CI run never passes by
@@ -42,6 +44,7 @@ type Server struct {
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when the running process has exited
+	frozen bool
 }
 
 // startTimeout bounds how long a server may take to answer PING.
@@ -215,11 +218,39 @@ func ping(addr string) error {
 	return nil
 }
 
+// Freeze stops the server process (SIGSTOP) without closing anything:
+// connections stay open and new ones are accepted by the kernel, but
+// nothing is answered until Thaw, as when Redis hangs or its machine
+// stalls.
+func (s *Server) Freeze() { s.signal(syscall.SIGSTOP, true) }
+
+// Thaw lets a frozen server run again (SIGCONT); it answers what was sent
+// meanwhile.
+func (s *Server) Thaw() { s.signal(syscall.SIGCONT, false) }
+
+func (s *Server) signal(sig syscall.Signal, frozen bool) {
+	s.tb.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		s.tb.Fatalf("redistest: %v to a server that is not running", sig)
+	}
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		s.tb.Fatalf("redistest: %v: %v", sig, err)
+	}
+	s.frozen = frozen
+}
+
 func (s *Server) shutdown() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cmd == nil {
 		return
+	}
+	if s.frozen {
+		// A stopped process would not act on SIGTERM.
+		s.cmd.Process.Signal(syscall.SIGCONT)
+		s.frozen = false
 	}
 	// SIGTERM is a clean shutdown: the append-only file, when on, is
 	// flushed before exit.

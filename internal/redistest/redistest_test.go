@@ -2,6 +2,7 @@ package redistest_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -52,4 +53,33 @@ func TestAppendOnlyKeepsData(t *testing.T) {
 	if v, err := c.Get(ctx, "k").Result(); err != nil || v != "v" {
 		t.Fatalf("GET k after restart = %q, %v; want \"v\"", v, err)
 	}
+}
+
+func TestFreezeThaw(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1, ReadTimeout: 100 * time.Millisecond})
+	defer c.Close()
+	ctx := t.Context()
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	srv.Freeze()
+	if err := c.Set(ctx, "k", "v", 0).Err(); err == nil {
+		t.Fatal("SET answered while the server is frozen")
+	}
+	srv.Thaw()
+	// The SET sent while frozen is carried out once thawed.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		v, err := c.Get(ctx, "k").Result()
+		if err == nil && v == "v" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET k after thaw = %q, %v; want \"v\"", v, err)
+		}
+	}
+	// Cleanup stops a frozen server too.
+	srv.Freeze()
 }

@@ -1,0 +1,174 @@
+package redisbroker
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ssehub/ssehub"
+)
+
+const (
+	// generatedKeyWindow is how long Redis remembers a key the broker made
+	// for a publish that came without one. Such a key only guards against
+	// go-redis sending the script again, which happens within seconds.
+	generatedKeyWindow = 30 * time.Second
+	// fenceShare is the part of a publish's time kept for fence.lua when
+	// the publish script does not answer.
+	fenceShare = 4
+	// fenceTimeout bounds fence.lua when the publish has no deadline.
+	fenceTimeout = time.Second
+)
+
+// Publish implements ssehub.Broker. The event is in the channel's history
+// and on its way to every subscribed hub when Publish returns.
+//
+// Every publish carries an idempotency key: the message's, or one the
+// broker makes. When Redis does not answer before ctx ends (or the
+// connection breaks), Publish asks Redis whether the key was published
+// and, if not, closes it to the attempt still on its way: it then returns
+// the event, or an error wrapping ssehub.ErrUnavailable (not published).
+// Only when Redis cannot answer that either does it return an error
+// wrapping ssehub.ErrOutcomeUnknown. An error wrapping ErrUnavailable also
+// means Redis could not be reached at all.
+func (b *Broker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Event, error) {
+	if b.isClosed() {
+		return nil, ssehub.ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, unavailable(fmt.Sprintf("publish on %q", m.Channel), err)
+	}
+	head := appendEnvelopeHead(make([]byte, 0, len(m.Data)+len(m.Type)+64), m)
+	var idJSON []byte
+	if m.ID != "" {
+		idJSON = appendJSONString(nil, m.ID)
+	}
+	key, window := m.IdempotencyKey, b.keyWindow
+	if key == "" {
+		key, window = "~"+token(16), generatedKeyWindow
+	}
+	fp := fingerprint(m.Channel, head, idJSON)
+	attempt := token(9)
+	age := int64(0)
+	if b.age > 0 {
+		age = b.age.Microseconds()
+	}
+	keys := []string{b.stateKey, b.activeKey, b.evictedKey, b.streamKey(m.Channel), b.idsKey(m.Channel),
+		b.firstKey, b.bytesKey, b.keysKey, b.keyqKey}
+	args := []any{m.Channel, head, idJSON, m.ID, b.size, age, b.prefix, b.bytes, b.chanBytes,
+		key, fp, attempt, window.Microseconds(), b.maxKeys}
+
+	callCtx, cancel := ctx, context.CancelFunc(func() {})
+	if d, ok := ctx.Deadline(); ok {
+		callCtx, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(d)*(fenceShare-1)/fenceShare))
+	}
+	res, err := bounded(callCtx, func(ctx context.Context) ([]int64, error) {
+		return publishScript.Run(ctx, b.client, keys, args...).Int64Slice()
+	})
+	cancel()
+	op := fmt.Sprintf("publish on %q", m.Channel)
+	switch {
+	case err == nil && len(res) == 3 && res[2] != 2 && res[0] > 0:
+		return b.event(m, uint64(res[0])), nil
+	case err == nil:
+		return nil, fmt.Errorf("redisbroker: publish script returned %v", res)
+	case strings.HasPrefix(err.Error(), "SSEHUB_KEY_REUSED"):
+		return nil, fmt.Errorf("%w: %q", ssehub.ErrIdempotencyKeyReused, m.IdempotencyKey)
+	}
+	b.metrics.BrokerError()
+	if unreachable(err) {
+		return nil, unavailable(op, err)
+	}
+	// The script may have run, or may still run: settle it.
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fenceTimeout)
+	if d, ok := ctx.Deadline(); ok {
+		fctx, cancel = context.WithDeadline(context.WithoutCancel(ctx), d)
+	}
+	defer cancel()
+	fres, ferr := bounded(fctx, func(ctx context.Context) ([]int64, error) {
+		return fenceScript.Run(ctx, b.client, []string{b.keysKey, b.keyqKey},
+			key, attempt, fp, max(window, b.keyWindow).Microseconds()).Int64Slice()
+	})
+	switch {
+	case ferr != nil || len(fres) != 2:
+		return nil, fmt.Errorf("%w: %s: %w", ssehub.ErrOutcomeUnknown, op, err)
+	case fres[0] == 1:
+		return b.event(m, uint64(fres[1])), nil
+	case fres[0] == 2:
+		return nil, fmt.Errorf("%w: %q", ssehub.ErrIdempotencyKeyReused, m.IdempotencyKey)
+	}
+	return nil, fmt.Errorf("%w: %s: not published: %w", ssehub.ErrUnavailable, op, err)
+}
+
+// event returns the event the publish of m got as seq.
+func (b *Broker) event(m ssehub.Message, seq uint64) *ssehub.Event {
+	id := m.ID
+	if id == "" {
+		id = FormatSeq(seq)
+	}
+	return ssehub.NewEvent(m.Channel, id, m.Type, m.Data, m.Retry, seq, time.UnixMicro(int64(seq)))
+}
+
+// bounded runs f and returns its result, or ctx's error as soon as ctx
+// ends: go-redis bounds its reads by its own timeouts unless the client
+// has ContextTimeoutEnabled, and an answer must not wait for them. f keeps
+// running until go-redis gives up.
+func bounded[T any](ctx context.Context, f func(context.Context) (T, error)) (T, error) {
+	if ctx.Done() == nil {
+		return f(ctx)
+	}
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := f(ctx)
+		done <- result{v, err}
+	}()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-ctx.Done():
+		var zero T
+		return zero, ctx.Err()
+	}
+}
+
+// unreachable reports whether err says that the command never reached
+// Redis: no connection could be made or had. go-redis returns the last
+// attempt's error; an earlier attempt cut off by a broken connection may
+// have reached a Redis that went down right after.
+func unreachable(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial" ||
+		errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, redis.ErrClosed)
+}
+
+// fingerprint tells messages apart for the idempotency record: the hex
+// SHA-256 of what publish.lua is given of the message.
+func fingerprint(channel string, head, idJSON []byte) string {
+	h := sha256.New()
+	h.Write([]byte(channel))
+	h.Write([]byte{0})
+	h.Write(head)
+	h.Write([]byte{0})
+	h.Write(idJSON)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// token returns n random bytes as text.
+func token(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
