@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -92,7 +93,16 @@ func (h *Hub) serveStream(w http.ResponseWriter, r *http.Request) {
 		methodNotAllowed(w, "GET")
 		return
 	}
-	q := r.URL.Query()
+	q, err := streamQuery(r.URL.RawQuery)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	positions, err := wantsPositions(r, q)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
 	lastID := r.Header.Get("Last-Event-ID")
 	if lastID == "" {
 		lastID = q.Get("last_event_id")
@@ -112,6 +122,9 @@ func (h *Hub) serveStream(w http.ResponseWriter, r *http.Request) {
 		}
 		writeErr(w, err)
 		return
+	}
+	if !positions {
+		sub.dropPositions()
 	}
 
 	writeStreamHeader(w)
@@ -135,6 +148,47 @@ func (h *Hub) serveStream(w http.ResponseWriter, r *http.Request) {
 		slog.Duration("duration", time.Since(started)),
 		slog.Int64("events", st.events),
 		slog.String("reason", reason))
+}
+
+// wantsPositions reports whether a stream opened without a last event id
+// starts with a position frame: an id-only block that sets the client's
+// last event id, so that a browser that reconnects before its first event
+// resumes without a gap. httpx-sse, r3labs/sse and tmaxmax/go-sse show such
+// a block as an empty event (docs/clients.md), so it goes to browsers,
+// known by the "Mozilla/" their User-Agent starts with, and to clients
+// that ask with position=1; position=0 turns it off.
+func wantsPositions(r *http.Request, q url.Values) (bool, error) {
+	switch v := q.Get("position"); v {
+	case "1":
+		return true, nil
+	case "0":
+		return false, nil
+	case "":
+		return strings.HasPrefix(r.UserAgent(), "Mozilla/"), nil
+	default:
+		return false, fmt.Errorf("%w: position=%q: use 1 or 0", ErrBadRequest, v)
+	}
+}
+
+// streamQuery parses the query of a stream request. url.Query leaves out
+// the pairs it cannot decode, so "channel=%zz" or "channel=a;b" would
+// silently stream the default channel; here they are errors, which name
+// the channel when the bad pair is one.
+func streamQuery(raw string) (url.Values, error) {
+	q, err := url.ParseQuery(raw)
+	if err == nil {
+		return q, nil
+	}
+	for pair := range strings.SplitSeq(raw, "&") {
+		key, value, _ := strings.Cut(pair, "=")
+		if k, kerr := url.QueryUnescape(key); kerr != nil || k != "channel" {
+			continue
+		}
+		if _, verr := url.QueryUnescape(value); verr != nil || strings.Contains(value, ";") {
+			return nil, fmt.Errorf("%w: %q cannot be decoded", ErrInvalidChannel, value)
+		}
+	}
+	return nil, fmt.Errorf("%w: query: %v", ErrBadRequest, err)
 }
 
 func writeStreamHeader(w http.ResponseWriter) {

@@ -20,9 +20,9 @@ func TestStreamHeadersAndFirstBytes(t *testing.T) {
 		retry time.Duration
 		first string // the bytes flushed on connect
 	}{
-		{"default retry", 0, "retry: 3000\n\n"},
-		{"configured retry", 1500 * time.Millisecond, "retry: 1500\n\n"},
-		{"no retry", -1, ":\n\n"},
+		{"default retry", 0, "retry: 3000\n"},
+		{"configured retry", 1500 * time.Millisecond, "retry: 1500\n"},
+		{"no retry", -1, ":\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -103,6 +103,10 @@ func TestStreamBadRequests(t *testing.T) {
 		{"bad channel", "GET", "?channel=a%20b", 400, "invalid_channel"},
 		{"empty channel", "GET", "?channel=", 400, "invalid_channel"},
 		{"wildcard channel", "GET", "?channel=a.*", 400, "invalid_channel"},
+		{"undecodable channel", "GET", "?channel=%zz", 400, "invalid_channel"},
+		{"undecodable second channel", "GET", "?channel=a&channel=b%2", 400, "invalid_channel"},
+		{"semicolon in channel", "GET", "?channel=a;b", 400, "invalid_channel"},
+		{"undecodable other pair", "GET", "?last_event_id=%zz", 400, "bad_request"},
 		{"too many channels", "GET", "?channel=a&channel=b&channel=c", 400, "too_many_channels"},
 		{"wrong method", "POST", "", 405, "method_not_allowed"},
 	}

@@ -298,6 +298,11 @@ func positionEvent(c Cursor) *Event {
 	return &Event{ID: c.ID, Seq: c.Seq, Time: time.Now(), frame: []byte("id: " + c.ID + "\n\n"), position: true}
 }
 
+// dropPositions removes the position frame from what s sends first.
+func (s *Subscription) dropPositions() {
+	s.pending = slices.DeleteFunc(s.pending, func(e *Event) bool { return e.position })
+}
+
 func (s *Subscription) replay(ctx context.Context, names []string, lastEventID string) error {
 	h := s.hub
 	if h.replayer == nil {

@@ -17,7 +17,7 @@ import (
 // the hub sends before any event, and drops the connection.
 func streamPosition(t *testing.T, url string) string {
 	t.Helper()
-	resp, err := http.Get(url)
+	resp, err := http.Get(url + "&position=1")
 	if err != nil {
 		t.Fatal(err)
 	}

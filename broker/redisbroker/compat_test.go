@@ -3,6 +3,7 @@ package redisbroker_test
 import (
 	"bytes"
 	"encoding/json"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -21,39 +22,46 @@ func TestForeignPublishers(t *testing.T) {
 	th := newHub(t, srv, redisbroker.Options{}, ssehub.Config{Heartbeat: -1})
 	const ch = "cool_channel"
 	raw := openRaw(t, th.srv.URL, ch)
-	if got := raw.read(3); got != ":\n\n" {
+	if got := raw.read(2); got != ":\n" {
 		t.Fatalf("stream opened with %q", got)
 	}
-	// The stream's position: "id: " and 16 digits.
-	if got := raw.read(len("id: 1796172307930312\n\n")); !strings.HasPrefix(got, "id: ") || !strings.HasSuffix(got, "\n\n") {
-		t.Fatalf("stream position %q", got)
-	}
+	// No position frame: only browsers, and clients that ask, get one.
 	pub := newClient(t, srv)
 	for _, tt := range []struct{ name, payload, frame string }{
 		{"invenio default", `{"data": {"code": "COOL", "msg": "cool message"}, "event": null, "id": 1795238353.220689, "retry": null}`,
-			"id: 1795238353.220689\ndata: {\"code\":\"COOL\",\"msg\":\"cool message\"}\n\n"},
+			"id: 1795238353.220689\ndata: {\"code\": \"COOL\", \"msg\": \"cool message\"}\n\n"},
 		{"invenio type, id and retry", `{"data": {"code": "ACK", "msg": "cool message"}, "event": "cool", "id": 12345, "retry": 6000}`,
-			"id: 12345\nevent: cool\nretry: 6000\ndata: {\"code\":\"ACK\",\"msg\":\"cool message\"}\n\n"},
+			"id: 12345\nevent: cool\nretry: 6000\ndata: {\"code\": \"ACK\", \"msg\": \"cool message\"}\n\n"},
+		{"invenio CLI", `{"data": ["line1\n", "line2\n"], "event": "cool", "id": "12345", "retry": "6000"}`,
+			"id: 12345\nevent: cool\nretry: 6000\ndata: [\"line1\\n\", \"line2\\n\"]\n\n"},
 		{"invenio string data", `{"data": "line1\nline2", "event": null, "id": 1795238353.2229617, "retry": null}`,
 			"id: 1795238353.2229617\ndata: \"line1\\nline2\"\n\n"},
 		{"flask all fields", `{"data": "foo", "id": 5, "retry": 500, "type": "example"}`,
 			"id: 5\nevent: example\nretry: 500\ndata: foo\n\n"},
-		{"flask data only", `{"data": {"a": 1}}`, "data: {\"a\":1}\n\n"},
+		{"flask data only", `{"data": {"b": 1, "a": 1}}`, "data: {\"a\": 1, \"b\": 1}\n\n"},
 		{"flask multi-line string", `{"data": "one\ntwo"}`, "data: one\ndata: two\n\n"},
 	} {
 		n, err := pub.Publish(t.Context(), ch, tt.payload).Result()
 		if err != nil || n != 1 {
 			t.Fatalf("%s: PUBLISH reached %d subscribers, %v; want the hub's one", tt.name, n, err)
 		}
-		if got := raw.read(len(tt.frame)); got != tt.frame {
-			t.Fatalf("%s: stream has\n%q, want\n%q", tt.name, got, tt.frame)
+		want := tt.frame
+		if !strings.HasPrefix(want, "id: ") {
+			// Taken into the history, it has the id the hub gave it.
+			id := raw.read(len("id: 0000000000000000\n"))
+			if !regexp.MustCompile(`^id: \d{16}\n$`).MatchString(id) {
+				t.Fatalf("%s: stream has %q, want an id the hub gave", tt.name, id)
+			}
+		}
+		if got := raw.read(len(want)); got != want {
+			t.Fatalf("%s: stream has\n%q, want\n%q", tt.name, got, want)
 		}
 	}
 	// A malformed message is dropped; the next one still arrives.
 	pub.Publish(t.Context(), ch, `{"data": 1, "event": "a\nb", "id": null, "retry": null}`)
 	pub.Publish(t.Context(), ch, `not json`)
-	pub.Publish(t.Context(), ch, `{"data": 2}`)
-	if got, want := raw.read(len("data: 2\n\n")), "data: 2\n\n"; got != want {
+	pub.Publish(t.Context(), ch, `{"data": 2, "id": 2}`)
+	if got, want := raw.read(len("id: 2\ndata: 2\n\n")), "id: 2\ndata: 2\n\n"; got != want {
 		t.Fatalf("after malformed messages the stream has %q, want %q", got, want)
 	}
 }

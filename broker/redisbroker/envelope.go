@@ -1,12 +1,14 @@
 package redisbroker
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/big"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ssehub/ssehub"
 )
@@ -26,7 +28,9 @@ const seqKey = "ssehub_seq"
 //   - flask-sse's: {"data", "type", "id", "retry"}, keys with a false value
 //     left out, and a string data meant to be sent as it is.
 //
-// The fields stay raw so that nothing passes through a float64.
+// This struct reads own envelopes; the fields stay raw so that nothing
+// passes through a float64. The other two are read as Python reads them
+// (decodeLegacy).
 type envelope struct {
 	Data  json.RawMessage `json:"data"`
 	Event json.RawMessage `json:"event"`
@@ -34,6 +38,10 @@ type envelope struct {
 	ID    json.RawMessage `json:"id"`
 	Retry json.RawMessage `json:"retry"`
 	Seq   json.RawMessage `json:"ssehub_seq"`
+	// Foreign holds, as a JSON string, the message of another publisher
+	// that a hub took into the history (see foreign.go). The envelope then
+	// has only this, the id and the seq.
+	Foreign *string `json:"foreign"`
 }
 
 // appendEnvelopeHead appends the start of an own envelope for m, up to and
@@ -62,98 +70,231 @@ func appendJSONString(dst []byte, s string) []byte {
 	return append(dst, b...)
 }
 
-var errNoData = errors.New("no data key")
+var (
+	errNoData = errors.New("no data key")
+	// errNoEvent marks a valid message that a browser would not see as an
+	// event (flask-sse's empty string): it is not streamed.
+	errNoEvent = errors.New("no event to send")
+)
+
+// ownMark is in every own envelope and in no message of the Python
+// publishers.
+var ownMark = []byte(`"` + seqKey + `"`)
 
 // decodeEnvelope turns the payload of a message on channel into an Event.
-// Own envelopes keep their sequence number; foreign ones get Seq 0. Fields
-// that would break the stream (an id or type with a line break, data that
-// is not JSON) make it an error: such a message is dropped, never sent.
+// Own envelopes keep their sequence number; foreign ones get Seq 0 and are
+// rendered as the view of the library that publishes them would stream
+// them (see decodeLegacy). Fields that would break the stream (an id or
+// type with a line break, data that is not JSON) make it an error: such a
+// message is dropped, never sent.
 func decodeEnvelope(channel string, payload []byte) (*ssehub.Event, error) {
+	if bytes.Contains(payload, ownMark) {
+		// The mark may also be in another publisher's data.
+		if e, err := decodeOwn(channel, payload); !errors.Is(err, errNotOwn) {
+			return e, err
+		}
+	}
+	return decodeLegacy(channel, payload)
+}
+
+var errNotOwn = errors.New("not an own envelope")
+
+func decodeOwn(channel string, payload []byte) (*ssehub.Event, error) {
 	var env envelope
 	if err := json.Unmarshal(payload, &env); err != nil {
-		return nil, fmt.Errorf("not a JSON object: %w", err)
+		return nil, fmt.Errorf("%w: not a JSON object: %w", errNotOwn, err)
+	}
+	if env.Seq == nil {
+		return nil, fmt.Errorf("%w: no %s", errNotOwn, seqKey)
+	}
+	seq, err := strconv.ParseUint(string(env.Seq), 10, 64)
+	if err != nil || seq == 0 {
+		return nil, fmt.Errorf("bad %s %s", seqKey, env.Seq)
+	}
+	if env.Foreign != nil {
+		// Rendered as its publisher's view renders it, with the id the hub
+		// gave it when it had none.
+		e, err := decodeLegacy(channel, []byte(*env.Foreign))
+		if err != nil {
+			return nil, err
+		}
+		id, err := ownText(env.ID)
+		if err != nil || ssehub.ValidID(id) != nil {
+			return nil, fmt.Errorf("id %s", env.ID)
+		}
+		return ssehub.NewEvent(channel, id, e.Type, e.Data, e.Retry, seq, time.UnixMicro(int64(seq))), nil
 	}
 	if env.Data == nil {
 		return nil, errNoData
 	}
-	var (
-		seq    uint64
-		at     = time.Now()
-		typ    = env.Event
-		rawStr = false // data is a JSON string to send unquoted (flask-sse)
-		err    error
-	)
-	switch {
-	case env.Seq != nil:
-		if seq, err = strconv.ParseUint(string(env.Seq), 10, 64); err != nil || seq == 0 {
-			return nil, fmt.Errorf("bad %s %s", seqKey, env.Seq)
-		}
-		at = time.UnixMicro(int64(seq))
-	case env.Event == nil:
-		// No "event" key: invenio-sse always writes one, so this is flask-sse.
-		typ = env.Type
-		rawStr = true
-	}
-	m := ssehub.Message{Channel: channel, Data: env.Data}
-	if m.Type, err = textField(typ); err != nil {
+	m := ssehub.Message{Channel: channel, Data: env.Data, Retry: retryField(env.Retry)}
+	if m.Type, err = ownText(env.Event); err != nil {
 		return nil, fmt.Errorf("event type: %w", err)
 	}
-	if m.ID, err = textField(env.ID); err != nil {
+	if m.ID, err = ownText(env.ID); err != nil {
 		return nil, fmt.Errorf("id: %w", err)
 	}
-	m.Retry = retryField(env.Retry)
 	if err := m.Normalize(); err != nil {
 		return nil, err
 	}
-	data := []byte(m.Data)
-	if rawStr && len(data) > 0 && data[0] == '"' {
-		var s string
-		if err := json.Unmarshal(data, &s); err != nil {
-			return nil, fmt.Errorf("data: %w", err)
-		}
-		data = []byte(s)
-	}
-	return ssehub.NewEvent(channel, m.ID, m.Type, data, m.Retry, seq, at), nil
+	return ssehub.NewEvent(channel, m.ID, m.Type, m.Data, m.Retry, seq, time.UnixMicro(int64(seq))), nil
 }
 
-// textField reads an id or event type the way the Python publishers print
-// it: a string as it is, a number exactly as written (an epoch float keeps
-// all its digits), and nothing for null, "", 0 or false, which Python
-// treats as unset.
-func textField(raw json.RawMessage) (string, error) {
-	if len(raw) == 0 {
+// appendForeignHead appends the start of the envelope of a foreign
+// message taken into the history, up to and including `"id":`.
+func appendForeignHead(dst, payload []byte) []byte {
+	dst = append(dst, `{"foreign":`...)
+	dst = appendJSONString(dst, string(payload))
+	return append(dst, `,"id":`...)
+}
+
+// appendFlaskHead and appendFlaskTail write the message flask-sse's
+// publish() would put on Redis for m, around its id: {"data", "id",
+// "retry", "type"}, keys sorted, false values left out. flask-sse's reader
+// builds Message(**message) from it, which takes no other key.
+func appendFlaskHead(dst []byte, m ssehub.Message) []byte {
+	dst = append(dst, `{"data": `...)
+	dst = append(dst, m.Data...)
+	return append(dst, `, "id": `...)
+}
+
+func appendFlaskTail(dst []byte, m ssehub.Message) []byte {
+	if m.Retry > 0 {
+		dst = append(dst, `, "retry": `...)
+		dst = strconv.AppendInt(dst, int64(m.Retry), 10)
+	}
+	if m.Type != "" {
+		dst = append(dst, `, "type": `...)
+		dst = appendJSONString(dst, m.Type)
+	}
+	return append(dst, '}')
+}
+
+// ownText reads the event or id of an own envelope: a string, or null.
+func ownText(raw json.RawMessage) (string, error) {
+	if len(raw) == 0 || string(raw) == "null" {
 		return "", nil
 	}
-	switch raw[0] {
-	case 'n', 'f': // null, false
-		return "", nil
-	case '"':
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
-			return "", err
-		}
-		return s, nil
-	case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
-		if isZero(raw) {
-			return "", nil
-		}
-		return string(raw), nil
-	}
-	return "", fmt.Errorf("%s is not a string or a number", raw)
+	var s string
+	err := json.Unmarshal(raw, &s)
+	return s, err
 }
 
-// isZero reports whether the JSON number raw equals zero (0, -0.0, 0e5).
-func isZero(raw json.RawMessage) bool {
-	f, ok := new(big.Float).SetString(string(raw))
-	return ok && f.Sign() == 0
-}
-
-// retryField reads a retry: a non-negative integer, or nothing. Anything
-// else would be ignored by browsers, so it is left out.
+// retryField reads the retry of an own envelope: a positive integer, or
+// nothing.
 func retryField(raw json.RawMessage) int {
 	n, err := strconv.Atoi(string(raw))
 	if err != nil || n < 0 {
 		return 0
 	}
 	return n
+}
+
+// decodeLegacy reads a message of invenio-sse or flask-sse as json.loads
+// does and renders it as their views do, so that a browser sees through
+// ssehub what it would see through them:
+//
+//   - invenio-sse (the message has an "event" key) writes "data: " and
+//     json.dumps(data): one line, Python's separators, every non-ASCII
+//     character escaped, floats as Python prints them;
+//   - flask-sse (no "event" key) writes a string as it is and anything else
+//     as json.dumps(data, sort_keys=True), split with str.splitlines(),
+//     each line after "data:" with no space, so the browser drops one
+//     leading space of each; nothing at all for an empty string;
+//   - both write "event:", "id:" and "retry:" with str(value) and no space,
+//     and only when the value is true in Python: so 0, "", false and null
+//     set nothing, True is "True", a list is its repr, and a browser
+//     keeps a retry made only of digits, also from the string "6000".
+//
+// The result carries the fields as the browser's parser reads them, and
+// ssehub's encoder writes them so that it reads them the same. Where the
+// libraries would break the stream (a line break in an id, type or retry)
+// or fail (not JSON, no data, a lone surrogate to write), the message is
+// an error and is dropped. Two effects ssehub cannot send are left out: an
+// id that reads as empty (an id of " "), which would clear the browser's
+// last event id, and flask-sse's id on an empty string, which sets it
+// without an event.
+func decodeLegacy(channel string, payload []byte) (*ssehub.Event, error) {
+	v, err := pyLoads(payload)
+	if err != nil {
+		return nil, err
+	}
+	if v.kind != pyDict {
+		return nil, errors.New("not a JSON object")
+	}
+	data, ok := v.get("data")
+	if !ok {
+		return nil, errNoData
+	}
+	_, invenio := v.get("event")
+	typeKey := "type"
+	if invenio {
+		typeKey = "event"
+	}
+	m := ssehub.Message{Channel: channel, Data: json.RawMessage("0")}
+	if m.Type, err = legacyField(v, typeKey); err != nil {
+		return nil, fmt.Errorf("event type: %w", err)
+	}
+	if m.ID, err = legacyField(v, "id"); err != nil {
+		return nil, fmt.Errorf("id: %w", err)
+	}
+	if strings.IndexByte(m.ID, 0) >= 0 {
+		m.ID = "" // a browser ignores an id field that holds NUL
+	}
+	retry, err := legacyField(v, "retry")
+	if err != nil {
+		return nil, fmt.Errorf("retry: %w", err)
+	}
+	if n, err := strconv.Atoi(retry); err == nil && n > 0 && strings.Trim(retry, "0123456789") == "" {
+		m.Retry = n
+	}
+	if err := m.Normalize(); err != nil {
+		return nil, err
+	}
+	var text []byte
+	switch {
+	case invenio:
+		text = appendDumps(nil, data, false)
+	case data.kind == pyStr:
+		if data.hasSurrogate() {
+			return nil, errors.New("data: a lone surrogate")
+		}
+		lines := pySplitLines(data.s)
+		if len(lines) == 0 {
+			return nil, errNoEvent
+		}
+		for i, line := range lines {
+			if i > 0 {
+				text = append(text, '\n')
+			}
+			if len(line) > 0 && line[0] == ' ' {
+				line = line[1:]
+			}
+			for _, r := range line {
+				text = utf8.AppendRune(text, r)
+			}
+		}
+	default:
+		// json.dumps output is printable ASCII: one line.
+		text = appendDumps(nil, data, true)
+	}
+	return ssehub.NewEvent(channel, m.ID, m.Type, text, m.Retry, 0, time.Now()), nil
+}
+
+// legacyField returns what a browser reads from the line "key:" + str(value)
+// that the libraries write when the value is true in Python: the text with
+// one leading space removed. An absent or false value gives "".
+func legacyField(v pyValue, key string) (string, error) {
+	f, ok := v.get(key)
+	if !ok || !f.truthy() {
+		return "", nil
+	}
+	if f.hasSurrogate() {
+		return "", errors.New("a lone surrogate")
+	}
+	text := string(appendStr(nil, f))
+	if strings.ContainsAny(text, "\r\n") {
+		return "", fmt.Errorf("%q holds a line break", text)
+	}
+	return strings.TrimPrefix(text, " "), nil
 }

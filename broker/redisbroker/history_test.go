@@ -1,9 +1,12 @@
 package redisbroker_test
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -123,5 +126,34 @@ func TestNoHistory(t *testing.T) {
 	}
 	if n := newClient(t, srv).Exists(t.Context(), "n:stream:c").Val(); n != 0 {
 		t.Fatal("a stream was written without history")
+	}
+}
+
+// TestPositionOnFreshRedis: on a Redis where nothing was ever published, a
+// new stream still starts with a position frame, and a client that
+// reconnects from it gets what was published meanwhile, with no reset.
+func TestPositionOnFreshRedis(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	th := newHub(t, srv, redisbroker.Options{}, ssehub.Config{Heartbeat: -1})
+	resp, err := http.Get(th.srv.URL + "/sse?channel=fresh&position=1")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /sse: %v %v", resp, err)
+	}
+	raw := &rawStream{t: t, body: resp.Body, rd: bufio.NewReader(resp.Body)}
+	if got := raw.read(2); got != ":\n" {
+		t.Fatalf("stream opened with %q", got)
+	}
+	frame := raw.read(len("id: 0000000000000000\n\n"))
+	pos, ok := strings.CutPrefix(frame, "id: ")
+	pos, ok2 := strings.CutSuffix(pos, "\n\n")
+	if !ok || !ok2 || strings.Trim(pos, "0123456789") != "" {
+		t.Fatalf("first frame %q; want a position frame", frame)
+	}
+	raw.body.Close()
+	id := th.publish(t, "fresh", 1)
+	s := openStream(t, th.srv.URL, []string{"fresh"}, pos)
+	if e := s.next(); e.LastEventID != id || e.Type != "message" {
+		t.Fatalf("resumed from the position: %+v; want event %s", e, id)
 	}
 }

@@ -47,25 +47,12 @@ func (b *Broker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Event, 
 	if err := ctx.Err(); err != nil {
 		return nil, unavailable(fmt.Sprintf("publish on %q", m.Channel), err)
 	}
-	head := appendEnvelopeHead(make([]byte, 0, len(m.Data)+len(m.Type)+64), m)
-	var idJSON []byte
-	if m.ID != "" {
-		idJSON = appendJSONString(nil, m.ID)
-	}
 	key, window := m.IdempotencyKey, b.keyWindow
 	if key == "" {
 		key, window = "~"+token(16), generatedKeyWindow
 	}
-	fp := fingerprint(m.Channel, head, idJSON)
 	attempt := token(9)
-	age := int64(0)
-	if b.age > 0 {
-		age = b.age.Microseconds()
-	}
-	keys := []string{b.stateKey, b.activeKey, b.evictedKey, b.streamKey(m.Channel), b.idsKey(m.Channel),
-		b.firstKey, b.bytesKey, b.keysKey, b.keyqKey}
-	args := []any{m.Channel, head, idJSON, m.ID, b.size, age, b.prefix, b.bytes, b.chanBytes,
-		key, fp, attempt, window.Microseconds(), b.maxKeys}
+	keys, args, fp := b.publishArgs(m, key, window, attempt)
 
 	callCtx, cancel := ctx, context.CancelFunc(func() {})
 	if d, ok := ctx.Deadline(); ok {
@@ -107,6 +94,33 @@ func (b *Broker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Event, 
 		return nil, fmt.Errorf("%w: %q", ssehub.ErrIdempotencyKeyReused, m.IdempotencyKey)
 	}
 	return nil, fmt.Errorf("%w: %s: not published: %w", ssehub.ErrUnavailable, op, err)
+}
+
+// publishArgs returns the keys and arguments of publish.lua for m, and
+// the message's fingerprint.
+func (b *Broker) publishArgs(m ssehub.Message, key string, window time.Duration, attempt string) ([]string, []any, string) {
+	head := appendEnvelopeHead(make([]byte, 0, len(m.Data)+len(m.Type)+64), m)
+	var idJSON []byte
+	if m.ID != "" {
+		idJSON = appendJSONString(nil, m.ID)
+	}
+	fp := fingerprint(m.Channel, head, idJSON)
+	keys := []string{b.stateKey, b.activeKey, b.evictedKey, b.streamKey(m.Channel), b.idsKey(m.Channel),
+		b.firstKey, b.bytesKey, b.keysKey, b.keyqKey}
+	args := []any{m.Channel, head, idJSON, m.ID, b.size, b.ageMicros(), b.prefix, b.bytes, b.chanBytes,
+		key, fp, attempt, window.Microseconds(), b.maxKeys}
+	if b.flask {
+		args = append(args, "f", appendFlaskHead(nil, m), appendFlaskTail(nil, m))
+	}
+	return keys, args, fp
+}
+
+// ageMicros is the history age as publish.lua takes it: 0 for no limit.
+func (b *Broker) ageMicros() int64 {
+	if b.age > 0 {
+		return b.age.Microseconds()
+	}
+	return 0
 }
 
 // event returns the event the publish of m got as seq.

@@ -34,10 +34,22 @@
 --  12 a token naming this attempt (see fence.lua)
 --  13 how long to remember the key, in microseconds
 --  14 how many keys to remember at most, over all channels
+--  15 (optional) the shape of what goes on the channel: "" the envelope;
+--     "f" flask-sse's message: the envelope goes to the channel's twin
+--     (P.."#"..channel) for the hubs, then ARGV 16 .. the id's JSON ..
+--     ARGV 17 to the channel, for flask-sse's readers; "i" a message of
+--     another publisher, already on the channel, taken into the history
+--     (see foreign.go): ARGV 16 is the number of notices the caller has
+--     seen, KEYS 10 (P.."notices:"..channel) counts them; only a caller
+--     that has seen them all takes the message in, and the envelope goes
+--     to the twin as the notice "I<n> <envelope>"
 -- Returns {seq, number of receivers, status}: status 0 published; 1 the
 -- key was published before as seq (receivers 0); 2 this attempt was given
--- up on by fence.lua (nothing published, seq 0). A key used before with
--- another fingerprint is an error reply starting with SSEHUB_KEY_REUSED.
+-- up on by fence.lua (nothing published, seq 0); 3 ("i" only) the caller
+-- has not seen every notice, which is the second value (nothing
+-- published, seq 0). For "i", the second value is the notice's number. A
+-- key used before with another fingerprint is an error reply starting
+-- with SSEHUB_KEY_REUSED.
 local state, active, evicted, stream, ids = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local first, sizes, keys, keyq = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local channel, head, idjson, rawid = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -45,10 +57,16 @@ local size, age, prefix = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
 local budget, chbudget = tonumber(ARGV[8]), tonumber(ARGV[9])
 local key, fp, attempt = ARGV[10], ARGV[11], ARGV[12]
 local window, maxkeys = tonumber(ARGV[13]), tonumber(ARGV[14])
+local mode = ARGV[15] or ''
 local function num(x) return string.format('%d', x) end
 local function seqof(entryid) return tonumber(string.match(entryid, '^%d+')) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+
+if mode == 'i' then
+  local seen = tonumber(redis.call('GET', KEYS[10]) or '0')
+  if seen ~= tonumber(ARGV[16]) then return {0, seen or -1, 3} end
+end
 
 -- A key record is "p <seq> <fingerprint>" once published, or
 -- "a <attempt>,<attempt>... <fingerprint>" for attempts given up on.
@@ -232,5 +250,14 @@ if key ~= '' then
       redis.call('ZREM', keyq, unpack(old))
     end
   end
+end
+if mode == 'f' then
+  redis.call('PUBLISH', prefix .. '#' .. channel, env)
+  return {seq, redis.call('PUBLISH', channel, ARGV[16] .. idjson .. ARGV[17]), 0}
+elseif mode == 'i' then
+  local n = redis.call('INCR', KEYS[10])
+  redis.call('EXPIRE', KEYS[10], 86400)
+  redis.call('PUBLISH', prefix .. '#' .. channel, 'I' .. n .. ' ' .. env)
+  return {seq, n, 0}
 end
 return {seq, redis.call('PUBLISH', channel, env), 0}

@@ -31,22 +31,18 @@
 //
 // which invenio-sse's Python subscriber reads as its own (it uses data,
 // event, id and retry and ignores other keys). The "ssehub_seq" key is what
-// marks an envelope as this broker's. Messages without it come from
-// another publisher and are streamed live with Seq 0:
+// marks an envelope as this broker's. With Options.Envelope
+// EnvelopeFlaskSSE the channel gets flask-sse's message instead, and the
+// envelope goes to the channel's twin, the pub/sub channel
+// "<prefix>#<channel>" that hubs subscribe with it.
 //
-//   - with an "event" key, as invenio-sse publishes them
-//     ({"data", "event", "id", "retry"}, nulls kept): data is sent as
-//     compact JSON (a string keeps its quotes), the id exactly as written
-//     in the JSON (an epoch float keeps every digit);
-//   - without one, as flask-sse publishes them ({"data", "type", "id",
-//     "retry"}, unset keys left out): a string data is sent as it is, other
-//     data as compact JSON.
-//
-// As in those libraries, an id, type or retry that is null, empty, zero or
-// false is left out. A message whose fields would break the stream (a line
-// break in an id or type, data that is not JSON, no data key) is dropped
-// and logged. Foreign messages bypass the stream, so they are not in the
-// history and a resuming client does not get them again.
+// Messages without it come from another publisher, invenio-sse or
+// flask-sse. They are read as Python's json.loads reads them and streamed
+// as those libraries' views stream them, and taken into the channel's
+// history once, whatever the number of hubs, with a sequence number like
+// any event; docs/redis.md tells how. A message whose fields
+// would break the stream (a line break in an id or type, data that is not
+// JSON, no data key) is dropped and logged.
 //
 // # Failures
 //
@@ -61,7 +57,9 @@
 // published while its subscription was down are then read from the
 // streams and delivered, in order, before live ones; when they are no
 // longer there (Redis lost its data, or trimmed them), subscribers of the
-// channel get an ssehub.ResetType event instead. A watchdog publishes a
+// channel get an ssehub.ResetType event instead, followed by the events
+// Redis still has that they have not seen (those published since Redis
+// came back empty); the reset's id is the position just before them. A watchdog publishes a
 // canary on a private channel every CanaryInterval and rebuilds the
 // subscription when a canary does not come back, which catches a
 // connection that looks fine but no longer delivers.
@@ -147,13 +145,32 @@ type Options struct {
 	// Metrics counts failed calls to Redis, lost subscriptions and
 	// reconnections (package promhub implements it). Nil counts nothing.
 	Metrics ssehub.BrokerMetrics
+	// Envelope is the shape of what Publish puts on a channel, for the
+	// Python readers that share the Redis: EnvelopeInvenio (the default)
+	// or EnvelopeFlaskSSE. Every hub reads both.
+	Envelope string
 }
+
+// Envelope shapes (Options.Envelope).
+const (
+	// EnvelopeInvenio publishes {"data", "event", "retry", "id",
+	// "ssehub_seq"} on the channel: invenio-sse's reader takes it as its
+	// own and ignores ssehub_seq. flask-sse's reader fails on it.
+	EnvelopeInvenio = "invenio"
+	// EnvelopeFlaskSSE publishes on the channel exactly the keys
+	// flask-sse's reader accepts, {"data", "id", "retry", "type"}, and the
+	// full envelope on the channel's twin, "<prefix>#<channel>", which hubs
+	// subscribe with the channel. invenio-sse's reader takes it too (its
+	// type then goes unread).
+	EnvelopeFlaskSSE = "flask-sse"
+)
 
 // Broker is an ssehub.Broker, ssehub.Replayer and ssehub.Checker on Redis.
 // Its methods are safe for concurrent use.
 type Broker struct {
 	client      redis.UniversalClient
 	prefix      string
+	flask       bool          // Options.Envelope is EnvelopeFlaskSSE
 	size        int           // <= 0: no history
 	age         time.Duration // <= 0: no age limit
 	bytes       int64         // <= 0: no bound
@@ -182,6 +199,7 @@ type Broker struct {
 	closed   bool
 	started  bool // the subscription runs
 	channels map[string]*channel
+	holding  map[*channel]struct{} // channels that hold foreign messages (foreign.go)
 	ps       *redis.PubSub         // the current session's connection, or nil
 	pending  map[string][]*channel // per name, the channels whose SUBSCRIBE (nil: UNSUBSCRIBE) awaits its reply, in order
 	up       bool                  // subscribed and caught up
@@ -209,6 +227,8 @@ type channel struct {
 	confirmed bool   // subscribed on the current connection
 	live      bool   // has been subscribed on some connection
 	last      uint64 // highest seq delivered
+
+	foreign foreignState // messages of other publishers (foreign.go)
 }
 
 type sub struct{ deliver func(*ssehub.Event) }
@@ -227,6 +247,11 @@ func New(client redis.UniversalClient, opts Options) (*Broker, error) {
 	if client == nil {
 		return nil, errors.New("redisbroker: nil client")
 	}
+	switch opts.Envelope {
+	case "", EnvelopeInvenio, EnvelopeFlaskSSE:
+	default:
+		return nil, fmt.Errorf("redisbroker: envelope %q: use %q or %q", opts.Envelope, EnvelopeInvenio, EnvelopeFlaskSSE)
+	}
 	b := &Broker{
 		client:      client,
 		prefix:      opts.Prefix,
@@ -235,6 +260,7 @@ func New(client redis.UniversalClient, opts Options) (*Broker, error) {
 		canaryEvery: opts.CanaryInterval,
 		log:         opts.Logger,
 		metrics:     opts.Metrics,
+		flask:       opts.Envelope == EnvelopeFlaskSSE,
 		channels:    map[string]*channel{},
 		done:        make(chan struct{}),
 	}
@@ -297,8 +323,9 @@ func (b *Broker) start() {
 		return
 	}
 	b.started = true
-	b.wg.Add(1)
+	b.wg.Add(2)
 	go b.run()
+	go b.expireHeld()
 	if b.canaryEvery > 0 {
 		b.wg.Add(1)
 		go b.watch()

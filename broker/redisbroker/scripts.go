@@ -20,6 +20,8 @@ var (
 	fenceLua string
 	//go:embed canary.lua
 	canaryLua string
+	//go:embed sync.lua
+	syncLua string
 )
 
 // The keys, under Options.Prefix (P):
@@ -41,6 +43,12 @@ var (
 //	                 published, "a <attempts> <fingerprint>" for attempts
 //	                 given up on
 //	P keyq           sorted set: idempotency key -> when to forget it (µs)
+//	P notices:<name> count of foreign messages taken into the channel's
+//	                 history (foreign.go); expires a day after the last
+//
+// Besides the channel itself, hubs subscribe its twin, the pub/sub channel
+// "P#<name>", which carries notices and envelopes that the Python readers
+// on the channel must not see (foreign.go).
 //
 // Sequence numbers follow the clock in microseconds (seq = max(last+1,
 // TIME)), so they stay unique and growing across restarts of Redis without
@@ -64,3 +72,8 @@ var fenceScript = redis.NewScript(fenceLua)
 // subscription, every event up to that seq on the subscribed channels has
 // come through before it (canary.lua).
 var canaryScript = redis.NewScript(canaryLua)
+
+// syncScript publishes the count of a channel's notices on its twin.
+//
+// KEYS: notices counter. ARGV: twin channel.
+var syncScript = redis.NewScript(syncLua)

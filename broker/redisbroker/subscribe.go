@@ -72,7 +72,7 @@ func (b *Broker) Subscribe(ctx context.Context, name string, deliver func(*ssehu
 	ch.subs = append(ch.subs, s)
 	b.mu.Unlock()
 	if ps != nil {
-		if err := ps.Subscribe(context.WithoutCancel(ctx), name); err != nil {
+		if err := ps.Subscribe(context.WithoutCancel(ctx), name, b.twin(name)); err != nil {
 			// The connection is broken; the next one subscribes the channel.
 			ps.Close()
 		}
@@ -114,7 +114,7 @@ func (b *Broker) unsubscribe(ch *channel, s *sub) {
 	}
 	b.mu.Unlock()
 	if ps != nil {
-		if err := ps.Unsubscribe(context.Background(), ch.name); err != nil {
+		if err := ps.Unsubscribe(context.Background(), ch.name, b.twin(ch.name)); err != nil {
 			ps.Close()
 		}
 	}
@@ -185,9 +185,11 @@ func (b *Broker) session() (up bool, err error) {
 	var behind []*channel // channels that were live: they may have missed events
 	for name, ch := range b.channels {
 		ch.confirmed = false
+		ch.foreign = foreignState{ingesting: ch.foreign.ingesting, gone: ch.foreign.gone}
+		delete(b.holding, ch)
 		b.pending[name] = []*channel{ch}
 		expect[name] = true
-		names = append(names, name)
+		names = append(names, name, b.twin(name))
 		if ch.live {
 			behind = append(behind, ch)
 		}
@@ -269,6 +271,8 @@ func (b *Broker) confirm(m *redis.Subscription) {
 		return
 	}
 	ch.confirmed, ch.live = true, true
+	// Learn the count of notices, to take foreign messages in (foreign.go).
+	go b.sync(ch.name)
 	if !ch.readyDone {
 		ch.readyDone = true
 		close(ch.ready)
@@ -280,6 +284,12 @@ type heldEvent struct {
 	channel string
 	event   *ssehub.Event // nil when it could not be decoded
 	err     error
+	// For a message on a channel's twin (foreign.go): its kind and notice
+	// number. payload is the foreign message, of a notice or as received.
+	twin    bool
+	kind    int
+	notice  uint64
+	payload string
 	// For a canary: its token, and the last seq issued when it was sent.
 	token, seq uint64
 }
@@ -293,7 +303,15 @@ func (b *Broker) decode(m *redis.Message) heldEvent {
 		h.seq, _ = strconv.ParseUint(seq, 10, 64)
 		return h
 	}
+	if name, ok := strings.CutPrefix(m.Channel, b.prefix+"#"); ok {
+		h.channel, h.twin = name, true
+		decodeTwin(&h, m.Payload)
+		return h
+	}
 	h.event, h.err = decodeEnvelope(m.Channel, []byte(m.Payload))
+	if h.err == nil && h.event.Seq == 0 {
+		h.payload = m.Payload
+	}
 	return h
 }
 
@@ -309,13 +327,31 @@ func (b *Broker) receive(h heldEvent) {
 		b.seen = max(b.seen, h.seq)
 		return
 	}
+	ch := b.channels[h.channel]
+	if h.twin {
+		b.receiveTwin(ch, h)
+		return
+	}
+	if ch != nil && ch.foreign.skipNext && (h.event == nil || h.event.Seq == 0) {
+		// The flask-sse copy of an own event that came on the twin.
+		ch.foreign.skipNext = false
+		return
+	}
+	if errors.Is(h.err, errNoEvent) {
+		return
+	}
 	if h.err != nil {
 		b.log.LogAttrs(context.Background(), slog.LevelWarn, "redisbroker: dropped a message that is not a valid envelope",
 			slog.String("channel", h.channel), slog.String("error", h.err.Error()))
 		return
 	}
 	b.seen = max(b.seen, h.event.Seq)
-	if ch := b.channels[h.channel]; ch != nil {
+	switch {
+	case ch == nil:
+	case h.event.Seq == 0:
+		// Another publisher's: into the history first (foreign.go).
+		b.holdForeign(ch, h.payload, h.event)
+	default:
 		b.deliver(ch, h.event)
 	}
 }
@@ -345,6 +381,9 @@ func (b *Broker) catchUp(ctx context.Context, behind []*channel, held []heldEven
 		seen   uint64
 		events []*ssehub.Event
 		resets []*ssehub.Event
+		lost   []string // channels whose missed events are gone
+		// and their heads
+		lostHeads []uint64
 	)
 	b.mu.Lock()
 	prev := b.seen
@@ -385,8 +424,15 @@ func (b *Broker) catchUp(ctx context.Context, behind []*channel, held []heldEven
 				}
 			}
 			if !ok {
-				resets = append(resets, ssehub.NewEvent(name, FormatSeq(r.heads[j]), ssehub.ResetType, []byte("{}"), 0, 0, time.Now()))
+				lost = append(lost, name)
+				lostHeads = append(lostHeads, r.heads[j])
 			}
+		}
+	}
+	if len(lost) > 0 {
+		var err error
+		if resets, err = b.resetEvents(ctx, lost, lostHeads); err != nil {
+			return err
 		}
 	}
 	slices.SortFunc(events, func(x, y *ssehub.Event) int { return cmp.Compare(x.Seq, y.Seq) })
@@ -411,8 +457,10 @@ func (b *Broker) catchUp(ctx context.Context, behind []*channel, held []heldEven
 	}
 	for _, e := range resets {
 		if ch := owed[e.Channel]; ch != nil {
-			b.log.LogAttrs(ctx, slog.LevelWarn, "redisbroker: events missed while disconnected are gone; sending a reset",
-				slog.String("channel", e.Channel))
+			if e.Type == ssehub.ResetType {
+				b.log.LogAttrs(ctx, slog.LevelWarn, "redisbroker: events missed while disconnected are gone; sending a reset",
+					slog.String("channel", e.Channel))
+			}
 			b.deliver(ch, e)
 		}
 	}
@@ -430,6 +478,57 @@ func (b *Broker) catchUp(ctx context.Context, behind []*channel, held []heldEven
 			slog.Int("channels", len(b.channels)), slog.Int("caught_up", len(events)), slog.Int("reset", len(resets)))
 	}
 	return nil
+}
+
+// resetEvents returns, for channels whose missed events are gone, a reset
+// event each, followed by the channel's events that Redis still has. When
+// Redis lost its data (it restarted without persistence), those are the
+// events published since it came back, which the channel's subscribers
+// have not seen either: the reset's id is the position just before them,
+// so a client that reconnects after the reset resumes from there. When
+// they are gone too (trimmed), the reset's id is the channel's head.
+func (b *Broker) resetEvents(ctx context.Context, channels []string, heads []uint64) ([]*ssehub.Event, error) {
+	from := uint64(0)
+	if v, err := b.client.HGet(ctx, b.stateKey, "start").Uint64(); err == nil && v > 0 {
+		from = v - 1
+	}
+	var out []*ssehub.Event
+	for i := 0; i < len(channels); i += syncBatch {
+		part := channels[i:min(i+syncBatch, len(channels))]
+		var r bounds
+		if from > 0 && b.size > 0 {
+			pos := make([]uint64, len(part))
+			for j := range pos {
+				pos[j] = from
+			}
+			var err error
+			if r, err = b.resolve(ctx, part, "", pos); err != nil {
+				return nil, err
+			}
+		}
+		for j, name := range part {
+			var kept []*ssehub.Event
+			if r.ok != nil && r.ok[j] {
+				err := b.readPages(ctx, part[j:j+1], []uint64{from}, r.heads[j], func(e *ssehub.Event) error {
+					kept = append(kept, e)
+					return nil
+				})
+				if err != nil && !errors.Is(err, errTrimmed) {
+					return nil, err
+				}
+				if err != nil {
+					kept = nil
+				}
+			}
+			if len(kept) == 0 {
+				out = append(out, ssehub.NewEvent(name, FormatSeq(heads[i+j]), ssehub.ResetType, []byte("{}"), 0, 0, time.Now()))
+				continue
+			}
+			out = append(out, ssehub.NewEvent(name, FormatSeq(from), ssehub.ResetType, []byte("{}"), 0, 0, time.Now()))
+			out = append(out, kept...)
+		}
+	}
+	return out, nil
 }
 
 // canaryOverdue reports whether the last canary has not come back within

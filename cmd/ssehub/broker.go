@@ -19,6 +19,19 @@ type brokerOptions struct {
 	historyBytes int64
 	logger       *slog.Logger
 	metrics      ssehub.BrokerMetrics // nil counts nothing
+	envelope     string               // Redis: the shape of what is published (--redis-envelope)
+}
+
+// redisEnvelopeUsage documents --redis-envelope for serve and publish.
+const redisEnvelopeUsage = "with a Redis broker, the `shape` of what is published on a channel for Python readers on the same Redis: invenio (invenio-sse's reader) or flask-sse (flask-sse's reader, which fails on other keys)"
+
+// checkRedisEnvelope refuses an unknown --redis-envelope at once.
+func checkRedisEnvelope(v string) error {
+	switch v {
+	case "invenio", "flask-sse":
+		return nil
+	}
+	return fmt.Errorf("--redis-envelope %q: use invenio or flask-sse", v)
 }
 
 // openBroker opens the broker a URL names. "memory:" (or "") is the

@@ -226,3 +226,38 @@ func (p *cutProxy) conns() int {
 	defer p.mu.Unlock()
 	return p.total
 }
+
+// TestPublishFormats: --format text sends stdin less one final newline as a
+// JSON string, --format lines the list of its lines as `flask sse publish`
+// does (each keeping its newline), and json, the default, the document.
+func TestPublishFormats(t *testing.T) {
+	hub := startHub(t)
+	events := openEvents(t, hub.URL+"/sse?channel=formats", "")
+	hub.waitLog(t, "stream opened", 1)
+	cases := []struct {
+		format, stdin, data string
+	}{
+		{"json", "{\"code\": \"ACK\"}\n", `{"code":"ACK"}`},
+		{"text", "line1\nline2\n", `"line1\nline2"`},
+		{"text", "a <b> & \"c\"\r\n\n", `"a <b> & \"c\"\r\n"`},
+		{"text", "", `""`},
+		{"lines", "{\"code\": \"ACK\"}\n", `["{\"code\": \"ACK\"}\n"]`},
+		{"lines", "one\r\ntwo\rthree", `["one\n","two\n","three"]`},
+		{"lines", "", `[]`},
+	}
+	for _, c := range cases {
+		out, errOut, code := runCLI(t, c.stdin, "publish", "--url", hub.URL, "--channel", "formats", "--format", c.format)
+		if code != 0 {
+			t.Fatalf("--format %s: exit %d, %s", c.format, code, errOut)
+		}
+		if e := events.next(t); e.Data != c.data || e.LastEventID != strings.TrimSpace(out) {
+			t.Fatalf("--format %s of %q: data %s id %q, want %s id %q", c.format, c.stdin, e.Data, e.LastEventID, c.data, out)
+		}
+	}
+	for _, args := range [][]string{{"--format", "yaml"}, {"--format", "text"}} {
+		_, errOut, code := runCLI(t, "\xff\n", append([]string{"publish", "--url", hub.URL}, args...)...)
+		if code == 0 || strings.Count(errOut, "\n") != 1 {
+			t.Fatalf("publish %v of invalid input: exit %d, stderr %q; want a one-line error", args, code, errOut)
+		}
+	}
+}

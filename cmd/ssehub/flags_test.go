@@ -176,7 +176,7 @@ func TestEndpointURL(t *testing.T) {
 		}
 	}
 	got, err := streamURL("http://h/events?topic=x", []string{"a", "b"})
-	if err != nil || got != "http://h/events?channel=a&channel=b&topic=x" {
+	if err != nil || got != "http://h/events?channel=a&channel=b&position=1&topic=x" {
 		t.Errorf("streamURL with channels: %q, %v", got, err)
 	}
 }

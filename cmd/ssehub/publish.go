@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ssehub/ssehub"
 	"github.com/ssehub/ssehub/auth"
@@ -39,6 +40,7 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 		timeout = fs.Duration("timeout", 10*time.Second, "how long to wait for the hub or the broker")
 		token   = fs.String("token", "", "bearer `token` for the hub: its publish token, or a JWT")
 		tokFile = fs.String("token-file", "", "`file` holding the bearer token, which unlike --token other users cannot see in ps")
+		format  = fs.String("format", "json", "how stdin is read: json (one JSON document), text (a string: stdin less one final newline) or lines (a list of its lines, as `flask sse publish` sends)")
 		// With a Redis broker the message goes straight into Redis, as
 		// the hubs' own publishes do, trimming history as they do.
 		brokerURL    = fs.String("broker", "", "publish straight into this Redis broker `URL` (redis:// or rediss://) instead of through the hub at --url")
@@ -46,6 +48,7 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 		historyAge   = fs.Duration("history-age", ssehub.DefaultHistoryAge, "with a Redis --broker: how long events stay replayable; the hubs' value")
 		historyBytes = fs.Int64("history-bytes", ssehub.DefaultHistoryBytes, "with a Redis --broker: `bytes` the history of all channels may take; the hubs' value")
 		key          = fs.String("idempotency-key", "", "`key` naming this message: sent again with the same key, it is published once (default: a new random key)")
+		envelope     = fs.String("redis-envelope", "invenio", redisEnvelopeUsage)
 	)
 	// The deployment's settings: what serve reads, publish reads too.
 	fs.env("url", "SSEHUB_URL")
@@ -55,6 +58,7 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 	fs.env("history-size", "SSEHUB_HISTORY_SIZE")
 	fs.env("history-age", "SSEHUB_HISTORY_AGE")
 	fs.env("history-bytes", "SSEHUB_HISTORY_BYTES")
+	fs.env("redis-envelope", "SSEHUB_REDIS_ENVELOPE")
 	fs.oneOf("token", "token-file")
 	if err := fs.parse(args); err != nil {
 		return err
@@ -72,7 +76,10 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 		}
 		*token = tok
 	}
-	data, err := readMessage(stdin)
+	if err := checkRedisEnvelope(*envelope); err != nil {
+		return err
+	}
+	data, err := readData(stdin, *format)
 	if err != nil {
 		return err
 	}
@@ -97,7 +104,7 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 		if *historyBytes <= 0 {
 			return fmt.Errorf("%s: %q must be 1 or more", fs.source("history-bytes"), fs.Lookup("history-bytes").Value)
 		}
-		assigned, err = publishBroker(ctx, *brokerURL, m, brokerOptions{historySize: *historySize, historyAge: *historyAge, historyBytes: *historyBytes})
+		assigned, err = publishBroker(ctx, *brokerURL, m, brokerOptions{historySize: *historySize, historyAge: *historyAge, historyBytes: *historyBytes, envelope: *envelope})
 	} else {
 		assigned, err = publishHTTP(ctx, *hubURL, *token, m)
 	}
@@ -113,8 +120,13 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 	return nil
 }
 
-// readMessage reads exactly one JSON document from r.
-func readMessage(r io.Reader) (json.RawMessage, error) {
+// readData reads the event's data from r in the given format.
+func readData(r io.Reader, format string) (json.RawMessage, error) {
+	switch format {
+	case "json", "text", "lines":
+	default:
+		return nil, fmt.Errorf("--format %q: use json, text or lines", format)
+	}
 	body, err := io.ReadAll(io.LimitReader(r, maxStdin+1))
 	if err != nil {
 		return nil, fmt.Errorf("reading stdin: %v", err)
@@ -122,6 +134,54 @@ func readMessage(r io.Reader) (json.RawMessage, error) {
 	if len(body) > maxStdin {
 		return nil, fmt.Errorf("message on stdin is over %d bytes", maxStdin)
 	}
+	switch format {
+	case "text":
+		if !utf8.Valid(body) {
+			return nil, errors.New("stdin is not UTF-8 text")
+		}
+		text := strings.TrimSuffix(string(body), "\n")
+		return marshalText(strings.TrimSuffix(text, "\r"))
+	case "lines":
+		if !utf8.Valid(body) {
+			return nil, errors.New("stdin is not UTF-8 text")
+		}
+		return marshalText(textLines(string(body)))
+	}
+	return readMessage(body)
+}
+
+// textLines splits s as Python's readlines() does on a file opened as
+// text: at LF, CRLF or CR, each line keeping its end, written as LF.
+func textLines(s string) []string {
+	lines := []string{}
+	for s != "" {
+		i := strings.IndexAny(s, "\r\n")
+		if i < 0 {
+			lines = append(lines, s)
+			break
+		}
+		lines = append(lines, s[:i]+"\n")
+		if s[i] == '\r' && i+1 < len(s) && s[i+1] == '\n' {
+			i++
+		}
+		s = s[i+1:]
+	}
+	return lines
+}
+
+// marshalText encodes v as compact JSON, leaving <, > and & as they are.
+func marshalText(v any) (json.RawMessage, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+}
+
+// readMessage reads exactly one JSON document from body.
+func readMessage(body []byte) (json.RawMessage, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, errors.New("no JSON message on stdin")
 	}

@@ -42,6 +42,7 @@ func openRedisBroker(u *url.URL, opt brokerOptions) (ssehub.Broker, func(context
 		HistoryBytes: opt.historyBytes,
 		Logger:       opt.logger,
 		Metrics:      opt.metrics,
+		Envelope:     opt.envelope,
 	})
 	if err != nil {
 		client.Close()

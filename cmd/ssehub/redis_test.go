@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/ssehub/ssehub/internal/redistest"
 	"github.com/ssehub/ssehub/internal/sse"
 )
@@ -192,5 +194,50 @@ func TestServeWarnsOfUnreachableBroker(t *testing.T) {
 	hub.waitLog(t, "broker reachable", 1)
 	if n := strings.Count(hub.log.String(), "level=WARN"); n != 1 {
 		t.Errorf("%d warnings, want the one at start-up:\n%s", n, hub.log)
+	}
+}
+
+// TestRedisEnvelopeFlag: serve --redis-envelope flask-sse and publish
+// --broker with SSEHUB_REDIS_ENVELOPE=flask-sse put flask-sse's message on
+// the channel, which a plain subscriber sees with only the keys flask-sse
+// reads; a stream gets each event once; a bad shape is a one-line error.
+func TestRedisEnvelopeFlag(t *testing.T) {
+	srv := redistest.Start(t)
+	hub := startHub(t, "--broker", srv.URL(), "--redis-envelope", "flask-sse")
+	events := openEvents(t, hub.URL+"/sse?channel=fl", "")
+	hub.waitLog(t, "stream opened", 1)
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer client.Close()
+	ps := client.Subscribe(t.Context(), "fl")
+	defer ps.Close()
+	if _, err := ps.Receive(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, args := range [][]string{{"--url", hub.URL}, {"--broker", srv.URL()}} {
+		cmd := exec.Command(binary, append([]string{"publish", "--channel", "fl", "--type", "t"}, args...)...)
+		cmd.Env = append(cmd.Environ(), "SSEHUB_REDIS_ENVELOPE=flask-sse")
+		cmd.Stdin = strings.NewReader(`{"n": 1}`)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("publish %v: %v %s", args, err, exitStderr(err))
+		}
+		ids = append(ids, strings.TrimSpace(string(out)))
+	}
+	for _, id := range ids {
+		msg, err := ps.ReceiveMessage(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := `{"data": {"n":1}, "id": "` + id + `", "type": "t"}`; msg.Payload != want {
+			t.Fatalf("on the channel: %s, want %s", msg.Payload, want)
+		}
+		if e := events.next(t); e.LastEventID != id || e.Type != "t" {
+			t.Fatalf("stream: %+v, want id %s", e, id)
+		}
+	}
+	_, errOut, code := runCLI(t, `{}`, "publish", "--broker", srv.URL(), "--redis-envelope", "nope")
+	if code == 0 || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, "--redis-envelope") {
+		t.Fatalf("bad --redis-envelope: exit %d, stderr %q", code, errOut)
 	}
 }

@@ -31,6 +31,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		addr            = listening.String("addr", "127.0.0.1:8080", "`address` to listen on, host:port; 0.0.0.0:8080 for every interface")
 		brokerURL       = brokers.String("broker", "memory:", "broker `URL`: memory:, redis://[user:password@]host:port/db or rediss://...")
 		publishTimeout  = brokers.Duration("publish-timeout", ssehub.DefaultPublishTimeout, "how long a publish waits for the broker before answering 504 (outcome unknown) or 503 (not published)")
+		redisEnvelope   = brokers.String("redis-envelope", "invenio", redisEnvelopeUsage)
 		heartbeat       = streams.Duration("heartbeat", ssehub.DefaultHeartbeat, "interval of heartbeat comments on idle streams; 0s disables them")
 		retry           = streams.Duration("retry", ssehub.DefaultRetry, "reconnection delay told to clients when a stream opens")
 		queueSize       = streams.Int("queue-size", ssehub.DefaultQueueSize, "events that may wait for one subscriber before it is disconnected")
@@ -48,6 +49,9 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		return err
 	}
 	if err := web.prepare(); err != nil {
+		return err
+	}
+	if err := checkRedisEnvelope(*redisEnvelope); err != nil {
 		return err
 	}
 	if err := ops.check(); err != nil {
@@ -83,7 +87,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	if err := ops.setupMetrics(); err != nil {
 		return err
 	}
-	broker, closeBroker, err := openBroker(ctx, *brokerURL, brokerOptions{historySize: *historySize, historyAge: *historyAge, historyBytes: *historyBytes, logger: logger, metrics: ops.brokerMetrics()})
+	broker, closeBroker, err := openBroker(ctx, *brokerURL, brokerOptions{historySize: *historySize, historyAge: *historyAge, historyBytes: *historyBytes, logger: logger, metrics: ops.brokerMetrics(), envelope: *redisEnvelope})
 	if err != nil {
 		return err
 	}

@@ -129,12 +129,15 @@ func streamURL(hubURL string, channels []string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if len(channels) > 0 {
-		q := u.Query()
-		for _, c := range channels {
-			q.Add("channel", c)
-		}
-		u.RawQuery = q.Encode()
+	q := u.Query()
+	for _, c := range channels {
+		q.Add("channel", c)
 	}
+	// The stream's position before its first event: subscribe resumes
+	// from it when the stream drops before anything arrived.
+	if !q.Has("position") {
+		q.Set("position", "1")
+	}
+	u.RawQuery = q.Encode()
 	return u.String(), nil
 }

@@ -64,14 +64,19 @@ func AppendData(dst, data []byte) []byte {
 	}
 }
 
-// AppendRetry appends a lone "retry:" field followed by a blank line. It sets
-// the client's reconnection time without dispatching an event.
+// AppendRetry appends a lone "retry:" line, with no blank line after it. A
+// parser sets the reconnection time as it reads the line (§9.2.6), so no
+// blank line is needed; without one, clients that dispatch an empty event
+// at every blank line after a field (httpx-sse, r3labs/sse, tmaxmax/go-sse)
+// see nothing, and the line becomes part of the next event's block.
 func AppendRetry(dst []byte, ms int) []byte {
 	dst = append(dst, "retry: "...)
 	dst = strconv.AppendInt(dst, int64(ms), 10)
-	return append(dst, "\n\n"...)
+	return append(dst, '\n')
 }
 
 // Heartbeat is a comment line: invisible to a compliant parser, but it keeps
-// proxies and idle timers from closing the connection.
-var Heartbeat = []byte(":\n\n")
+// proxies and idle timers from closing the connection. It has no blank line
+// after it, which clients such as httpx-sse and r3labs/sse would turn into
+// an empty event once the stream has set an id.
+var Heartbeat = []byte(":\n")

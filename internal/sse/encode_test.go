@@ -197,8 +197,8 @@ func TestAppendEventLarge(t *testing.T) {
 
 func TestAppendRetry(t *testing.T) {
 	t.Parallel()
-	got := AppendRetry([]byte(":\n\n"), 3000)
-	if want := ":\n\nretry: 3000\n\n"; string(got) != want {
+	got := AppendRetry([]byte(":\n"), 3000)
+	if want := ":\nretry: 3000\n"; string(got) != want {
 		t.Fatalf("AppendRetry = %q, want %q", got, want)
 	}
 	d := NewDecoder(bytes.NewReader(got))

@@ -1,0 +1,341 @@
+"""Publishing to ssehub: straight into its Redis, or through a hub over HTTP."""
+
+import base64
+import hashlib
+import json
+import os
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from importlib import resources
+
+DEFAULT_CHANNEL = "sse"
+# The hub's defaults (ssehub.DefaultHistorySize, DefaultHistoryAge,
+# DefaultMaxMessageBytes, redisbroker.DefaultPrefix). A publisher that writes
+# into Redis must use the values its hubs use.
+DEFAULT_HISTORY_SIZE = 1000
+DEFAULT_HISTORY_AGE = 3600.0
+DEFAULT_HISTORY_BYTES = 256 << 20
+DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
+DEFAULT_PREFIX = "ssehub:"
+# How long Redis remembers an idempotency key (ssehub.DefaultIdempotencyWindow),
+# one made for a publish that came without one (the Go broker's
+# generatedKeyWindow), and how many keys at most (DefaultMaxIdempotencyKeys).
+DEFAULT_IDEMPOTENCY_WINDOW = 300.0
+GENERATED_KEY_WINDOW = 30.0
+DEFAULT_MAX_IDEMPOTENCY_KEYS = 250_000
+MAX_IDEMPOTENCY_KEY_LEN = 128
+
+MAX_CHANNEL_LEN = 200
+MAX_ID_LEN = 256
+MAX_TYPE_LEN = 256
+
+_CHANNEL_RE = re.compile(r"[A-Za-z0-9_\-.:@/]{1,%d}\Z" % MAX_CHANNEL_LEN)
+
+
+class PublishError(Exception):
+    """A message was not published.
+
+    ``code`` is the hub's machine-readable reason (``invalid_channel``,
+    ``too_large``, ``unauthorized``, ``unavailable``, ...), as in its JSON
+    error answers; ``status`` the HTTP status, or None when no hub answered.
+    An ``unavailable`` or ``timeout`` error may leave the event published
+    all the same; every other one means it was not.
+    """
+
+    def __init__(self, code, message, status=None):
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+def _load_script(name):
+    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+
+
+def _token(n):
+    return base64.urlsafe_b64encode(os.urandom(n)).rstrip(b"=").decode("ascii")
+
+
+def go_json_string(s):
+    """Encode s as Go's encoding/json does, so that envelopes written from
+    Python are byte for byte those the Go broker writes."""
+    out = ['"']
+    for ch in s:
+        c = ord(ch)
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ch == "\b":
+            out.append("\\b")
+        elif ch == "\f":
+            out.append("\\f")
+        elif c < 0x20 or ch in "<>&" or c in (0x2028, 0x2029):
+            out.append("\\u%04x" % c)
+        elif 0xD800 <= c <= 0xDFFF:
+            out.append("\\ufffd")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _text(value, what):
+    """An id or type as text: a string as it is, a number as str() writes it."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise TypeError("%s must be a string or a number, not %s" % (what, type(value).__name__))
+    return value if isinstance(value, str) else str(value)
+
+
+def _check_field(value, limit, code, what):
+    if len(value.encode("utf-8", "surrogatepass")) > limit:
+        raise PublishError(code, "%s longer than %d bytes" % (what, limit))
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+        raise PublishError(code, "%s is not valid UTF-8" % what)
+    if any(c in value for c in "\r\n\x00"):
+        raise PublishError(code, "%s %r holds CR, LF or NUL" % (what, value))
+
+
+def _check_channel(channel):
+    if not isinstance(channel, str) or not _CHANNEL_RE.match(channel):
+        raise PublishError(
+            "invalid_channel",
+            "invalid channel %r: 1 to %d characters from A-Z a-z 0-9 _ - . : @ /" % (channel, MAX_CHANNEL_LEN),
+        )
+
+
+def _encode_data(data):
+    try:
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError as e:  # NaN or Infinity
+        raise PublishError("invalid_data", "data: %s" % e) from None
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate: escaped, it is still one JSON value.
+        return json.dumps(data, separators=(",", ":"), allow_nan=False).encode("ascii")
+
+
+class Publisher:
+    """Publishes events to ssehub.
+
+    ``url`` chooses how:
+
+    - ``redis://`` or ``rediss://``: straight into the Redis the hubs use,
+      with the publish script the Go broker runs (read from the same
+      file), so ids, history, resume and envelopes are exactly those of an
+      event published through a hub. ``history_size``, ``history_age``
+      (seconds), ``history_bytes``, ``channel_history_bytes`` and ``prefix``
+      must be those of the hubs. ``envelope`` is
+      the shape of the message on the channel for Python readers of the
+      same Redis, as the hubs' ``--redis-envelope``: "invenio" (the
+      default) or "flask-sse".
+    - ``http://`` or ``https://``: a POST to the hub's /publish, with
+      ``token`` as a bearer token when given.
+
+    A Publisher is safe to share between threads.
+    """
+
+    def __init__(self, url, token=None, timeout=10.0, history_size=DEFAULT_HISTORY_SIZE,
+                 history_age=DEFAULT_HISTORY_AGE, prefix=DEFAULT_PREFIX,
+                 max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES, envelope="invenio",
+                 history_bytes=DEFAULT_HISTORY_BYTES, channel_history_bytes=None,
+                 idempotency_window=DEFAULT_IDEMPOTENCY_WINDOW):
+        if envelope not in ("invenio", "flask-sse"):
+            raise ValueError("ssehub: envelope %r: use 'invenio' or 'flask-sse'" % (envelope,))
+        self.envelope = envelope
+        scheme = urllib.parse.urlsplit(url).scheme
+        self.url = url
+        self.timeout = timeout
+        self.max_message_bytes = max_message_bytes
+        if scheme in ("redis", "rediss", "unix"):
+            import redis
+
+            # No retries by redis-py: a publish whose answer is lost is
+            # settled with fence.lua, as the Go broker does.
+            self._redis = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                               retry_on_timeout=False)
+            self._script = self._redis.register_script(_load_script("publish.lua"))
+            self._fence = self._redis.register_script(_load_script("fence.lua"))
+            self._size = int(history_size)
+            self._age_us = int(history_age * 1_000_000) if history_age > 0 else 0
+            self._bytes = int(history_bytes)
+            if channel_history_bytes is None:
+                channel_history_bytes = max(self._bytes // 4, 1) if self._bytes > 0 else 0
+            self._chan_bytes = int(channel_history_bytes)
+            self._window_us = int(idempotency_window * 1_000_000)
+            self._prefix = prefix
+            self._http = None
+        elif scheme in ("http", "https"):
+            self._redis = None
+            self._http = url.rstrip("/") + "/publish"
+            self._token = token
+        else:
+            raise ValueError("ssehub: url %r: use redis://, rediss:// or http(s)://" % url)
+
+    def publish(self, data, type_=None, id_=None, retry=None, channel=DEFAULT_CHANNEL, idempotency_key=None,
+                **kwargs):
+        """Publish data as a server-sent event and return the event's id.
+
+        The signature is invenio-sse's ``publish``; flask-sse's keyword
+        names ``type`` and ``id`` work too. ``data`` is any value json.dumps
+        takes; ``type_`` sets the event's type; ``id_`` its id (a string or a
+        number; none lets the hub assign one); ``retry`` the browser's
+        reconnection time in milliseconds (a number or a numeric string,
+        as invenio-sse's CLI passes it). False values set nothing, as in
+        those libraries.
+
+        ``idempotency_key`` names the message: published again with the same
+        key (a retry after an error), it is published once and the same id
+        is returned. Without one, the Publisher makes one per call, which
+        guards against the call itself being sent twice.
+        """
+        type_ = kwargs.pop("type", type_)
+        id_ = kwargs.pop("id", id_)
+        if kwargs:
+            raise TypeError("publish() got unexpected keyword arguments %s" % ", ".join(sorted(kwargs)))
+        channel = channel or DEFAULT_CHANNEL
+        _check_channel(channel)
+        typ = _text(type_, "type_") if type_ else ""
+        _check_field(typ, MAX_TYPE_LEN, "invalid_type", "event type")
+        if typ.startswith("ssehub."):
+            raise PublishError("invalid_type", 'event type %r: the "ssehub." prefix is reserved' % typ)
+        ident = _text(id_, "id_") if id_ else ""
+        _check_field(ident, MAX_ID_LEN, "invalid_id", "id")
+        ms = 0
+        if retry:
+            try:
+                ms = int(retry)
+            except (TypeError, ValueError):
+                raise PublishError("invalid_retry", "retry %r is not a number of milliseconds" % (retry,)) from None
+            if isinstance(retry, bool) or ms < 0 or (isinstance(retry, float) and retry != ms):
+                raise PublishError("invalid_retry", "retry %r is not a number of milliseconds" % (retry,))
+        key = idempotency_key or ""
+        if len(key) > MAX_IDEMPOTENCY_KEY_LEN or any(not "!" <= c <= "~" for c in key):
+            raise PublishError("invalid_idempotency_key",
+                               "idempotency key: at most %d printable ASCII characters without spaces"
+                               % MAX_IDEMPOTENCY_KEY_LEN)
+        body = _encode_data(data)
+        if len(body) > self.max_message_bytes:
+            raise PublishError("too_large", "%d bytes of data, limit %d" % (len(body), self.max_message_bytes))
+        if self._redis is not None:
+            return self._publish_redis(channel, body, typ, ident, ms, key)
+        return self._publish_http(channel, body, typ, ident, ms, key)
+
+    def envelope_head(self, body, typ, retry):
+        """The start of the envelope, up to ``"id":``, as the Go broker writes it."""
+        head = b'{"data":' + body + b',"event":'
+        head += go_json_string(typ).encode("utf-8") if typ else b"null"
+        head += b',"retry":' + (str(retry).encode() if retry else b"null") + b',"id":'
+        return head
+
+    def _publish_redis(self, channel, body, typ, ident, retry, key):
+        import redis
+
+        p = self._prefix
+        keys = [p + "state", p + "active", p + "evicted", p + "stream:" + channel, p + "ids:" + channel,
+                p + "first", p + "bytes", p + "keys", p + "keyq"]
+        idjson = go_json_string(ident).encode("utf-8") if ident else b""
+        head = self.envelope_head(body, typ, retry)
+        window = self._window_us
+        if not key:
+            key, window = "~" + _token(16), int(GENERATED_KEY_WINDOW * 1_000_000)
+        fp = hashlib.sha256(channel.encode() + b"\0" + head + b"\0" + idjson).hexdigest()
+        attempt = _token(9)
+        args = [channel, head, idjson, ident, self._size, self._age_us, p, self._bytes, self._chan_bytes,
+                key, fp, attempt, window, DEFAULT_MAX_IDEMPOTENCY_KEYS]
+        if self.envelope == "flask-sse":
+            # flask-sse's message around the id: the script puts it on the
+            # channel and the envelope on the channel's twin.
+            tail = b""
+            if retry:
+                tail += b', "retry": ' + str(retry).encode()
+            if typ:
+                tail += b', "type": ' + go_json_string(typ).encode("utf-8")
+            args += ["f", b'{"data": ' + body + b', "id": ', tail + b"}"]
+        try:
+            seq, _, status = self._script(keys=keys, args=args)
+        except redis.ResponseError as e:
+            if str(e).startswith("SSEHUB_KEY_REUSED"):
+                raise PublishError("idempotency_key_reused", "idempotency key %r was used for another message" % key,
+                                   422) from None
+            raise PublishError("unavailable", "publish on %r: %s" % (channel, e)) from None
+        except (redis.TimeoutError, redis.ConnectionError) as e:
+            if "connecting to" in str(e):
+                # No connection could be made: the script never ran.
+                raise PublishError("unavailable", "publish on %r: %s" % (channel, e)) from None
+            # The script may have run, or may still run: settle it.
+            seq = self._settle(key, attempt, fp, max(window, self._window_us), channel, e)
+            return ident or "%016d" % seq
+        except redis.RedisError as e:
+            raise PublishError("unavailable", "publish on %r: %s" % (channel, e)) from None
+        if status == 2 or not seq:
+            raise PublishError("unavailable", "publish on %r: not published" % channel)
+        return ident or "%016d" % int(seq)
+
+    def _settle(self, key, attempt, fp, window, channel, cause):
+        """Ask Redis whether key was published; if not, close it to the
+        attempt still on its way. Returns the seq it was published as."""
+        import redis
+
+        p = self._prefix
+        try:
+            done, seq = self._fence(keys=[p + "keys", p + "keyq"], args=[key, attempt, fp, window])
+        except redis.RedisError:
+            raise PublishError("publish_outcome_unknown",
+                               "publish on %r: Redis did not confirm it; it may be published: %s" % (channel, cause),
+                               504) from None
+        if done == 1:
+            return int(seq)
+        if done == 2:
+            raise PublishError("idempotency_key_reused", "idempotency key %r was used for another message" % key, 422)
+        raise PublishError("unavailable", "publish on %r: not published: %s" % (channel, cause))
+
+    def _publish_http(self, channel, body, typ, ident, retry, key):
+        msg = b'{"channel":' + json.dumps(channel).encode() + b',"data":' + body
+        if typ:
+            msg += b',"type":' + json.dumps(typ, ensure_ascii=False).encode("utf-8")
+        if ident:
+            msg += b',"id":' + json.dumps(ident, ensure_ascii=False).encode("utf-8")
+        if retry:
+            msg += b',"retry":' + str(retry).encode()
+        msg += b"}"
+        headers = {"Content-Type": "application/json", "Idempotency-Key": key or uuid.uuid4().hex}
+        if self._token:
+            headers["Authorization"] = "Bearer " + self._token
+        req = urllib.request.Request(self._http, data=msg, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                answer = json.loads(resp.read(1 << 20))
+                return answer["id"]
+        except urllib.error.HTTPError as e:
+            try:
+                err = json.loads(e.read(1 << 20))
+                code, text = err.get("code", "http_%d" % e.code), err.get("error", e.reason)
+            except ValueError:
+                code, text = "http_%d" % e.code, str(e.reason)
+            raise PublishError(code, "the hub refused the message (%d): %s" % (e.code, text), e.code) from None
+        except urllib.error.URLError as e:
+            raise PublishError("unavailable", "cannot reach the hub at %s: %s" % (self.url, e.reason)) from None
+        except (TimeoutError, OSError) as e:
+            raise PublishError("timeout", "the hub at %s did not answer: %s" % (self.url, e)) from None
+
+    def close(self):
+        """Release the Redis connections, if any."""
+        if self._redis is not None:
+            self._redis.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

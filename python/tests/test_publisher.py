@@ -1,0 +1,239 @@
+import json
+import os
+import unittest
+
+import support
+from ssehub import Publisher, PublishError, mint_token
+from ssehub.publisher import go_json_string
+
+
+class RedisPublisherTest(unittest.TestCase):
+    """Publisher("redis://...") against a real redis-server and hub."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.redis = support.RedisServer()
+        cls.hub = support.Hub("--broker", cls.redis.url)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.hub.close()
+        cls.redis.close()
+
+    def test_resume_from_returned_id(self):
+        """A stream resumes exactly after an id the Publisher returned: the
+        events after it, in order, and no reset."""
+        with Publisher(self.redis.url) as pub:
+            first = pub.publish({"n": 1}, channel="resume")
+            self.assertRegex(first, r"^\d{16}$")
+            later = [
+                pub.publish({"n": 2}, type_="cool", channel="resume"),
+                pub.publish("two\nlines", id_=12345, retry=6000, channel="resume"),
+                pub.publish([1.5, None, "é<&>"], type="flask-style", id="a-1", channel="resume"),
+            ]
+        self.assertEqual(later[1:], ["12345", "a-1"])
+        s = support.Stream(self.hub.url, "resume", last_event_id=first)
+        try:
+            self.assertEqual(s.next(), ("cool", '{"n":2}', later[0]))
+            self.assertEqual(s.next(), ("message", '"two\\nlines"', "12345"))
+            self.assertEqual(s.next(), ("flask-style", '[1.5,null,"é<&>"]', "a-1"))
+        finally:
+            s.close()
+
+    def test_live_and_envelope(self):
+        """A live stream gets the event; the envelope in Redis is the one
+        the Go broker writes, which invenio-sse's reader understands."""
+        s = support.Stream(self.hub.url, "live")
+        ps = self.redis.client.pubsub()
+        ps.subscribe("live")
+        try:
+            ps.get_message(timeout=support.WAIT)  # the subscription's confirmation
+            with Publisher(self.redis.url) as pub:
+                ident = pub.publish({"code": "ACK"}, type_="cool", retry="6000", channel="live")
+            self.assertEqual(s.next(), ("cool", '{"code":"ACK"}', ident))
+            msg = ps.get_message(timeout=support.WAIT)
+            env = json.loads(msg["data"])
+            self.assertEqual(env["data"], {"code": "ACK"})
+            self.assertEqual((env["event"], env["id"], env["retry"]), ("cool", ident, 6000))
+            self.assertEqual(env["ssehub_seq"], int(ident))
+            self.assertTrue(msg["data"].startswith(b'{"data":{"code":"ACK"},"event":"cool","retry":6000,"id":"'))
+        finally:
+            ps.close()
+            s.close()
+
+    def test_flask_sse_envelope(self):
+        """envelope="flask-sse": flask-sse's message on the channel, with no
+        key its reader refuses, and the event once on a hub's stream."""
+        s = support.Stream(self.hub.url, "flask")
+        ps = self.redis.client.pubsub()
+        ps.subscribe("flask")
+        try:
+            ps.get_message(timeout=support.WAIT)
+            with Publisher(self.redis.url, envelope="flask-sse") as pub:
+                ident = pub.publish({"b": 1}, type="greeting", retry=500, channel="flask")
+                later = pub.publish("x", channel="flask")
+            msg = ps.get_message(timeout=support.WAIT)
+            self.assertEqual(msg["data"], ('{"data": {"b":1}, "id": "%s", "retry": 500, "type": "greeting"}' % ident).encode())
+            self.assertEqual(s.next(), ("greeting", '{"b":1}', ident))
+            self.assertEqual(s.next(), ("message", '"x"', later))
+        finally:
+            ps.close()
+            s.close()
+        with self.assertRaises(ValueError):
+            Publisher(self.redis.url, envelope="other")
+
+    def test_idempotency_key(self):
+        """The same key publishes once and answers the same id, over Redis
+        and over HTTP; the key with another message is refused."""
+        with Publisher(self.redis.url) as pub:
+            first = pub.publish({"n": 1}, channel="idem", idempotency_key="order-7")
+            self.assertEqual(pub.publish({"n": 1}, channel="idem", idempotency_key="order-7"), first)
+            with self.assertRaises(PublishError) as cm:
+                pub.publish({"n": 2}, channel="idem", idempotency_key="order-7")
+            self.assertEqual((cm.exception.code, cm.exception.status), ("idempotency_key_reused", 422))
+            with self.assertRaises(PublishError) as cm:
+                pub.publish(1, channel="idem", idempotency_key="has space")
+            self.assertEqual(cm.exception.code, "invalid_idempotency_key")
+        over_http = Publisher(self.hub.url)
+        second = over_http.publish("x", channel="idem", idempotency_key="order-8")
+        self.assertEqual(over_http.publish("x", channel="idem", idempotency_key="order-8"), second)
+        self.assertEqual(self.redis.client.xlen("ssehub:stream:idem"), 2)
+
+    def test_frozen_redis(self):
+        """Redis stops answering mid-publish: the Publisher says the outcome
+        is unknown, and sending the message again with its key, once Redis
+        answers, publishes it once."""
+        import signal
+
+        with Publisher(self.redis.url, timeout=0.5) as pub:
+            pub.publish("warm-up", channel="frozen")  # the connection is made
+            os.kill(self.redis.proc.pid, signal.SIGSTOP)
+            try:
+                with self.assertRaises(PublishError) as cm:
+                    pub.publish({"n": 1}, channel="frozen", idempotency_key="k-frozen")
+            finally:
+                os.kill(self.redis.proc.pid, signal.SIGCONT)
+            self.assertEqual((cm.exception.code, cm.exception.status), ("publish_outcome_unknown", 504))
+            first = pub.publish({"n": 1}, channel="frozen", idempotency_key="k-frozen")
+            self.assertEqual(pub.publish({"n": 1}, channel="frozen", idempotency_key="k-frozen"), first)
+        self.assertEqual(self.redis.client.xlen("ssehub:stream:frozen"), 2)
+
+    def test_history_bounds(self):
+        """history_size trims the channel's stream as the hubs do."""
+        with Publisher(self.redis.url, history_size=3) as pub:
+            for n in range(5):
+                pub.publish(n, channel="bounded")
+        self.assertEqual(self.redis.client.xlen("ssehub:stream:bounded"), 3)
+
+    def test_invalid(self):
+        with Publisher(self.redis.url, max_message_bytes=100) as pub:
+            cases = [
+                (dict(data=1, channel="a b"), "invalid_channel"),
+                (dict(data=1, channel="a.*"), "invalid_channel"),
+                (dict(data=1, type_="a\nb"), "invalid_type"),
+                (dict(data=1, type_="ssehub.reset"), "invalid_type"),
+                (dict(data=1, id_="x" * 257), "invalid_id"),
+                (dict(data=1, id_="a\x00"), "invalid_id"),
+                (dict(data=1, retry=-1), "invalid_retry"),
+                (dict(data=1, retry="soon"), "invalid_retry"),
+                (dict(data=1, retry=1.5), "invalid_retry"),
+                (dict(data=float("nan")), "invalid_data"),
+                (dict(data="x" * 200), "too_large"),
+            ]
+            for kwargs, code in cases:
+                with self.subTest(kwargs=kwargs):
+                    with self.assertRaises(PublishError) as cm:
+                        pub.publish(**kwargs)
+                    self.assertEqual(cm.exception.code, code)
+            with self.assertRaises(TypeError):
+                pub.publish(1, id_=True)
+            with self.assertRaises(TypeError):
+                pub.publish(1, channels="x")
+        self.assertEqual(self.redis.client.xlen("ssehub:stream:sse"), 0)
+
+    def test_redis_down(self):
+        port = support.free_port()
+        with Publisher("redis://127.0.0.1:%d/0" % port, timeout=2) as pub:
+            with self.assertRaises(PublishError) as cm:
+                pub.publish(1)
+        self.assertEqual(cm.exception.code, "unavailable")
+
+
+class HTTPPublisherTest(unittest.TestCase):
+    """Publisher("http://...") against a real hub with JWTs on."""
+
+    SECRET = b"0123456789abcdef0123456789abcdef"
+
+    @classmethod
+    def setUpClass(cls):
+        import tempfile
+
+        f = tempfile.NamedTemporaryFile(delete=False)
+        f.write(cls.SECRET + b"\n")
+        f.close()
+        cls.secret_file = f.name
+        cls.hub = support.Hub("--jwt-secret-file", f.name, "--public", "*")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.hub.close()
+
+    def test_publish_with_minted_token(self):
+        token = mint_token(self.SECRET, subject="app", publish=["news.*"])
+        s = support.Stream(self.hub.url, "news.eu")
+        try:
+            pub = Publisher(self.hub.url, token=token)
+            ident = pub.publish({"n": 1}, type_="cool", id_=7, retry=3000, channel="news.eu")
+            self.assertEqual(ident, "7")
+            self.assertEqual(s.next(), ("cool", '{"n":1}', "7"))
+            auto = pub.publish("x", channel="news.eu")
+            self.assertRegex(auto, r"^\d{16}$")
+            self.assertEqual(s.next(), ("message", '"x"', auto))
+        finally:
+            s.close()
+
+    def test_refusals(self):
+        good = mint_token(self.SECRET, publish=["news.*"])
+        cases = [
+            (None, "news.eu", 401, "unauthorized"),
+            (mint_token(b"another secret, 32 bytes or more", publish=["*"]), "news.eu", 401, "unauthorized"),
+            (mint_token(self.SECRET, publish=["news.*"], now=0), "news.eu", 401, "unauthorized"),
+            (good, "orders", 403, "forbidden"),
+        ]
+        for token, channel, status, code in cases:
+            with self.subTest(channel=channel, status=status):
+                with self.assertRaises(PublishError) as cm:
+                    Publisher(self.hub.url, token=token).publish(1, channel=channel)
+                self.assertEqual((cm.exception.status, cm.exception.code), (status, code))
+
+    def test_unreachable(self):
+        with self.assertRaises(PublishError) as cm:
+            Publisher("http://127.0.0.1:%d" % support.free_port(), timeout=2).publish(1)
+        self.assertEqual((cm.exception.code, cm.exception.status), ("unavailable", None))
+
+
+class TokenTest(unittest.TestCase):
+    def test_claims(self):
+        import base64
+
+        tok = mint_token("s" * 32, subject="user-42", subscribe=["user.42"], ttl=60, audience="hub", issuer="app", now=1000)
+        header, payload, _ = tok.split(".")
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        self.assertEqual(claims, {"subscribe": ["user.42"], "iss": "app", "sub": "user-42", "aud": ["hub"], "exp": 1060, "iat": 1000})
+        self.assertEqual(json.loads(base64.urlsafe_b64decode(header + "==")), {"alg": "HS256", "typ": "JWT"})
+
+    def test_refuses_weak_input(self):
+        for kwargs in (dict(secret="short"), dict(secret="s" * 32, ttl=0), dict(secret="s" * 32, publish=[""])):
+            with self.subTest(kwargs=kwargs):
+                with self.assertRaises(ValueError):
+                    mint_token(**kwargs)
+
+
+class GoJSONTest(unittest.TestCase):
+    def test_escapes(self):
+        self.assertEqual(go_json_string('a"\\\n\r\t\b\f\x01<>&\u2028\u2029é\ud800'),
+                         '"a\\"\\\\\\n\\r\\t\\b\\f\\u0001\\u003c\\u003e\\u0026\\u2028\\u2029é\\ufffd"')
+
+
+if __name__ == "__main__":
+    unittest.main()
