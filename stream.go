@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"runtime"
 	"time"
 
 	"github.com/ssehub/ssehub/internal/sse"
@@ -210,6 +211,9 @@ func (st *stream) serveHandler(ctx context.Context, w http.ResponseWriter, rc *h
 			// subscription) all come as a signal too.
 			select {
 			case <-sub.signal:
+				// Whatever else is ready runs first: on a busy hub, more
+				// events arrive meanwhile and go out in the same write.
+				runtime.Gosched()
 			case <-tick:
 				heartbeat, wrote = !wrote, false
 			}
