@@ -20,6 +20,7 @@ type brokerOptions struct {
 	logger       *slog.Logger
 	metrics      ssehub.BrokerMetrics // nil counts nothing
 	envelope     string               // Redis: the shape of what is published (--redis-envelope)
+	nats         natsOptions
 }
 
 // redisEnvelopeUsage documents --redis-envelope for serve and publish.
@@ -36,9 +37,13 @@ func checkRedisEnvelope(v string) error {
 
 // openBroker opens the broker a URL names. "memory:" (or "") is the
 // embedded in-memory broker; redis:// and rediss:// name a Redis server
-// (see openRedisBroker). The returned close func releases what openBroker
-// created.
+// (see openRedisBroker); nats:// and tls:// name NATS servers, several
+// separated by commas (see openNATSBroker). The returned close func
+// releases what openBroker created.
 func openBroker(ctx context.Context, raw string, opt brokerOptions) (ssehub.Broker, func(context.Context) error, error) {
+	if isNATSURL(raw) {
+		return openNATSBroker(raw, opt)
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, nil, errors.New("broker URL is not a valid URL")
@@ -50,11 +55,17 @@ func openBroker(ctx context.Context, raw string, opt brokerOptions) (ssehub.Brok
 	case "redis", "rediss":
 		return openRedisBroker(u, opt)
 	}
-	return nil, nil, fmt.Errorf("broker URL %q: unsupported scheme %q (use memory:, redis:// or rediss://)", u.Redacted(), u.Scheme)
+	return nil, nil, fmt.Errorf("broker URL %q: unsupported scheme %q (use memory:, redis://, rediss://, nats:// or tls://)", u.Redacted(), u.Scheme)
 }
 
 // redactURL returns raw with any password replaced, for logs.
 func redactURL(raw string) string {
+	if isNATSURL(raw) {
+		if _, shown, err := splitNATSURL(raw); err == nil {
+			return shown
+		}
+		return "(invalid URL)"
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "(invalid URL)"
@@ -120,4 +131,50 @@ func brokerHint(rawURL string) string {
 		return "check --broker"
 	}
 	return fmt.Sprintf("is the server at %s running and reachable? /readyz answers 503 until it answers", u.Host)
+}
+
+// directBroker reports whether a publish goes straight into the broker at
+// raw rather than through a hub: it does for Redis and NATS, which hubs
+// share, and not for the in-memory broker, which lives inside one hub.
+func directBroker(raw string) (bool, error) {
+	if raw == "" {
+		return false, nil
+	}
+	if isNATSURL(raw) {
+		_, _, err := splitNATSURL(raw)
+		return err == nil, err
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return false, errors.New("--broker is not a valid URL")
+	}
+	switch u.Scheme {
+	case "memory":
+		return false, nil
+	case "redis", "rediss":
+		return true, nil
+	}
+	return false, fmt.Errorf("--broker %q: publish goes straight into redis://, rediss://, nats:// or tls:// only", u.Redacted())
+}
+
+// publishBroker publishes m into the broker at raw, without a hub, and
+// returns the event's id.
+func publishBroker(ctx context.Context, raw string, m ssehub.Message, opt brokerOptions) (string, error) {
+	b, closeBroker, err := openBroker(ctx, raw, opt)
+	if err != nil {
+		return "", errors.New(strings.TrimPrefix(err.Error(), "ssehub: "))
+	}
+	defer closeBroker(context.WithoutCancel(ctx))
+	e, err := b.Publish(ctx, m)
+	if err != nil {
+		msg := strings.TrimPrefix(err.Error(), "ssehub: ")
+		switch {
+		case errors.Is(err, ssehub.ErrOutcomeUnknown):
+			return "", fmt.Errorf("%w: %s", errOutcomeUnknown, msg)
+		case errors.Is(err, ssehub.ErrUnavailable):
+			return "", fmt.Errorf("%w: %s", errNotPublished, msg)
+		}
+		return "", errors.New(msg)
+	}
+	return e.ID, nil
 }

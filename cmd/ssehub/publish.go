@@ -41,14 +41,16 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 		token   = fs.String("token", "", "bearer `token` for the hub: its publish token, or a JWT")
 		tokFile = fs.String("token-file", "", "`file` holding the bearer token, which unlike --token other users cannot see in ps")
 		format  = fs.String("format", "json", "how stdin is read: json (one JSON document), text (a string: stdin less one final newline) or lines (a list of its lines, as `flask sse publish` sends)")
-		// With a Redis broker the message goes straight into Redis, as
-		// the hubs' own publishes do, trimming history as they do.
-		brokerURL    = fs.String("broker", "", "publish straight into this Redis broker `URL` (redis:// or rediss://) instead of through the hub at --url")
-		historySize  = fs.Int("history-size", ssehub.DefaultHistorySize, "with a Redis --broker: events kept per channel; the hubs' value")
-		historyAge   = fs.Duration("history-age", ssehub.DefaultHistoryAge, "with a Redis --broker: how long events stay replayable; the hubs' value")
-		historyBytes = fs.Int64("history-bytes", ssehub.DefaultHistoryBytes, "with a Redis --broker: `bytes` the history of all channels may take; the hubs' value")
+		// With a Redis or NATS broker the message goes straight into it,
+		// as the hubs' own publishes do; into Redis, trimming history as
+		// they do.
+		brokerURL    = fs.String("broker", "", "publish straight into this broker `URL` (redis://, rediss://, nats:// or tls://) instead of through the hub at --url")
+		historySize  = fs.Int("history-size", ssehub.DefaultHistorySize, "with a Redis --broker: events kept per channel; give the hubs' value")
+		historyAge   = fs.Duration("history-age", ssehub.DefaultHistoryAge, "with a Redis --broker: how long events stay replayable; give the hubs' value")
+		historyBytes = fs.Int64("history-bytes", ssehub.DefaultHistoryBytes, "with a Redis --broker: `bytes` the history of all channels may take; give the hubs' value")
 		key          = fs.String("idempotency-key", "", "`key` naming this message: sent again with the same key, it is published once (default: a new random key)")
 		envelope     = fs.String("redis-envelope", "invenio", redisEnvelopeUsage)
+		natsFlags    = addNATSFlags(fs, true) // nats.go
 	)
 	// The deployment's settings: what serve reads, publish reads too.
 	fs.env("url", "SSEHUB_URL")
@@ -104,7 +106,7 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 		if *historyBytes <= 0 {
 			return fmt.Errorf("%s: %q must be 1 or more", fs.source("history-bytes"), fs.Lookup("history-bytes").Value)
 		}
-		assigned, err = publishBroker(ctx, *brokerURL, m, brokerOptions{historySize: *historySize, historyAge: *historyAge, historyBytes: *historyBytes, envelope: *envelope})
+		assigned, err = publishBroker(ctx, *brokerURL, m, brokerOptions{historySize: *historySize, historyAge: *historyAge, historyBytes: *historyBytes, envelope: *envelope, nats: natsFlags.options()})
 	} else {
 		assigned, err = publishHTTP(ctx, *hubURL, *token, m)
 	}

@@ -55,48 +55,6 @@ func openRedisBroker(u *url.URL, opt brokerOptions) (ssehub.Broker, func(context
 	return b, closeAll, nil
 }
 
-// directBroker reports whether a publish goes straight into the broker at
-// raw rather than through a hub: it does for Redis, which hubs share, and
-// not for the in-memory broker, which lives inside one hub.
-func directBroker(raw string) (bool, error) {
-	if raw == "" {
-		return false, nil
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return false, errors.New("--broker is not a valid URL")
-	}
-	switch u.Scheme {
-	case "memory":
-		return false, nil
-	case "redis", "rediss":
-		return true, nil
-	}
-	return false, fmt.Errorf("--broker %q: publish goes straight into redis:// or rediss:// only", u.Redacted())
-}
-
-// publishBroker publishes m into the broker at raw, without a hub, and
-// returns the event's id.
-func publishBroker(ctx context.Context, raw string, m ssehub.Message, opt brokerOptions) (string, error) {
-	b, closeBroker, err := openBroker(ctx, raw, opt)
-	if err != nil {
-		return "", err
-	}
-	defer closeBroker(context.WithoutCancel(ctx))
-	e, err := b.Publish(ctx, m)
-	if err != nil {
-		msg := strings.TrimPrefix(err.Error(), "ssehub: ")
-		switch {
-		case errors.Is(err, ssehub.ErrOutcomeUnknown):
-			return "", fmt.Errorf("%w: %s", errOutcomeUnknown, msg)
-		case errors.Is(err, ssehub.ErrUnavailable):
-			return "", fmt.Errorf("%w: %s", errNotPublished, msg)
-		}
-		return "", errors.New(msg)
-	}
-	return e.ID, nil
-}
-
 // redisLogger passes go-redis's log messages to slog at the debug level.
 type redisLogger struct{ log *slog.Logger }
 

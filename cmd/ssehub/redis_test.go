@@ -147,7 +147,12 @@ func TestBrokerURLs(t *testing.T) {
 		{"memory:", ""},
 		{"redis://127.0.0.1:1/0", ""},
 		{"rediss://user:secret@127.0.0.1:1/2", ""},
-		{"nats://127.0.0.1:4222", "unsupported scheme"},
+		{"nats://127.0.0.1:1", ""},
+		{"nats://127.0.0.1:1,tls://user:secret@127.0.0.1:2", ""},
+		{"nats://127.0.0.1", "want nats://HOST:PORT"},
+		{"nats://user:secret@127.0.0.1:1,nats://x", "want nats://HOST:PORT"},
+		{"nats://127.0.0.1:1/path", "no path"},
+		{"kafka://127.0.0.1:1", "unsupported scheme"},
 		{"redis://user:secret@127.0.0.1:1/x", "invalid database"},
 	} {
 		b, closeBroker, err := openBroker(context.Background(), tt.url, brokerOptions{})
