@@ -20,7 +20,7 @@ func BenchmarkFanout(b *testing.B) {
 			// The publisher waits for every subscriber after each batch,
 			// so a queue of two batches never overflows.
 			const batch = 256
-			hub, err := ssehub.New(ssehub.Config{QueueSize: 2 * batch})
+			hub, err := ssehub.New(ssehub.Config{})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ssehub/ssehub"
+	"github.com/ssehub/ssehub/internal/hubtest"
 )
 
 // guard bounds how long a test waits for something that, when broken,
@@ -51,7 +52,7 @@ func rawRequest(t *testing.T, addr, head string) (*http.Response, net.Conn) {
 // than the test's guard, so it cannot be what ends them.
 func TestUnsentBodyClosed(t *testing.T) {
 	t.Parallel()
-	_, srv := secHub(t, ssehub.Config{Authorizer: testAuthorizer(time.Hour), ReadTimeout: time.Hour})
+	_, srv := hubtest.Serve(t, ssehub.Config{Authorizer: testAuthorizer(time.Hour), ReadTimeout: time.Hour})
 	for _, c := range []struct {
 		head   string
 		status int
@@ -61,6 +62,7 @@ func TestUnsentBodyClosed(t *testing.T) {
 		{"GET /sse?channel=%25zz HTTP/1.1", http.StatusBadRequest},
 		{"GET /sse?channel=ok HTTP/1.1", http.StatusBadRequest},
 		{"GET /nowhere HTTP/1.1", http.StatusNotFound},
+		{"POST //publish HTTP/1.1", http.StatusTemporaryRedirect}, // the mux's redirect to the clean path
 		{"GET /healthz HTTP/1.1", http.StatusOK},
 		{"GET /readyz HTTP/1.1", http.StatusOK},
 	} {
@@ -76,7 +78,7 @@ func TestUnsentBodyClosed(t *testing.T) {
 // closed.
 func TestUnsentPublishBodyTimesOut(t *testing.T) {
 	t.Parallel()
-	_, srv := secHub(t, ssehub.Config{ReadTimeout: 50 * time.Millisecond})
+	_, srv := hubtest.Serve(t, ssehub.Config{ReadTimeout: 50 * time.Millisecond})
 	resp, _ := rawRequest(t, srv.Listener.Addr().String(), "POST /publish HTTP/1.1")
 	if resp.StatusCode != http.StatusRequestTimeout {
 		t.Fatalf("status %d, want 408", resp.StatusCode)

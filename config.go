@@ -11,7 +11,8 @@ import (
 const (
 	DefaultHeartbeat       = 15 * time.Second
 	DefaultRetry           = 3 * time.Second
-	DefaultQueueSize       = 256
+	DefaultBacklog         = DefaultHistorySize
+	DefaultBacklogBytes    = DefaultHistoryBytes
 	DefaultMaxMessageBytes = 1 << 20
 	DefaultMaxChannels     = 32
 	DefaultWriteTimeout    = 10 * time.Second
@@ -34,24 +35,34 @@ type Config struct {
 	// Retry is sent as "retry:" when a stream opens: how long a browser
 	// waits before reconnecting. Negative sends none.
 	Retry time.Duration
-	// QueueSize is how many events may wait for one subscriber. A
-	// subscriber whose queue is full is disconnected, to reconnect and
-	// resume; publishers and other subscribers never wait for it.
-	QueueSize int
+	// Backlog is how many recent events of each channel the hub keeps in
+	// memory for its subscribers when the broker does not keep them in
+	// this process (a remote broker, or a MemoryBroker without history; a
+	// MemoryBroker's history is read directly). Subscribers read them at
+	// their own pace; one that falls further behind goes on from the
+	// broker's history, or with a ResetType event, as a client that
+	// reconnects would. Zero means DefaultBacklog.
+	Backlog int
+	// BacklogBytes bounds the memory of those events, over all channels;
+	// one channel may take at most a quarter of it. Zero means
+	// DefaultBacklogBytes.
+	BacklogBytes int64
 	// MaxMessageBytes bounds a published message's data, and the body of a
 	// publish request.
 	MaxMessageBytes int
 	// MaxChannels bounds how many channels one subscription may name.
 	MaxChannels int
-	// WriteTimeout bounds each write to a stream; a client that does not
-	// read for that long is disconnected. Negative disables it.
+	// WriteTimeout bounds how long a stream may wait for its client to
+	// take what it writes; a client that takes nothing for that long
+	// (between half of it and all of it, as the hub moves the deadline on
+	// only now and then) is disconnected. Negative disables it.
 	WriteTimeout time.Duration
-	// Detach takes each HTTP/1.1 stream over from net/http once its
+	// Detach takes each HTTP/1.x stream over from net/http once its
 	// headers are sent (http.ResponseController's Hijack): no goroutine and
 	// no buffers stay with an idle stream, and a small pool of writers
-	// sends each stream's queued events in one write. An idle stream then
-	// costs a few KB instead of over 20. Streams over HTTP/2 or TLS, and
-	// ResponseWriters that cannot be hijacked, are served as usual.
+	// sends each stream everything it has to send in one write. An idle
+	// stream then costs a few KB instead of over 20. Streams over HTTP/2 or
+	// TLS, and ResponseWriters that cannot be hijacked, are served as usual.
 	// Middleware that wraps the ResponseWriter sees the headers but not
 	// the body of a detached stream, and http.Server.Shutdown does not wait
 	// for detached streams: Hub.Close or Hub.Drain ends them.
@@ -106,8 +117,11 @@ func (c Config) withDefaults() (Config, error) {
 	def(&c.WriteTimeout, DefaultWriteTimeout)
 	def(&c.ReadTimeout, DefaultReadTimeout)
 	def(&c.PublishTimeout, DefaultPublishTimeout)
-	if c.QueueSize == 0 {
-		c.QueueSize = DefaultQueueSize
+	if c.Backlog == 0 {
+		c.Backlog = DefaultBacklog
+	}
+	if c.BacklogBytes == 0 {
+		c.BacklogBytes = DefaultBacklogBytes
 	}
 	if c.MaxMessageBytes == 0 {
 		c.MaxMessageBytes = DefaultMaxMessageBytes
@@ -116,8 +130,10 @@ func (c Config) withDefaults() (Config, error) {
 		c.MaxChannels = DefaultMaxChannels
 	}
 	switch {
-	case c.QueueSize < 0:
-		return c, fmt.Errorf("ssehub: QueueSize %d is negative", c.QueueSize)
+	case c.Backlog < 0:
+		return c, fmt.Errorf("ssehub: Backlog %d is negative", c.Backlog)
+	case c.BacklogBytes < 0:
+		return c, fmt.Errorf("ssehub: BacklogBytes %d is negative", c.BacklogBytes)
 	case c.MaxMessageBytes < 0:
 		return c, fmt.Errorf("ssehub: MaxMessageBytes %d is negative", c.MaxMessageBytes)
 	case c.MaxChannels < 0:

@@ -6,8 +6,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"time"
-
-	"github.com/ssehub/ssehub/internal/sse"
 )
 
 // errDraining ends the subscriptions that Drain lets go. It wraps ErrClosed,
@@ -47,9 +45,9 @@ func (h *Hub) Drain(ctx context.Context, over time.Duration) error {
 	subs := h.subscriptions()
 	waves := drainWaves(len(subs), over)
 	interval := over / time.Duration(waves)
-	h.drainJitter = interval
+	h.web.drainJitter = interval
 	if interval <= 0 {
-		h.drainJitter = h.cfg.Retry
+		h.web.drainJitter = h.cfg.Retry
 	}
 	h.log.LogAttrs(ctx, slog.LevelInfo, "hub draining",
 		slog.Int("streams", len(subs)),
@@ -92,8 +90,8 @@ func (h *Hub) subscriptions() []*Subscription {
 	h.mu.Lock()
 	for _, c := range h.channels {
 		c.mu.RLock()
-		for s := range c.subs {
-			seen[s] = struct{}{}
+		for _, cur := range c.subs {
+			seen[cur.sub] = struct{}{}
 		}
 		c.mu.RUnlock()
 	}
@@ -111,23 +109,4 @@ func (h *Hub) closingNow() bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.closing
-}
-
-// finishDrained ends a stream that Drain let go: the events already queued,
-// then when to come back, and says why it ended.
-func (h *Hub) finishDrained(st *stream, sub *Subscription) string {
-	for e := sub.tryNext(); e != nil; e = sub.tryNext() {
-		st.event(e)
-	}
-	if h.cfg.Retry > 0 {
-		retry := h.cfg.Retry
-		if h.drainJitter > 0 {
-			retry += rand.N(h.drainJitter)
-		}
-		st.write(sse.AppendRetry(nil, int(retry/time.Millisecond)))
-	}
-	if err := st.flush(); err != nil {
-		return "write: " + err.Error()
-	}
-	return "drained"
 }

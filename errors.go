@@ -24,8 +24,9 @@ var (
 	ErrTooManyChannels = errors.New("ssehub: too many channels")
 	// ErrClosed is returned by every call on a Hub or Broker that has been closed.
 	ErrClosed = errors.New("ssehub: closed")
-	// ErrSlowSubscriber ends a subscription whose queue filled up. The
-	// subscriber is expected to reconnect and resume from its last event id.
+	// ErrSlowSubscriber is why a stream ends when its client took no data
+	// for Config.WriteTimeout. The client is expected to reconnect and
+	// resume from its last event id.
 	ErrSlowSubscriber = errors.New("ssehub: subscriber too slow")
 	// ErrUnknownID is returned by a Replayer when the last event id is unknown
 	// or events after it have already been evicted from history.

@@ -1,6 +1,7 @@
 package ssehub
 
 import (
+	"bytes"
 	"time"
 
 	"github.com/ssehub/ssehub/internal/sse"
@@ -15,7 +16,8 @@ type Event struct {
 	Type    string
 	// Data is the text of the event's data field: compact JSON for messages
 	// published through ssehub, or a raw string for foreign publishers that
-	// send strings unquoted (flask-sse).
+	// send strings unquoted (flask-sse). It usually shares its memory with
+	// the event's frame, and must not be modified.
 	Data  []byte
 	Retry int
 	// Seq orders the events of one broker: larger is later, across all
@@ -26,21 +28,47 @@ type Event struct {
 	// Time is when the event was published.
 	Time time.Time
 
-	frame    []byte
-	position bool // only sets the client's last event id (see positionEvent)
+	frame     []byte
+	dataApart bool // Data is not within frame
+	position  bool // only sets the client's last event id (see positionEvent)
 }
 
 // NewEvent returns an Event with its wire form encoded. The caller must have
-// validated id and typ (ValidID; Message.Normalize does both).
+// validated id and typ (ValidID; Message.Normalize does both). The Event
+// does not keep data: when data is one line, as compact JSON is, Event.Data
+// is the copy inside the frame, so the event's text is held once.
 func NewEvent(channel, id, typ string, data []byte, retry int, seq uint64, t time.Time) *Event {
-	e := &Event{Channel: channel, ID: id, Type: typ, Data: data, Retry: retry, Seq: seq, Time: t}
-	e.frame = sse.AppendEvent(make([]byte, 0, frameSize(e)), id, typ, data, retry)
+	e := &Event{Channel: channel, ID: id, Type: typ, Retry: retry, Seq: seq, Time: t}
+	e.frame = sse.AppendEvent(make([]byte, 0, frameSize(id, typ, data)), id, typ, data, retry)
+	if bytes.ContainsAny(data, "\r\n") {
+		// Split over several data lines in the frame: kept apart.
+		e.Data, e.dataApart = bytes.Clone(data), true
+	} else {
+		// The frame ends with "data: " (or "data:" when empty), data, "\n\n".
+		end := len(e.frame) - 2
+		e.Data = e.frame[end-len(data) : end : end]
+	}
 	return e
 }
 
-func frameSize(e *Event) int {
+func frameSize(id, typ string, data []byte) int {
 	// Field names, separators and a few extra data lines.
-	return len(e.ID) + len(e.Type) + len(e.Data) + 48
+	return len(id) + len(typ) + len(data) + 48
+}
+
+// eventOverhead is what an event costs beyond its text: the Event struct,
+// slice and string headers, a slot in its channel's feed and the share of
+// the channel's own state. History budgets count it for every event, so
+// that many tiny events cannot hold much more memory than the budget says.
+const eventOverhead = 256
+
+// size is about how many bytes of memory e holds.
+func (e *Event) size() int64 {
+	n := cap(e.frame) + len(e.ID) + len(e.Type) + len(e.Channel) + eventOverhead
+	if e.dataApart {
+		n += cap(e.Data)
+	}
+	return int64(n)
 }
 
 // Frame returns the event in text/event-stream form, ending with the blank

@@ -1,4 +1,4 @@
 package ssehub
 
 // OpenStreams returns how many streams hold a connection slot of h.
-func OpenStreams(h *Hub) int { return h.conns.open() }
+func OpenStreams(h *Hub) int { return h.web.conns.open() }

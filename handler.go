@@ -29,19 +29,28 @@ import (
 //
 // To serve them under other paths, mount the handlers one by one.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	switch r.URL.Path {
-	case "/sse":
-		h.serveStream(w, r)
-	case "/publish":
-		h.servePublish(w, r)
-	case "/healthz":
-		h.serveHealth(w, r)
-	case "/readyz":
-		h.serveReady(w, r)
-	default:
+	if r.URL.Path != "/publish" {
+		// No other route reads a body, the mux's redirects to clean
+		// paths included.
+		refuseBody(w, r)
+	}
+	h.web.mux.ServeHTTP(w, r)
+}
+
+// routes returns the mux behind ServeHTTP. Each handler checks its own
+// method, since it may be mounted on its own, and answers any other with a
+// JSON error; so does the catch-all for other paths.
+func (h *Hub) routes() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("/sse", h.StreamHandler())
+	mux.Handle("/publish", h.PublishHandler())
+	mux.Handle("/healthz", h.HealthHandler())
+	mux.Handle("/readyz", h.ReadyHandler())
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		refuseBody(w, r)
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path)
-	}
+	})
+	return mux
 }
 
 // StreamHandler returns the handler of the event stream. A GET request
@@ -127,27 +136,36 @@ func (h *Hub) serveStream(w http.ResponseWriter, r *http.Request) {
 		sub.dropPositions()
 	}
 
+	detached := false
+	defer func() {
+		if !detached {
+			sub.Close()
+		}
+	}()
 	writeStreamHeader(w)
-
-	started := time.Now()
+	st := h.newStream(sub, r)
 	h.log.LogAttrs(ctx, slog.LevelInfo, "stream opened",
 		slog.String("remote", r.RemoteAddr),
-		slog.Any("channels", channelNames(sub)),
+		slog.Any("channels", sub.names()),
 		slog.Bool("resume", lastID != ""))
-	if h.cfg.Detach && h.detach(ctx, w, r, sub, release) {
-		release = func() {}
-		return
-	}
-	defer sub.Close()
 
-	st := stream{w: w, rc: http.NewResponseController(w), timeout: h.cfg.WriteTimeout, m: h.metrics}
-	reason := streamEndReason(ctx, h.runStream(ctx, &st, sub))
-	h.log.LogAttrs(ctx, slog.LevelInfo, "stream closed",
-		slog.String("remote", r.RemoteAddr),
-		slog.Any("channels", channelNames(sub)),
-		slog.Duration("duration", time.Since(started)),
-		slog.Int64("events", st.events),
-		slog.String("reason", reason))
+	// The first batch goes out with the headers: the first line, and the
+	// stream's position or the replayed events.
+	rc := http.NewResponseController(w)
+	b := &batch{}
+	act := st.compose(b, false)
+	var reason string
+	if err := st.writeResponse(w, rc, b); err != nil {
+		reason = st.writeFailed(err)
+	} else {
+		st.written(b)
+		if h.cfg.Detach && (act == actMore || act == actWait) && h.detach(ctx, w, r, st, act, release) {
+			detached, release = true, func() {}
+			return
+		}
+		reason = st.serveHandler(ctx, w, rc, b, act)
+	}
+	st.closed(ctx, streamEndReason(ctx, reason))
 }
 
 // wantsPositions reports whether a stream opened without a last event id
@@ -213,144 +231,6 @@ func (h *Hub) serveComeBack(w http.ResponseWriter, r *http.Request, err error) {
 		slog.String("remote", r.RemoteAddr),
 		slog.Duration("retry", delay),
 		slog.String("error", err.Error()))
-}
-
-func channelNames(s *Subscription) []string {
-	names := make([]string, len(s.channels))
-	for i, c := range s.channels {
-		names[i] = c.name
-	}
-	return names
-}
-
-// maxBatch bounds how many queued events go out in one flush, so a busy
-// stream still flushes regularly.
-const maxBatch = 64
-
-// runStream writes sub to st until either ends, and says why it ended.
-func (h *Hub) runStream(ctx context.Context, st *stream, sub *Subscription) string {
-	var buf []byte
-	if h.cfg.Retry > 0 {
-		buf = sse.AppendRetry(buf, int(h.cfg.Retry/time.Millisecond))
-	} else {
-		buf = append(buf, sse.Heartbeat...)
-	}
-	st.write(buf)
-	for e := sub.nextPending(); e != nil; e = sub.nextPending() {
-		st.event(e)
-	}
-	if err := st.flush(); err != nil {
-		return "write: " + err.Error()
-	}
-	st.live = true
-
-	var tick <-chan time.Time
-	if h.cfg.Heartbeat > 0 {
-		t := time.NewTicker(h.cfg.Heartbeat)
-		defer t.Stop()
-		tick = t.C
-	}
-	for {
-		select {
-		case e := <-sub.queue:
-			if !sub.replayed(e) {
-				st.event(e)
-			}
-			// Coalesce: whatever else is queued goes out in the same write.
-			for i := 0; i < maxBatch; i++ {
-				e := sub.tryNext()
-				if e == nil {
-					break
-				}
-				st.event(e)
-			}
-		case <-tick:
-			st.write(sse.Heartbeat)
-		case <-sub.ended:
-			if sub.err == errDraining {
-				return h.finishDrained(st, sub)
-			}
-			return sub.err.Error()
-		case <-h.done:
-			for e := sub.tryNext(); e != nil; e = sub.tryNext() {
-				st.event(e)
-			}
-			st.flush()
-			return "hub closed"
-		case <-ctx.Done():
-			return "client gone"
-		}
-		if err := st.flush(); err != nil {
-			return "write: " + err.Error()
-		}
-	}
-}
-
-// stream writes frames to one response, keeping the first error.
-type stream struct {
-	w       http.ResponseWriter
-	rc      *http.ResponseController
-	timeout time.Duration
-	events  int64
-	err     error
-	armed   bool
-
-	m     Metrics  // nil records nothing
-	live  bool     // events from now on are live, not replayed
-	batch []*Event // events written since the last flush, when m is set
-}
-
-func (st *stream) write(p []byte) {
-	if st.err != nil {
-		return
-	}
-	if !st.armed && st.timeout > 0 {
-		// One deadline covers the writes of a batch and its flush. A
-		// ResponseWriter that cannot set one (a test recorder) is fine.
-		if err := st.rc.SetWriteDeadline(time.Now().Add(st.timeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
-			st.err = err
-			return
-		}
-		st.armed = true
-	}
-	_, st.err = st.w.Write(p)
-}
-
-func (st *stream) event(e *Event) {
-	st.write(e.frame)
-	if e.position {
-		return
-	}
-	st.events++
-	if st.m != nil {
-		st.batch = append(st.batch, e)
-	}
-}
-
-func (st *stream) flush() error {
-	if st.err == nil {
-		st.err = st.rc.Flush()
-	}
-	st.armed = false
-	if st.m != nil && len(st.batch) > 0 {
-		st.report()
-	}
-	return st.err
-}
-
-// report passes the events of the last flush to the metrics.
-func (st *stream) report() {
-	if st.err == nil {
-		st.m.EventsWritten(len(st.batch))
-		if st.live {
-			now := time.Now()
-			for _, e := range st.batch {
-				st.m.WriteLatency(now.Sub(e.Time))
-			}
-		}
-	}
-	clear(st.batch)
-	st.batch = st.batch[:0]
 }
 
 // publishRequest is the body of POST /publish. ID accepts a JSON string or

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ssehub/ssehub"
+	"github.com/ssehub/ssehub/internal/hubtest"
 	"github.com/ssehub/ssehub/internal/sse"
 )
 
@@ -27,7 +28,7 @@ func TestStreamHeadersAndFirstBytes(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, ts := newTestHub(t, ssehub.Config{Retry: tt.retry, Heartbeat: -1})
+			_, ts := hubtest.Serve(t, ssehub.Config{Retry: tt.retry, Heartbeat: -1})
 			req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, ts.URL+"/sse", nil)
 			if err != nil {
 				t.Fatal(err)
@@ -69,24 +70,24 @@ func TestStreamHeadersAndFirstBytes(t *testing.T) {
 
 func TestStreamChannels(t *testing.T) {
 	t.Parallel()
-	hub, ts := newTestHub(t, ssehub.Config{})
-	multi := openStream(t, ts.Client(), ts.URL+"/sse?channel=a&channel=b&channel=a", "")
-	def := openStream(t, ts.Client(), ts.URL+"/sse", "")
+	hub, ts := hubtest.Serve(t, ssehub.Config{})
+	multi := hubtest.Open(t, ts.Client(), ts.URL+"/sse?channel=a&channel=b&channel=a", nil)
+	def := hubtest.Open(t, ts.Client(), ts.URL+"/sse", nil)
 
 	ids := map[string]string{}
 	for _, p := range []struct{ channel, data string }{
 		{"a", `"a1"`}, {"c", `"c1"`}, {"b", `"b1"`}, {"sse", `"s1"`}, {"a", `"a2"`}, {"", `"s2"`}, {"b", `"b2"`},
 	} {
-		ids[p.data] = publish(t, hub, p.channel, p.data)
+		ids[p.data] = hubtest.Publish(t, hub, p.channel, p.data)
 	}
 	for _, want := range []string{`"a1"`, `"b1"`, `"a2"`, `"b2"`} {
-		e := multi.next(t)
+		e := multi.Next(t)
 		if e.Data != want || e.LastEventID != ids[want] || !e.IDSet || e.Type != "message" {
 			t.Fatalf("multi-channel stream got %+v, want data %s id %s", e, want, ids[want])
 		}
 	}
 	for _, want := range []string{`"s1"`, `"s2"`} {
-		if e := def.next(t); e.Data != want || e.LastEventID != ids[want] {
+		if e := def.Next(t); e.Data != want || e.LastEventID != ids[want] {
 			t.Fatalf("default stream got %+v, want data %s id %s", e, want, ids[want])
 		}
 	}
@@ -94,7 +95,7 @@ func TestStreamChannels(t *testing.T) {
 
 func TestStreamBadRequests(t *testing.T) {
 	t.Parallel()
-	_, ts := newTestHub(t, ssehub.Config{MaxChannels: 2})
+	_, ts := hubtest.Serve(t, ssehub.Config{MaxChannels: 2})
 	tests := []struct {
 		name, method, query string
 		status              int
@@ -113,7 +114,7 @@ func TestStreamBadRequests(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			resp, body := doJSON(t, ts.Client(), tt.method, ts.URL+"/sse"+tt.query, "")
+			resp, body := hubtest.DoJSON(t, ts.Client(), tt.method, ts.URL+"/sse"+tt.query, nil, "")
 			if resp.StatusCode != tt.status || body["code"] != tt.code || body["error"] == "" || body["error"] == nil {
 				t.Fatalf("%s /sse%s = %d %v, want %d with code %q and an error", tt.method, tt.query, resp.StatusCode, body, tt.status, tt.code)
 			}
@@ -126,10 +127,10 @@ func TestStreamBadRequests(t *testing.T) {
 
 func TestHeartbeat(t *testing.T) {
 	t.Parallel()
-	_, ts := newTestHub(t, ssehub.Config{Heartbeat: time.Millisecond})
-	s := openStream(t, ts.Client(), ts.URL+"/sse", "")
+	_, ts := hubtest.Serve(t, ssehub.Config{Heartbeat: time.Millisecond})
+	s := hubtest.Open(t, ts.Client(), ts.URL+"/sse", nil)
 	comments := make(chan string, 16)
-	s.dec.OnComment = func(c string) {
+	s.Dec.OnComment = func(c string) {
 		select {
 		case comments <- c:
 		default:
@@ -137,7 +138,7 @@ func TestHeartbeat(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		_, err := s.dec.Next()
+		_, err := s.Dec.Next()
 		done <- err
 	}()
 	for range 3 {
@@ -145,19 +146,19 @@ func TestHeartbeat(t *testing.T) {
 			t.Fatalf("heartbeat comment %q, want an empty comment", c)
 		}
 	}
-	s.close()
+	s.Close()
 	if err := <-done; err == nil {
 		t.Fatal("a stream of heartbeats dispatched an event")
 	}
-	if s.dec.Retry() != int(ssehub.DefaultRetry/time.Millisecond) {
-		t.Fatalf("Retry = %d, want %d", s.dec.Retry(), ssehub.DefaultRetry/time.Millisecond)
+	if s.Dec.Retry() != int(ssehub.DefaultRetry/time.Millisecond) {
+		t.Fatalf("Retry = %d, want %d", s.Dec.Retry(), ssehub.DefaultRetry/time.Millisecond)
 	}
 }
 
 func TestPublishHTTP(t *testing.T) {
 	t.Parallel()
-	hub, ts := newTestHub(t, ssehub.Config{MaxMessageBytes: 64})
-	s := openStream(t, ts.Client(), ts.URL+"/sse?channel=c&channel=sse", "")
+	hub, ts := hubtest.Serve(t, ssehub.Config{MaxMessageBytes: 64})
+	s := hubtest.Open(t, ts.Client(), ts.URL+"/sse?channel=c&channel=sse", nil)
 
 	tests := []struct {
 		name    string
@@ -176,7 +177,7 @@ func TestPublishHTTP(t *testing.T) {
 		{"explicit message type", `{"data":[1, 2],"type":"message","channel":"c"}`, "c", "", "message", "[1,2]", 6000},
 	}
 	for _, tt := range tests {
-		resp, body := doJSON(t, ts.Client(), "POST", ts.URL+"/publish", tt.body)
+		resp, body := hubtest.DoJSON(t, ts.Client(), "POST", ts.URL+"/publish", nil, tt.body)
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("%s: status %d %v, want 200", tt.name, resp.StatusCode, body)
 		}
@@ -185,7 +186,7 @@ func TestPublishHTTP(t *testing.T) {
 			t.Fatalf("%s: answer %v, want id %q and channel %q", tt.name, body, tt.id, tt.channel)
 		}
 		want := sse.Event{Type: tt.typ, Data: tt.data, LastEventID: id, IDSet: true, Retry: tt.retry}
-		if e := s.next(t); e != want {
+		if e := s.Next(t); e != want {
 			t.Fatalf("%s: subscriber read %+v, want %+v", tt.name, e, want)
 		}
 	}
@@ -196,10 +197,10 @@ func TestPublishHTTP(t *testing.T) {
 
 func TestPublishHTTPErrors(t *testing.T) {
 	t.Parallel()
-	hub, ts := newTestHub(t, ssehub.Config{MaxMessageBytes: 1000})
+	hub, ts := hubtest.Serve(t, ssehub.Config{MaxMessageBytes: 1000})
 	// A subscriber sees none of the rejected messages: the first event it
 	// reads is the one published after them.
-	s := openStream(t, ts.Client(), ts.URL+"/sse", "")
+	s := hubtest.Open(t, ts.Client(), ts.URL+"/sse", nil)
 	tests := []struct {
 		name, method, body string
 		status             int
@@ -226,7 +227,7 @@ func TestPublishHTTPErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			resp, body := doJSON(t, ts.Client(), tt.method, ts.URL+"/publish", tt.body)
+			resp, body := hubtest.DoJSON(t, ts.Client(), tt.method, ts.URL+"/publish", nil, tt.body)
 			msg, _ := body["error"].(string)
 			if resp.StatusCode != tt.status || body["code"] != tt.code || msg == "" {
 				t.Fatalf("status %d body %v, want %d with code %q and an error", resp.StatusCode, body, tt.status, tt.code)
@@ -236,28 +237,28 @@ func TestPublishHTTPErrors(t *testing.T) {
 			}
 		})
 	}
-	id := publish(t, hub, "", `"after"`)
-	if e := s.next(t); e.Data != `"after"` || e.LastEventID != id {
+	id := hubtest.Publish(t, hub, "", `"after"`)
+	if e := s.Next(t); e.Data != `"after"` || e.LastEventID != id {
 		t.Fatalf("subscriber got %+v, want the message published after the rejected ones", e)
 	}
 }
 
 func TestHealthAndNotFound(t *testing.T) {
 	t.Parallel()
-	_, ts := newTestHub(t, ssehub.Config{})
-	resp, body := doJSON(t, ts.Client(), "GET", ts.URL+"/healthz", "")
+	_, ts := hubtest.Serve(t, ssehub.Config{})
+	resp, body := hubtest.DoJSON(t, ts.Client(), "GET", ts.URL+"/healthz", nil, "")
 	if resp.StatusCode != 200 || body["status"] != "ok" {
 		t.Fatalf("GET /healthz = %d %v, want 200 status ok", resp.StatusCode, body)
 	}
-	if resp, _ := doJSON(t, ts.Client(), "HEAD", ts.URL+"/healthz", ""); resp.StatusCode != 200 {
+	if resp, _ := hubtest.DoJSON(t, ts.Client(), "HEAD", ts.URL+"/healthz", nil, ""); resp.StatusCode != 200 {
 		t.Fatalf("HEAD /healthz = %d, want 200", resp.StatusCode)
 	}
-	resp, body = doJSON(t, ts.Client(), "POST", ts.URL+"/healthz", "{}")
+	resp, body = hubtest.DoJSON(t, ts.Client(), "POST", ts.URL+"/healthz", nil, "{}")
 	if resp.StatusCode != 405 || body["code"] != "method_not_allowed" || resp.Header.Get("Allow") != "GET, HEAD" {
 		t.Fatalf("POST /healthz = %d %v Allow %q, want 405 with Allow GET, HEAD", resp.StatusCode, body, resp.Header.Get("Allow"))
 	}
 	for _, path := range []string{"/", "/nope", "/sse/x", "/publish/"} {
-		resp, body := doJSON(t, ts.Client(), "GET", ts.URL+path, "")
+		resp, body := hubtest.DoJSON(t, ts.Client(), "GET", ts.URL+path, nil, "")
 		if resp.StatusCode != 404 || body["code"] != "not_found" || body["error"] == nil {
 			t.Fatalf("GET %s = %d %v, want 404 JSON with code not_found", path, resp.StatusCode, body)
 		}
@@ -272,22 +273,22 @@ func TestHandlersOnMux(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { closeHub(t, hub) })
+	t.Cleanup(func() { hubtest.Close(t, hub) })
 	mux := http.NewServeMux()
 	mux.Handle("GET /events", hub.StreamHandler())
 	mux.Handle("POST /api/publish", hub.PublishHandler())
 	mux.Handle("GET /health", hub.HealthHandler())
-	ts := newServer(t, mux)
+	ts := hubtest.Server(t, mux, nil)
 
-	s := openStream(t, ts.Client(), ts.URL+"/events?channel=news", "")
-	resp, body := doJSON(t, ts.Client(), "POST", ts.URL+"/api/publish", `{"channel":"news","data":{"n":1}}`)
+	s := hubtest.Open(t, ts.Client(), ts.URL+"/events?channel=news", nil)
+	resp, body := hubtest.DoJSON(t, ts.Client(), "POST", ts.URL+"/api/publish", nil, `{"channel":"news","data":{"n":1}}`)
 	if resp.StatusCode != 200 {
 		t.Fatalf("publish: %d %v", resp.StatusCode, body)
 	}
-	if e := s.next(t); e.Data != `{"n":1}` || e.LastEventID != body["id"] {
+	if e := s.Next(t); e.Data != `{"n":1}` || e.LastEventID != body["id"] {
 		t.Fatalf("stream got %+v, want the published event with id %v", e, body["id"])
 	}
-	if resp, body := doJSON(t, ts.Client(), "GET", ts.URL+"/health", ""); resp.StatusCode != 200 || body["status"] != "ok" {
+	if resp, body := hubtest.DoJSON(t, ts.Client(), "GET", ts.URL+"/health", nil, ""); resp.StatusCode != 200 || body["status"] != "ok" {
 		t.Fatalf("health: %d %v", resp.StatusCode, body)
 	}
 }

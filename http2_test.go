@@ -2,9 +2,12 @@ package ssehub_test
 
 import (
 	"encoding/json"
+	"fmt"
+	"github.com/ssehub/ssehub/internal/hubtest"
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/ssehub/ssehub"
 	"github.com/ssehub/ssehub/internal/sse"
@@ -72,5 +75,64 @@ func TestStreamOverHTTP2(t *testing.T) {
 		if ev.Type != "cool" || ev.LastEventID != id || got["text"] != want["text"] {
 			t.Errorf("stream %d: got %+v, want type cool, id %s, text %q", i, ev, id, want["text"])
 		}
+	}
+}
+
+// TestIdleStreamOutlivesWriteTimeout: a stream that writes nothing for
+// longer than the write timeout is not cut for it, on every path. HTTP/2
+// resets a stream when its write deadline passes, written or not, so a
+// deadline must not be left behind a write there. Heartbeats every 200 ms
+// leave the stream idle for four times the timeout between them.
+func TestIdleStreamOutlivesWriteTimeout(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		h2     bool
+		detach bool
+	}{{"http2", true, false}, {"handler", false, false}, {"detached", false, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			hub, err := ssehub.New(ssehub.Config{WriteTimeout: 50 * time.Millisecond, Heartbeat: 400 * time.Millisecond, Detach: tc.detach})
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := httptest.NewUnstartedServer(hub)
+			if tc.h2 {
+				srv.EnableHTTP2 = true
+				srv.StartTLS()
+			} else {
+				srv.Start()
+			}
+			t.Cleanup(func() {
+				hubtest.Close(t, hub)
+				srv.Close()
+			})
+			s := hubtest.Open(t, srv.Client(), srv.URL+"/sse?channel=idle", nil)
+			if tc.h2 != (s.Resp.ProtoMajor == 2) {
+				t.Fatalf("served over %s", s.Resp.Proto)
+			}
+			// A first event arms the deadline, then the stream idles.
+			id := hubtest.Publish(t, hub, "idle", "1")
+			if e := s.Next(t); e.LastEventID != id {
+				t.Fatalf("got %+v, want the event %s", e, id)
+			}
+			comments := make(chan struct{}, 10)
+			s.Dec.OnComment = func(string) { comments <- struct{}{} }
+			ended := make(chan error, 1)
+			go func() {
+				e, err := s.Dec.Next()
+				if err == nil {
+					err = fmt.Errorf("unexpected event %+v", e)
+				}
+				ended <- err
+			}()
+			for range 3 {
+				select {
+				case <-comments:
+				case err := <-ended:
+					t.Fatalf("the idle stream ended: %v", err)
+				}
+			}
+		})
 	}
 }

@@ -12,18 +12,19 @@ import (
 	"time"
 
 	"github.com/ssehub/ssehub"
+	"github.com/ssehub/ssehub/internal/hubtest"
 )
 
 // countingBroker returns a fake broker that counts its open subscriptions
 // per channel.
-func countingBroker() (*fakeBroker, func() map[string]int) {
-	b := &fakeBroker{mem: ssehub.NewMemoryBroker(ssehub.MemoryConfig{})}
+func countingBroker() (*hubtest.Broker, func() map[string]int) {
+	b := &hubtest.Broker{Mem: ssehub.NewMemoryBroker(ssehub.MemoryConfig{})}
 	var (
 		mu   sync.Mutex
 		open = map[string]int{}
 	)
-	b.subscribe = func(ctx context.Context, channel string, deliver func(*ssehub.Event)) (func(), error) {
-		cancel, err := b.mem.Subscribe(ctx, channel, deliver)
+	b.SubscribeFunc = func(ctx context.Context, channel string, deliver func(*ssehub.Event)) (func(), error) {
+		cancel, err := b.Mem.Subscribe(ctx, channel, deliver)
 		if err != nil {
 			return nil, err
 		}
@@ -56,7 +57,7 @@ func countingBroker() (*fakeBroker, func() map[string]int) {
 func TestBrokerSubscriptionPerChannel(t *testing.T) {
 	t.Parallel()
 	fake, open := countingBroker()
-	hub, ts := newTestHub(t, ssehub.Config{Broker: fake})
+	hub, ts := hubtest.Serve(t, ssehub.Config{Broker: fake})
 	ctx := t.Context()
 
 	var subs []*ssehub.Subscription
@@ -67,9 +68,9 @@ func TestBrokerSubscriptionPerChannel(t *testing.T) {
 		}
 		subs = append(subs, sub)
 	}
-	streams := []*testStream{
-		openStream(t, ts.Client(), ts.URL+"/sse?channel=a", ""),
-		openStream(t, ts.Client(), ts.URL+"/sse?channel=c", ""),
+	streams := []*hubtest.Stream{
+		hubtest.Open(t, ts.Client(), ts.URL+"/sse?channel=a", nil),
+		hubtest.Open(t, ts.Client(), ts.URL+"/sse?channel=c", nil),
 	}
 	if got := open(); fmt.Sprint(got) != "map[a:1 b:1 c:1]" {
 		t.Fatalf("broker subscriptions %v, want one each on a, b and c", got)
@@ -81,10 +82,10 @@ func TestBrokerSubscriptionPerChannel(t *testing.T) {
 	// request's context. Publishing until the stream's channel has no
 	// broker subscription left shows that it was released.
 	for _, s := range streams {
-		s.close()
+		s.Close()
 	}
 	for len(open()) > 0 {
-		publish(t, hub, "a", "1")
+		hubtest.Publish(t, hub, "a", "1")
 	}
 }
 
@@ -95,11 +96,11 @@ func TestBrokerSubscriptionPerChannel(t *testing.T) {
 func TestSubscribeWhileOverflowing(t *testing.T) {
 	t.Parallel()
 	fake, open := countingBroker()
-	hub, err := ssehub.New(ssehub.Config{QueueSize: 1, Broker: fake})
+	hub, err := ssehub.New(ssehub.Config{Broker: fake})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { closeHub(t, hub) })
+	t.Cleanup(func() { hubtest.Close(t, hub) })
 	ctx, cancel := context.WithCancel(t.Context())
 	var (
 		wg        sync.WaitGroup
@@ -148,7 +149,7 @@ func TestCloseDoesNotWaitForIdleGoSubscriptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := publish(t, hub, "idle", `"queued"`)
+	id := hubtest.Publish(t, hub, "idle", `"queued"`)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	if err := hub.Close(ctx); err != nil {

@@ -1,10 +1,12 @@
 package ssehub_test
 
 import (
+	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/ssehub/ssehub"
+	"github.com/ssehub/ssehub/internal/hubtest"
 )
 
 // TestNoFieldInjection publishes, over HTTP, CR, LF and NUL in every field
@@ -14,7 +16,7 @@ import (
 // another event in someone's stream.
 func TestNoFieldInjection(t *testing.T) {
 	t.Parallel()
-	_, srv := secHub(t, ssehub.Config{})
+	_, srv := hubtest.Serve(t, ssehub.Config{})
 
 	refused := []struct{ name, body string }{}
 	for _, bad := range []string{`\r`, `\n`, `\r\n`, `\u0000`, `x\n\ndata: evil`, `x\revent: evil`} {
@@ -36,7 +38,7 @@ func TestNoFieldInjection(t *testing.T) {
 		{"second value", `{"channel":"victim","data":1} {"channel":"victim","data":2}`},
 	}...)
 	for _, c := range refused {
-		resp, out := secPost(t, srv.URL+"/publish", nil, c.body)
+		resp, out := hubtest.Post(t, srv.URL+"/publish", nil, c.body)
 		if resp.StatusCode != 400 || out["code"] == "" {
 			t.Errorf("%s: status %d %v, want 400", c.name, resp.StatusCode, out)
 		}
@@ -44,11 +46,8 @@ func TestNoFieldInjection(t *testing.T) {
 
 	// Valid but tricky messages arrive as one event each, with their
 	// fields intact.
-	victim, _, _ := secOpen(t, srv.URL+"/sse?channel=victim", nil)
-	bystander, _, _ := secOpen(t, srv.URL+"/sse?channel=victim&channel=other", nil)
-	if victim == nil || bystander == nil {
-		t.Fatal("streams refused")
-	}
+	victim := hubtest.Open(t, http.DefaultClient, srv.URL+"/sse?channel=victim", nil)
+	bystander := hubtest.Open(t, http.DefaultClient, srv.URL+"/sse?channel=victim&channel=other", nil)
 	accepted := []struct {
 		body, typ, id, data string
 	}{
@@ -61,7 +60,7 @@ func TestNoFieldInjection(t *testing.T) {
 		{`{"channel":"victim","data":":comment\n:"}`, "message", "", `":comment\n:"`},
 	}
 	for _, c := range accepted {
-		resp, out := secPost(t, srv.URL+"/publish", nil, c.body)
+		resp, out := hubtest.Post(t, srv.URL+"/publish", nil, c.body)
 		if resp.StatusCode != 200 {
 			t.Fatalf("%s: status %d %v", c.body, resp.StatusCode, out)
 		}
@@ -69,8 +68,8 @@ func TestNoFieldInjection(t *testing.T) {
 		if id == "" {
 			id = out["id"]
 		}
-		for _, s := range []*secStream{victim, bystander} {
-			e := s.next(t)
+		for _, s := range []*hubtest.Stream{victim, bystander} {
+			e := s.Next(t)
 			if e.Type != c.typ || e.Data != c.data || e.LastEventID != id || !e.IDSet || e.Retry != 0 && e.Retry != 3000 {
 				t.Fatalf("%s:\ngot  %+v\nwant type %q id %q data %s", c.body, e, c.typ, id, c.data)
 			}
@@ -78,11 +77,11 @@ func TestNoFieldInjection(t *testing.T) {
 	}
 	// A last event on the other channel shows that nothing more came to the
 	// victim's channel in between.
-	resp, out := secPost(t, srv.URL+"/publish", nil, `{"channel":"other","data":"end"}`)
+	resp, out := hubtest.Post(t, srv.URL+"/publish", nil, `{"channel":"other","data":"end"}`)
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d %v", resp.StatusCode, out)
 	}
-	if e := bystander.next(t); e.Data != `"end"` || strings.Contains(e.Data, "evil") {
+	if e := bystander.Next(t); e.Data != `"end"` || strings.Contains(e.Data, "evil") {
 		t.Fatalf("bystander got %+v after the tricky events", e)
 	}
 }

@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"sync"
 	"time"
-
-	"github.com/ssehub/ssehub/internal/ring"
 )
 
 // Defaults for MemoryConfig.
@@ -27,12 +25,24 @@ type MemoryConfig struct {
 	// HistoryAge is how long an event stays replayable. Zero means
 	// DefaultHistoryAge; negative keeps events until HistorySize evicts them.
 	HistoryAge time.Duration
+	// HistoryBytes bounds the memory the history holds, over all channels:
+	// the events' text and about 256 bytes of bookkeeping per event. Past
+	// it, the oldest events leave first, whatever their channel. Zero
+	// means DefaultHistoryBytes.
+	HistoryBytes int64
+	// ChannelHistoryBytes bounds the memory one channel's history holds,
+	// so that one busy channel cannot take the whole budget. Zero means a
+	// quarter of HistoryBytes. The latest event of a channel is kept
+	// whatever its size.
+	ChannelHistoryBytes int64
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
 }
 
 // MemoryBroker is a Broker and Replayer for a single process: the Hub's
-// default. Each channel keeps a bounded ring of recent events.
+// default. Each channel keeps a bounded history of recent events, which a
+// Hub reads directly as the buffer of its subscribers: an event is held
+// once, however many subscribers it has.
 //
 // Ids it assigns are decimal numbers of 16 or more digits that grow with
 // every publish and start from the microsecond clock when the broker is
@@ -48,6 +58,7 @@ type MemoryBroker struct {
 	start     uint64 // the first seq this broker can issue
 	seq       uint64 // the last seq issued
 	channels  map[string]*memChannel
+	budget    feedBudget
 	lastSweep time.Time
 	forgotten uint64 // highest seq evicted from a channel since forgotten
 	keys      idempotencyKeys
@@ -57,17 +68,27 @@ type MemoryBroker struct {
 // and forget channels that have neither events nor subscribers.
 const sweepEvery = time.Minute
 
+// memChannel is the state of a channel that has history or subscribers.
 type memChannel struct {
-	ring    *ring.Ring[*Event] // nil when history is off
-	evicted uint64             // highest seq evicted from ring
+	history *feed  // nil when history is off
+	evicted uint64 // when history is off: highest seq gone by
 	subs    []*memSub
 }
 
 func (ch *memChannel) retained() int {
-	if ch.ring == nil {
+	if ch.history == nil {
 		return 0
 	}
-	return ch.ring.Len()
+	return ch.history.len()
+}
+
+// lastEvicted is the highest seq of the channel that can no longer be
+// replayed.
+func (ch *memChannel) lastEvicted() uint64 {
+	if ch.history == nil {
+		return ch.evicted
+	}
+	return ch.history.evicted
 }
 
 type memSub struct {
@@ -91,6 +112,14 @@ func NewMemoryBroker(cfg MemoryConfig) *MemoryBroker {
 	if b.now == nil {
 		b.now = time.Now
 	}
+	b.budget = feedBudget{maxEvents: b.size, maxBytes: cfg.HistoryBytes, maxFeedBytes: cfg.ChannelHistoryBytes}
+	if b.budget.maxBytes <= 0 {
+		b.budget.maxBytes = DefaultHistoryBytes
+	}
+	if b.budget.maxFeedBytes <= 0 {
+		b.budget.maxFeedBytes = b.budget.maxBytes / 4
+	}
+	b.budget.emptied = b.emptied
 	b.start = uint64(b.now().UnixMicro())
 	b.seq = b.start - 1
 	return b
@@ -133,10 +162,8 @@ func (b *MemoryBroker) Publish(ctx context.Context, m Message) (*Event, error) {
 		}
 		ch = b.channel(m.Channel)
 	}
-	if ch.ring != nil {
-		if old, ok := ch.ring.Push(e); ok {
-			ch.evicted = old.Seq
-		}
+	if ch.history != nil {
+		b.budget.push(ch.history, e)
 		b.expire(ch, now)
 	} else {
 		ch.evicted = e.Seq // history is off: nothing is kept for replay
@@ -158,58 +185,84 @@ func (b *MemoryBroker) channel(name string) *memChannel {
 		// where the forgotten ones ended.
 		ch = &memChannel{evicted: b.forgotten}
 		if b.size > 0 {
-			ch.ring = ring.New[*Event](b.size)
+			ch.history = newFeed(name, b.size)
+			ch.history.evicted = b.forgotten
 		}
 		b.channels[name] = ch
 	}
 	return ch
 }
 
+// emptied forgets a channel whose last event the history budget took, when
+// nobody subscribes to it. b.mu is held.
+func (b *MemoryBroker) emptied(f *feed) {
+	if ch := b.channels[f.channel]; ch != nil && ch.history == f && len(ch.subs) == 0 {
+		b.forget(f.channel, ch)
+	}
+}
+
+// forget drops the state of a channel that has neither events nor
+// subscribers. What it had evicted is folded into b.forgotten, so a resume
+// from before it still learns that it missed events. b.mu must be held.
+func (b *MemoryBroker) forget(name string, ch *memChannel) {
+	b.forgotten = max(b.forgotten, ch.lastEvicted())
+	delete(b.channels, name)
+}
+
 // expire drops events older than the history age from ch. b.mu must be held.
 func (b *MemoryBroker) expire(ch *memChannel, now time.Time) {
-	if b.age < 0 || ch.ring == nil {
+	if b.age < 0 || ch.history == nil {
 		return
 	}
-	for ch.ring.Len() > 0 && now.Sub(ch.ring.At(0).Time) > b.age {
-		ch.evicted = ch.ring.PopFront().Seq
+	f := ch.history
+	for f.len() > 0 && now.Sub(f.at(f.first.Load()).Time) > b.age {
+		b.budget.pop(f)
 	}
 }
 
 // sweep expires every channel and forgets those left with neither events
-// nor subscribers. What a forgotten channel had evicted is folded into
-// b.forgotten, so a resume from before it still learns that it missed
-// events. b.mu must be held.
+// nor subscribers. b.mu must be held.
 func (b *MemoryBroker) sweep(now time.Time) {
 	b.lastSweep = now
 	for name, ch := range b.channels {
 		b.expire(ch, now)
 		if ch.retained() == 0 && len(ch.subs) == 0 {
-			b.forgotten = max(b.forgotten, ch.evicted)
-			delete(b.channels, name)
+			b.forget(name, ch)
 		}
 	}
 }
 
 // Subscribe implements Broker.
 func (b *MemoryBroker) Subscribe(ctx context.Context, channel string, deliver func(*Event)) (func(), error) {
+	_, cancel, err := b.subscribe(ctx, channel, deliver)
+	return cancel, err
+}
+
+// subscribeFeed is Subscribe for a Hub of this process. It also returns the
+// channel's history, which the hub reads as the feed of its subscribers,
+// or nil when the broker keeps no history.
+func (b *MemoryBroker) subscribeFeed(ctx context.Context, channel string, deliver func(*Event)) (*feed, func(), error) {
+	return b.subscribe(ctx, channel, deliver)
+}
+
+func (b *MemoryBroker) subscribe(ctx context.Context, channel string, deliver func(*Event)) (*feed, func(), error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
-		return nil, ErrClosed
+		return nil, nil, ErrClosed
 	}
 	ch := b.channel(channel)
 	s := &memSub{deliver: deliver}
 	ch.subs = append(ch.subs, s)
-	return func() {
+	return ch.history, func() {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		ch.subs = slices.DeleteFunc(ch.subs, func(x *memSub) bool { return x == s })
 		if len(ch.subs) == 0 && ch.retained() == 0 && b.channels[channel] == ch {
-			b.forgotten = max(b.forgotten, ch.evicted)
-			delete(b.channels, channel)
+			b.forget(channel, ch)
 		}
 	}, nil
 }
@@ -240,9 +293,10 @@ func (b *MemoryBroker) head(channels []string, now time.Time) Cursor {
 			h = max(h, b.forgotten)
 			continue
 		}
-		h = max(h, ch.evicted)
-		if n := ch.retained(); n > 0 {
-			h = max(h, ch.ring.At(n-1).Seq)
+		h = max(h, ch.lastEvicted())
+		if ch.retained() > 0 {
+			f := ch.history
+			h = max(h, f.at(f.head()-1).Seq)
 		}
 	}
 	b.seq = max(b.seq, h)
@@ -273,14 +327,16 @@ func (b *MemoryBroker) Replay(ctx context.Context, channels []string, lastEventI
 			continue
 		}
 		b.expire(ch, now)
-		if ch.evicted > pos {
+		if ch.lastEvicted() > pos {
 			ok = false
 		}
 		if !ok {
 			break
 		}
-		for i := ch.retained() - 1; i >= 0 && ch.ring.At(i).Seq > pos; i-- {
-			events = append(events, ch.ring.At(i))
+		if f := ch.history; f != nil {
+			for p := f.next.Load(); p > f.first.Load() && f.at(p-1).Seq > pos; p-- {
+				events = append(events, f.at(p-1))
+			}
 		}
 	}
 	b.mu.Unlock()
@@ -310,11 +366,12 @@ func (b *MemoryBroker) resolve(channels []string, id string) (uint64, bool) {
 	)
 	for _, name := range channels {
 		ch := b.channels[name]
-		if ch == nil {
+		if ch == nil || ch.history == nil {
 			continue
 		}
-		for i := ch.retained() - 1; i >= 0; i-- {
-			if e := ch.ring.At(i); e.ID == id {
+		f := ch.history
+		for p := f.next.Load(); p > f.first.Load(); p-- {
+			if e := f.at(p - 1); e.ID == id {
 				matches++
 				pos = e.Seq
 			}

@@ -39,12 +39,15 @@ type Metrics interface {
 	// flush. Replayed events are not measured.
 	WriteLatency(d time.Duration)
 
-	// SlowSubscriber is called when a subscriber is disconnected because
-	// its queue filled up.
+	// SlowSubscriber is called when a subscriber has fallen so far behind
+	// that the events it had yet to read left the memory of the hub (it
+	// goes on from the broker's history, or with a reset event), and when
+	// a stream is cut because its client took no data for WriteTimeout.
 	SlowSubscriber()
 
 	// Replay is called for each subscription that asked to resume from a
-	// last event id, with what came of it.
+	// last event id, and for each that resumed after falling behind, with
+	// what came of it.
 	Replay(outcome ReplayOutcome)
 }
 

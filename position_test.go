@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ssehub/ssehub"
+	"github.com/ssehub/ssehub/internal/hubtest"
 )
 
 // streamPosition opens a stream without Last-Event-ID, reads the id field
@@ -42,17 +43,17 @@ func streamPosition(t *testing.T, url string) string {
 // everything published while it was away.
 func TestPositionBeforeFirstEvent(t *testing.T) {
 	t.Parallel()
-	hub, ts := newTestHub(t, ssehub.Config{})
-	publish(t, hub, "p", `"before"`)
+	hub, ts := hubtest.Serve(t, ssehub.Config{})
+	hubtest.Publish(t, hub, "p", `"before"`)
 	pos := streamPosition(t, ts.URL+"/sse?channel=p&channel=q")
 	want := []string{
-		publish(t, hub, "p", `1`),
-		publish(t, hub, "q", `2`),
-		publish(t, hub, "p", `3`),
+		hubtest.Publish(t, hub, "p", `1`),
+		hubtest.Publish(t, hub, "q", `2`),
+		hubtest.Publish(t, hub, "p", `3`),
 	}
-	s := openStream(t, ts.Client(), ts.URL+"/sse?channel=p&channel=q", pos)
+	s := hubtest.Open(t, ts.Client(), ts.URL+"/sse?channel=p&channel=q", hubtest.LastEventID(pos))
 	for _, id := range want {
-		if e := s.next(t); e.LastEventID != id || e.Type == ssehub.ResetType {
+		if e := s.Next(t); e.LastEventID != id || e.Type == ssehub.ResetType {
 			t.Fatalf("resumed stream: event %+v, want id %s", e, id)
 		}
 	}
@@ -64,9 +65,9 @@ func TestPositionBeforeFirstEvent(t *testing.T) {
 func TestCatchUpBeforeLiveSubscription(t *testing.T) {
 	t.Parallel()
 	mem := ssehub.NewMemoryBroker(ssehub.MemoryConfig{})
-	fb := &fakeBroker{mem: mem}
+	fb := &hubtest.Broker{Mem: mem}
 	var sneaked string
-	fb.subscribe = func(ctx context.Context, channel string, deliver func(*ssehub.Event)) (func(), error) {
+	fb.SubscribeFunc = func(ctx context.Context, channel string, deliver func(*ssehub.Event)) (func(), error) {
 		e, err := mem.Publish(ctx, ssehub.Message{Channel: channel, Data: json.RawMessage(`"sneaked"`)})
 		if err != nil {
 			return nil, err
@@ -84,7 +85,7 @@ func TestCatchUpBeforeLiveSubscription(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Close()
-	live := publish(t, hub, "c", `"live"`)
+	live := hubtest.Publish(t, hub, "c", `"live"`)
 	for _, want := range []string{sneaked, live} {
 		e, err := sub.Next(t.Context())
 		if err != nil || e.ID != want {
@@ -102,18 +103,18 @@ func TestPositionIgnoresOtherChannels(t *testing.T) {
 	t.Parallel()
 	now := time.Now()
 	mem := ssehub.NewMemoryBroker(ssehub.MemoryConfig{Now: func() time.Time { return now }})
-	hub, ts := newTestHub(t, ssehub.Config{Broker: mem})
-	publish(t, hub, "public", `"p"`)
+	hub, ts := hubtest.Serve(t, ssehub.Config{Broker: mem})
+	hubtest.Publish(t, hub, "public", `"p"`)
 	url := ts.URL + "/sse?channel=public"
 	pos := streamPosition(t, url)
 	reset := func() string {
 		t.Helper()
-		s := openStream(t, ts.Client(), url, "no-such-id")
-		e := s.next(t)
+		s := hubtest.Open(t, ts.Client(), url, hubtest.LastEventID("no-such-id"))
+		e := s.Next(t)
 		if e.Type != ssehub.ResetType {
 			t.Fatalf("resume from an unknown id: %+v, want a reset", e)
 		}
-		s.close()
+		s.Close()
 		return e.LastEventID
 	}
 	if got := reset(); got != pos {
@@ -121,7 +122,7 @@ func TestPositionIgnoresOtherChannels(t *testing.T) {
 	}
 	var private string
 	for i := range 5 {
-		private = publish(t, hub, "private", fmt.Sprint(i))
+		private = hubtest.Publish(t, hub, "private", fmt.Sprint(i))
 	}
 	if got := streamPosition(t, url); got != pos {
 		t.Fatalf("position %s after publishes on another channel (the last %s), was %s", got, private, pos)
@@ -129,7 +130,7 @@ func TestPositionIgnoresOtherChannels(t *testing.T) {
 	if got := reset(); got != pos {
 		t.Fatalf("reset id %s after publishes on another channel, was %s", got, pos)
 	}
-	next := publish(t, hub, "public", `"q"`)
+	next := hubtest.Publish(t, hub, "public", `"q"`)
 	if got := streamPosition(t, url); got != next {
 		t.Fatalf("position %s after a publish on the channel itself, want its id %s", got, next)
 	}

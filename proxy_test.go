@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/ssehub/ssehub"
+	"github.com/ssehub/ssehub/internal/hubtest"
 )
 
 // TestTrustedProxies: behind a trusted proxy, the per-address limit counts
@@ -16,16 +17,12 @@ func TestTrustedProxies(t *testing.T) {
 	xff := func(v ...string) http.Header { return http.Header{"X-Forwarded-For": v} }
 	open := func(t *testing.T, url string, hdr http.Header) int {
 		t.Helper()
-		s, resp, _ := secOpen(t, url, hdr)
-		if s != nil {
-			return http.StatusOK
-		}
-		return resp.StatusCode
+		return hubtest.Request(t, http.DefaultClient, http.MethodGet, url, hdr, "").Status
 	}
 
 	t.Run("trusted", func(t *testing.T) {
 		t.Parallel()
-		_, srv := secHub(t, ssehub.Config{
+		_, srv := hubtest.Serve(t, ssehub.Config{
 			MaxConnectionsPerIP: 1,
 			TrustedProxies:      []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("10.0.0.0/8")},
 		})
@@ -50,7 +47,7 @@ func TestTrustedProxies(t *testing.T) {
 
 	t.Run("untrusted", func(t *testing.T) {
 		t.Parallel()
-		_, srv := secHub(t, ssehub.Config{
+		_, srv := hubtest.Serve(t, ssehub.Config{
 			MaxConnectionsPerIP: 1,
 			TrustedProxies:      []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")},
 		})

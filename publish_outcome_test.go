@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ssehub/ssehub"
+	"github.com/ssehub/ssehub/internal/hubtest"
 )
 
 // postPublish sends body to /publish with an Idempotency-Key header unless
@@ -37,8 +38,8 @@ func postPublish(t *testing.T, h http.Handler, body, key string) (int, map[strin
 // message, or a key that is not printable ASCII, is refused.
 func TestPublishIdempotencyKey(t *testing.T) {
 	t.Parallel()
-	hub, ts := newTestHub(t, ssehub.Config{})
-	s := openStream(t, ts.Client(), ts.URL+"/sse?channel=k", "")
+	hub, ts := hubtest.Serve(t, ssehub.Config{})
+	s := hubtest.Open(t, ts.Client(), ts.URL+"/sse?channel=k", nil)
 	body := `{"channel":"k","data":{"n":1}}`
 	code, first := postPublish(t, hub, body, "order-7/attempt")
 	if code != http.StatusOK {
@@ -62,7 +63,7 @@ func TestPublishIdempotencyKey(t *testing.T) {
 		t.Fatalf("publish without a key: %d %v", code, second)
 	}
 	for _, want := range []any{first["id"], second["id"]} {
-		if e := s.next(t); e.LastEventID != want {
+		if e := s.Next(t); e.LastEventID != want {
 			t.Fatalf("subscriber got %+v, want id %v (each message once)", e, want)
 		}
 	}
@@ -74,8 +75,8 @@ func TestPublishIdempotencyKey(t *testing.T) {
 func TestPublishOutcome(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var deadline time.Duration
-		fb := &fakeBroker{mem: ssehub.NewMemoryBroker(ssehub.MemoryConfig{})}
-		fb.publish = func(ctx context.Context, m ssehub.Message) (*ssehub.Event, error) {
+		fb := &hubtest.Broker{Mem: ssehub.NewMemoryBroker(ssehub.MemoryConfig{})}
+		fb.PublishFunc = func(ctx context.Context, m ssehub.Message) (*ssehub.Event, error) {
 			d, _ := ctx.Deadline()
 			deadline = time.Until(d)
 			<-ctx.Done()
@@ -95,7 +96,7 @@ func TestPublishOutcome(t *testing.T) {
 			t.Fatalf("the broker had %v and the answer came after %v; want both 3s", deadline, time.Since(start))
 		}
 
-		fb.publish = func(ctx context.Context, m ssehub.Message) (*ssehub.Event, error) {
+		fb.PublishFunc = func(ctx context.Context, m ssehub.Message) (*ssehub.Event, error) {
 			return nil, fmt.Errorf("%w: connection refused", ssehub.ErrUnavailable)
 		}
 		rec := httptest.NewRecorder()
@@ -110,7 +111,7 @@ func TestPublishOutcome(t *testing.T) {
 // or holds half a surrogate pair, is refused, not turned into U+FFFD.
 func TestPublishInvalidUTF8(t *testing.T) {
 	t.Parallel()
-	_, ts := newTestHub(t, ssehub.Config{})
+	_, ts := hubtest.Serve(t, ssehub.Config{})
 	for _, tt := range []struct{ name, body, code string }{
 		{"type", "{\"data\":1,\"type\":\"a\xffb\"}", "invalid_type"},
 		{"id", "{\"data\":1,\"id\":\"a\xc3\"}", "invalid_id"},
@@ -122,18 +123,18 @@ func TestPublishInvalidUTF8(t *testing.T) {
 		{"number type", `{"data":1,"type":5}`, "invalid_type"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			resp, v := doJSON(t, ts.Client(), http.MethodPost, ts.URL+"/publish", tt.body)
+			resp, v := hubtest.DoJSON(t, ts.Client(), http.MethodPost, ts.URL+"/publish", nil, tt.body)
 			if resp.StatusCode != http.StatusBadRequest || v["code"] != tt.code {
 				t.Fatalf("%s: %d %v, want 400 %s", tt.body, resp.StatusCode, v, tt.code)
 			}
 		})
 	}
-	s := openStream(t, ts.Client(), ts.URL+"/sse?channel=u", "")
-	resp, v := doJSON(t, ts.Client(), http.MethodPost, ts.URL+"/publish", `{"channel":"u","data":1,"type":"\ud83d\ude00 \\ud800","id":"\u00e9"}`)
+	s := hubtest.Open(t, ts.Client(), ts.URL+"/sse?channel=u", nil)
+	resp, v := hubtest.DoJSON(t, ts.Client(), http.MethodPost, ts.URL+"/publish", nil, `{"channel":"u","data":1,"type":"\ud83d\ude00 \\ud800","id":"\u00e9"}`)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("a surrogate pair and an escaped backslash: %d %v", resp.StatusCode, v)
 	}
-	if e := s.next(t); e.Type != "😀 \\ud800" || e.LastEventID != "é" {
+	if e := s.Next(t); e.Type != "😀 \\ud800" || e.LastEventID != "é" {
 		t.Fatalf("got %+v", e)
 	}
 }

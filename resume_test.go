@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ssehub/ssehub"
+	"github.com/ssehub/ssehub/internal/hubtest"
 	"github.com/ssehub/ssehub/internal/sse"
 )
 
@@ -36,8 +37,8 @@ func TestResumeUnderLoad(t *testing.T) {
 				events = 2000 // published by the publisher; resumes add more
 				burst  = 20   // events published each time the client reconnects
 			)
-			fake := &fakeBroker{mem: ssehub.NewMemoryBroker(ssehub.MemoryConfig{HistorySize: 2 * events})}
-			hub, ts := newTestHub(t, ssehub.Config{Broker: fake})
+			fake := &hubtest.Broker{Mem: ssehub.NewMemoryBroker(ssehub.MemoryConfig{HistorySize: 2 * events})}
+			hub, ts := hubtest.Serve(t, ssehub.Config{Broker: fake})
 			q := url.Values{"channel": tt.channels}
 			base := ts.URL + "/sse?" + q.Encode()
 
@@ -64,11 +65,11 @@ func TestResumeUnderLoad(t *testing.T) {
 			// subscribed to live traffic but before it reads history, so
 			// the event is both queued and replayed, and one after the
 			// replay, so it is only queued. Each must arrive once.
-			fake.replay = func(ctx context.Context, channels []string, lastEventID string, fn func(*ssehub.Event) error) (ssehub.Cursor, error) {
+			fake.ReplayFunc = func(ctx context.Context, channels []string, lastEventID string, fn func(*ssehub.Event) error) (ssehub.Cursor, error) {
 				if err := pub(channels[0]); err != nil {
 					return ssehub.Cursor{}, err
 				}
-				head, err := fake.mem.Replay(ctx, channels, lastEventID, fn)
+				head, err := fake.Mem.Replay(ctx, channels, lastEventID, fn)
 				if err != nil {
 					return head, err
 				}
@@ -112,13 +113,13 @@ func TestResumeUnderLoad(t *testing.T) {
 			var got []sse.Event
 			lastID := ""
 			reconnects := 0
-			s := openStream(t, ts.Client(), base, "")
+			s := hubtest.Open(t, ts.Client(), base, nil)
 			token <- struct{}{}
 			// read reads n events from s; it reports false when the stream
 			// ended early.
 			read := func(n int) bool {
 				for ; n > 0; n-- {
-					e, err := s.dec.Next()
+					e, err := s.Dec.Next()
 					if err != nil {
 						return false // a slow-subscriber disconnect; resume as well
 					}
@@ -154,7 +155,7 @@ func TestResumeUnderLoad(t *testing.T) {
 				default:
 					read(min(1+(reconnects*7)%40, available))
 				}
-				s.close()
+				s.Close()
 				if done && len(got) == int(published.Load()) {
 					break
 				}
@@ -168,7 +169,7 @@ func TestResumeUnderLoad(t *testing.T) {
 					u, hdr = base+"&last_event_id="+url.QueryEscape(lastID), ""
 				}
 				var err error
-				if s, err = dialStream(t.Context(), ts.Client(), u, hdr); err != nil {
+				if s, err = hubtest.Dial(t.Context(), ts.Client(), u, hubtest.LastEventID(hdr)); err != nil {
 					t.Fatalf("reconnect %d: %v", reconnects, err)
 				}
 			}
@@ -198,30 +199,30 @@ func TestResumeHeaderAndQuery(t *testing.T) {
 	for _, viaQuery := range []bool{false, true} {
 		t.Run(fmt.Sprintf("query=%v", viaQuery), func(t *testing.T) {
 			t.Parallel()
-			hub, ts := newTestHub(t, ssehub.Config{})
-			s := openStream(t, ts.Client(), ts.URL+"/sse?channel=c", "")
+			hub, ts := hubtest.Serve(t, ssehub.Config{})
+			s := hubtest.Open(t, ts.Client(), ts.URL+"/sse?channel=c", nil)
 			var ids []string
 			for i := range 3 {
-				ids = append(ids, publish(t, hub, "c", fmt.Sprint(i)))
+				ids = append(ids, hubtest.Publish(t, hub, "c", fmt.Sprint(i)))
 			}
-			if e := s.next(t); e.Data != "0" {
+			if e := s.Next(t); e.Data != "0" {
 				t.Fatalf("got %+v, want data 0", e)
 			}
-			s.close()
-			ids = append(ids, publish(t, hub, "c", "3"))
+			s.Close()
+			ids = append(ids, hubtest.Publish(t, hub, "c", "3"))
 
 			u, hdr := ts.URL+"/sse?channel=c", ids[0]
 			if viaQuery {
 				u, hdr = u+"&last_event_id="+url.QueryEscape(ids[0]), ""
 			}
-			s = openStream(t, ts.Client(), u, hdr)
+			s = hubtest.Open(t, ts.Client(), u, hubtest.LastEventID(hdr))
 			for i := 1; i < 4; i++ {
-				if e := s.next(t); e.Data != fmt.Sprint(i) || e.LastEventID != ids[i] {
+				if e := s.Next(t); e.Data != fmt.Sprint(i) || e.LastEventID != ids[i] {
 					t.Fatalf("resumed stream got %+v, want data %d id %s", e, i, ids[i])
 				}
 			}
-			live := publish(t, hub, "c", "4")
-			if e := s.next(t); e.Data != "4" || e.LastEventID != live {
+			live := hubtest.Publish(t, hub, "c", "4")
+			if e := s.Next(t); e.Data != "4" || e.LastEventID != live {
 				t.Fatalf("live event %+v, want data 4 id %s", e, live)
 			}
 		})
@@ -232,12 +233,12 @@ func TestResumeHeaderAndQuery(t *testing.T) {
 // carries both forms.
 func TestResumeHeaderWins(t *testing.T) {
 	t.Parallel()
-	hub, ts := newTestHub(t, ssehub.Config{})
-	first := publish(t, hub, "sse", "1")
-	second := publish(t, hub, "sse", "2")
-	publish(t, hub, "sse", "3")
-	s := openStream(t, ts.Client(), ts.URL+"/sse?last_event_id="+url.QueryEscape(first), second)
-	if e := s.next(t); e.Data != "3" {
+	hub, ts := hubtest.Serve(t, ssehub.Config{})
+	first := hubtest.Publish(t, hub, "sse", "1")
+	second := hubtest.Publish(t, hub, "sse", "2")
+	hubtest.Publish(t, hub, "sse", "3")
+	s := hubtest.Open(t, ts.Client(), ts.URL+"/sse?last_event_id="+url.QueryEscape(first), hubtest.LastEventID(second))
+	if e := s.Next(t); e.Data != "3" {
 		t.Fatalf("got %+v, want the event after the header's id", e)
 	}
 }
@@ -277,7 +278,7 @@ func TestResumeReset(t *testing.T) {
 			name: "unknown id",
 			mem:  func(*clock) ssehub.MemoryConfig { return ssehub.MemoryConfig{} },
 			prepare: func(t *testing.T, hub *ssehub.Hub, _ *clock) string {
-				publish(t, hub, "c", "0")
+				hubtest.Publish(t, hub, "c", "0")
 				return "no-such-id"
 			},
 		},
@@ -285,7 +286,7 @@ func TestResumeReset(t *testing.T) {
 			name: "id of an earlier process",
 			mem:  func(*clock) ssehub.MemoryConfig { return ssehub.MemoryConfig{} },
 			prepare: func(t *testing.T, hub *ssehub.Hub, _ *clock) string {
-				publish(t, hub, "c", "0")
+				hubtest.Publish(t, hub, "c", "0")
 				return "0000000000000001"
 			},
 		},
@@ -300,9 +301,9 @@ func TestResumeReset(t *testing.T) {
 			name: "evicted by size",
 			mem:  func(*clock) ssehub.MemoryConfig { return ssehub.MemoryConfig{HistorySize: 3} },
 			prepare: func(t *testing.T, hub *ssehub.Hub, _ *clock) string {
-				first := publish(t, hub, "c", "0")
+				first := hubtest.Publish(t, hub, "c", "0")
 				for i := 1; i < 5; i++ {
-					publish(t, hub, "c", fmt.Sprint(i))
+					hubtest.Publish(t, hub, "c", fmt.Sprint(i))
 				}
 				return first
 			},
@@ -325,10 +326,10 @@ func TestResumeReset(t *testing.T) {
 				return ssehub.MemoryConfig{HistoryAge: time.Minute, Now: c.Now}
 			},
 			prepare: func(t *testing.T, hub *ssehub.Hub, clk *clock) string {
-				first := publish(t, hub, "c", "0")
-				publish(t, hub, "c", "1")
+				first := hubtest.Publish(t, hub, "c", "0")
+				hubtest.Publish(t, hub, "c", "1")
 				clk.Advance(2 * time.Minute)
-				publish(t, hub, "c", "2")
+				hubtest.Publish(t, hub, "c", "2")
 				return first
 			},
 		},
@@ -336,9 +337,9 @@ func TestResumeReset(t *testing.T) {
 			name: "evicted by size on one of two channels",
 			mem:  func(*clock) ssehub.MemoryConfig { return ssehub.MemoryConfig{HistorySize: 2} },
 			prepare: func(t *testing.T, hub *ssehub.Hub, _ *clock) string {
-				first := publish(t, hub, "c", "0")
+				first := hubtest.Publish(t, hub, "c", "0")
 				for i := range 3 {
-					publish(t, hub, "d", fmt.Sprint(i))
+					hubtest.Publish(t, hub, "d", fmt.Sprint(i))
 				}
 				return first
 			},
@@ -353,8 +354,8 @@ func TestResumeReset(t *testing.T) {
 					t.Fatal(err)
 				}
 				defer sub.Close()
-				first := publish(t, hub, "c", "0")
-				publish(t, hub, "c", "1")
+				first := hubtest.Publish(t, hub, "c", "0")
+				hubtest.Publish(t, hub, "c", "1")
 				return first
 			},
 		},
@@ -364,33 +365,33 @@ func TestResumeReset(t *testing.T) {
 			t.Parallel()
 			clk := newClock()
 			broker := ssehub.NewMemoryBroker(tt.mem(clk))
-			hub, ts := newTestHub(t, ssehub.Config{Broker: broker})
+			hub, ts := hubtest.Serve(t, ssehub.Config{Broker: broker})
 			from := tt.prepare(t, hub, clk)
 			streamURL := ts.URL + "/sse?channel=c&channel=d"
 
-			s := openStream(t, ts.Client(), streamURL, from)
-			reset := s.next(t)
+			s := hubtest.Open(t, ts.Client(), streamURL, hubtest.LastEventID(from))
+			reset := s.Next(t)
 			if reset.Type != ssehub.ResetType || !reset.IDSet || reset.LastEventID == "" || reset.Data != "{}" {
 				t.Fatalf("first event after resuming from %q = %+v, want a %s event with an id", from, reset, ssehub.ResetType)
 			}
-			live := publish(t, hub, "c", `"live"`)
-			if e := s.next(t); e.Data != `"live"` || e.LastEventID != live {
+			live := hubtest.Publish(t, hub, "c", `"live"`)
+			if e := s.Next(t); e.Data != `"live"` || e.LastEventID != live {
 				t.Fatalf("after the reset got %+v, want the live event %s", e, live)
 			}
-			s.close()
+			s.Close()
 
-			missed := publish(t, hub, "d", `"missed"`)
-			s = openStream(t, ts.Client(), streamURL, reset.LastEventID)
+			missed := hubtest.Publish(t, hub, "d", `"missed"`)
+			s = hubtest.Open(t, ts.Client(), streamURL, hubtest.LastEventID(reset.LastEventID))
 			if tt.name == "history off" {
 				// Nothing can be replayed, so the client learns that it
 				// missed events instead.
-				if e := s.next(t); e.Type != ssehub.ResetType {
+				if e := s.Next(t); e.Type != ssehub.ResetType {
 					t.Fatalf("resuming without history got %+v, want a reset", e)
 				}
 				return
 			}
 			for _, want := range []struct{ data, id string }{{`"live"`, live}, {`"missed"`, missed}} {
-				if e := s.next(t); e.Data != want.data || e.LastEventID != want.id || e.Type != "message" {
+				if e := s.Next(t); e.Data != want.data || e.LastEventID != want.id || e.Type != "message" {
 					t.Fatalf("resuming from the reset's id got %+v, want data %s id %s", e, want.data, want.id)
 				}
 			}
@@ -401,7 +402,7 @@ func TestResumeReset(t *testing.T) {
 // TestResumePublisherIDs resumes from ids that publishers chose.
 func TestResumePublisherIDs(t *testing.T) {
 	t.Parallel()
-	hub, ts := newTestHub(t, ssehub.Config{})
+	hub, ts := hubtest.Serve(t, ssehub.Config{})
 	pub := func(ch, id string) {
 		t.Helper()
 		got, err := hub.Publish(t.Context(), ssehub.Message{Channel: ch, ID: id, Data: json.RawMessage(`"` + id + `"`)})
@@ -423,18 +424,18 @@ func TestResumePublisherIDs(t *testing.T) {
 		{"d1", []string{"a4"}},
 	}
 	for _, tt := range tests {
-		s := openStream(t, ts.Client(), ts.URL+"/sse?channel=c&channel=d", tt.from)
+		s := hubtest.Open(t, ts.Client(), ts.URL+"/sse?channel=c&channel=d", hubtest.LastEventID(tt.from))
 		for _, want := range tt.want {
-			if e := s.next(t); e.LastEventID != want || e.Data != `"`+want+`"` {
+			if e := s.Next(t); e.LastEventID != want || e.Data != `"`+want+`"` {
 				t.Fatalf("resuming from %q got %+v, want id %q", tt.from, e, want)
 			}
 		}
-		s.close()
+		s.Close()
 	}
 	// Up to date: only live events follow.
-	s := openStream(t, ts.Client(), ts.URL+"/sse?channel=c&channel=d", "a4")
+	s := hubtest.Open(t, ts.Client(), ts.URL+"/sse?channel=c&channel=d", hubtest.LastEventID("a4"))
 	pub("d", "d2")
-	if e := s.next(t); e.LastEventID != "d2" {
+	if e := s.Next(t); e.LastEventID != "d2" {
 		t.Fatalf("resuming from the latest id got %+v, want the live event d2", e)
 	}
 }
@@ -447,18 +448,18 @@ func TestSubscribeResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { closeHub(t, hub) })
+	t.Cleanup(func() { hubtest.Close(t, hub) })
 	ctx := t.Context()
 	var ids []string
 	for i := range 3 {
-		ids = append(ids, publish(t, hub, []string{"x", "y"}[i%2], fmt.Sprint(i)))
+		ids = append(ids, hubtest.Publish(t, hub, []string{"x", "y"}[i%2], fmt.Sprint(i)))
 	}
 	sub, err := hub.Subscribe(ctx, []string{"x", "y"}, ids[0])
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sub.Close()
-	ids = append(ids, publish(t, hub, "y", "3"))
+	ids = append(ids, hubtest.Publish(t, hub, "y", "3"))
 	for i := 1; i < 4; i++ {
 		e, err := sub.Next(ctx)
 		if err != nil {

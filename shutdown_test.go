@@ -13,17 +13,18 @@ import (
 	"time"
 
 	"github.com/ssehub/ssehub"
+	"github.com/ssehub/ssehub/internal/hubtest"
 )
 
 // blockingBroker returns a fake broker whose Publish waits until release is
 // closed, after telling entered that a publish is in flight.
-func blockingBroker() (b *fakeBroker, entered, release chan struct{}) {
-	b = &fakeBroker{mem: ssehub.NewMemoryBroker(ssehub.MemoryConfig{})}
+func blockingBroker() (b *hubtest.Broker, entered, release chan struct{}) {
+	b = &hubtest.Broker{Mem: ssehub.NewMemoryBroker(ssehub.MemoryConfig{})}
 	entered, release = make(chan struct{}, 1), make(chan struct{})
-	b.publish = func(ctx context.Context, m ssehub.Message) (*ssehub.Event, error) {
+	b.PublishFunc = func(ctx context.Context, m ssehub.Message) (*ssehub.Event, error) {
 		entered <- struct{}{}
 		<-release
-		return b.mem.Publish(ctx, m)
+		return b.Mem.Publish(ctx, m)
 	}
 	return b, entered, release
 }
@@ -146,39 +147,39 @@ func TestCloseDeadline(t *testing.T) {
 // delay; publish and health answer 503.
 func TestCloseEndsStreams(t *testing.T) {
 	t.Parallel()
-	hub, ts := newTestHub(t, ssehub.Config{})
-	var streams []*testStream
+	hub, ts := hubtest.Serve(t, ssehub.Config{})
+	var streams []*hubtest.Stream
 	for _, q := range []string{"", "?channel=a", "?channel=a&channel=b"} {
-		streams = append(streams, openStream(t, ts.Client(), ts.URL+"/sse"+q, ""))
+		streams = append(streams, hubtest.Open(t, ts.Client(), ts.URL+"/sse"+q, nil))
 	}
-	last := publish(t, hub, "a", `"last"`)
+	last := hubtest.Publish(t, hub, "a", `"last"`)
 	if err := hub.Close(t.Context()); err != nil {
 		t.Fatalf("Close = %v", err)
 	}
 	for i, s := range streams {
 		if i > 0 {
-			if e := s.next(t); e.LastEventID != last {
+			if e := s.Next(t); e.LastEventID != last {
 				t.Fatalf("stream %d: got %+v, want the event published before Close", i, e)
 			}
 		}
-		if e, err := s.dec.Next(); err != io.EOF {
+		if e, err := s.Dec.Next(); err != io.EOF {
 			t.Fatalf("stream %d: Next = %+v, %v; want io.EOF", i, e, err)
 		}
 	}
 	// A stream asked for now is answered with a retry delay and ends at
 	// once: an error status would stop an EventSource for good.
-	late := openStream(t, ts.Client(), ts.URL+"/sse", "")
-	if e, err := late.dec.Next(); err != io.EOF {
+	late := hubtest.Open(t, ts.Client(), ts.URL+"/sse", nil)
+	if e, err := late.Dec.Next(); err != io.EOF {
 		t.Fatalf("stream opened after Close: Next = %+v, %v; want io.EOF", e, err)
 	}
-	if late.dec.Retry() <= 0 {
+	if late.Dec.Retry() <= 0 {
 		t.Fatal("stream opened after Close set no reconnection delay")
 	}
 	for _, r := range []struct{ method, path, body string }{
 		{"POST", "/publish", `{"data":1}`},
 		{"GET", "/healthz", ""},
 	} {
-		resp, body := doJSON(t, ts.Client(), r.method, ts.URL+r.path, r.body)
+		resp, body := hubtest.DoJSON(t, ts.Client(), r.method, ts.URL+r.path, nil, r.body)
 		if resp.StatusCode != http.StatusServiceUnavailable {
 			t.Errorf("%s %s after Close = %d %v, want 503", r.method, r.path, resp.StatusCode, body)
 		}
@@ -206,15 +207,15 @@ func TestServerShutdown(t *testing.T) {
 	client := &http.Client{Transport: &http.Transport{}}
 	defer client.CloseIdleConnections()
 	base := "http://" + ln.Addr().String()
-	var streams []*testStream
+	var streams []*hubtest.Stream
 	for range 3 {
-		streams = append(streams, openStream(t, client, base+"/sse", ""))
+		streams = append(streams, hubtest.Open(t, client, base+"/sse", nil))
 	}
 	// A stream that has received an event is as idle as one that has not.
-	publish(t, hub, "sse", "1")
-	streams[0].next(t)
+	hubtest.Publish(t, hub, "sse", "1")
+	streams[0].Next(t)
 
-	ctx, cancel := context.WithTimeout(t.Context(), cleanupTimeout)
+	ctx, cancel := context.WithTimeout(t.Context(), hubtest.CleanupTimeout)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil {
 		t.Fatalf("Shutdown = %v, want nil: open streams kept the server up", err)
@@ -227,7 +228,7 @@ func TestServerShutdown(t *testing.T) {
 	}
 	for i, s := range streams {
 		for {
-			_, err := s.dec.Next()
+			_, err := s.Dec.Next()
 			if err == io.EOF {
 				break
 			}

@@ -1,17 +1,18 @@
 package ssehub_test
 
 import (
-	"errors"
 	"fmt"
-	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ssehub/ssehub"
+	"github.com/ssehub/ssehub/internal/hubtest"
 )
 
 // firstConnSmallBuffer gives the first connection it accepts a small send
@@ -34,161 +35,232 @@ func (l *firstConnSmallBuffer) Accept() (net.Conn, error) {
 	return c, err
 }
 
-// TestSlowSubscriberIsolation has one stream that does not read and one
-// that does, on the same channel. Publishing completes while the first is
-// stuck; the second receives every event; the first is disconnected and,
-// resuming from its last id, gets everything it missed.
-func TestSlowSubscriberIsolation(t *testing.T) {
+// TestSlowStreamCatchesUp has one stream that stops reading and one that
+// reads, on the same channel, on both stream paths. Publishing completes
+// while the first is stuck, the second receives every event as it is
+// published, and the first, once it reads again, receives every event in
+// order: a slow reader costs the hub no queue and is not cut while the
+// history holds what it has yet to read.
+func TestSlowStreamCatchesUp(t *testing.T) {
 	t.Parallel()
-	const (
-		events = 100
-		size   = 8 << 10 // bytes of data per event: the slow stream stalls after a few
-	)
-	hub, err := ssehub.New(ssehub.Config{QueueSize: 4, WriteTimeout: -1, Heartbeat: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewUnstartedServer(hub)
-	lis := &firstConnSmallBuffer{Listener: ts.Listener, first: make(chan *net.TCPConn, 1)}
-	ts.Listener = lis
-	ts.Start()
-	t.Cleanup(ts.Close)
-	t.Cleanup(func() { closeHub(t, hub) })
-
-	// The slow client has a connection of its own.
-	slowClient := &http.Client{Transport: &http.Transport{}}
-	t.Cleanup(slowClient.CloseIdleConnections)
-
-	streamURL := ts.URL + "/sse?channel=feed"
-	data := func(i int) string { return fmt.Sprintf(`"%04d%s"`, i, strings.Repeat("x", size)) }
-	ids := make([]string, events)
-
-	slow := openStream(t, slowClient, streamURL, "") // the first connection
-	// Both streams read the first event, so the slow one has an id to
-	// resume from.
-	normal := openStream(t, ts.Client(), streamURL, "")
-	ids[0] = publish(t, hub, "feed", data(0))
-	for _, s := range []*testStream{slow, normal} {
-		if e := s.next(t); e.Data != data(0) {
-			t.Fatalf("first event has %d bytes of data, want %d", len(e.Data), len(data(0)))
-		}
-	}
-
-	// The publisher waits for the normal stream after each event (so that
-	// its queue never fills), never for the slow one.
-	for i := 1; i < events; i++ {
-		ids[i] = publish(t, hub, "feed", data(i))
-		if e := normal.next(t); e.Data != data(i) || e.LastEventID != ids[i] {
-			t.Fatalf("normal stream: event %d is %.8s... id %s, want %.8s... id %s", i, e.Data, e.LastEventID, data(i), ids[i])
-		}
-	}
-
-	// Now the slow stream reads what reached it before it was cut off,
-	// through a send buffer of the usual size again.
-	(<-lis.first).SetWriteBuffer(1 << 20)
-	got := 1
-	lastID := ids[0]
-	for {
-		e, err := slow.dec.Next()
-		if err != nil {
-			if err != io.EOF {
-				t.Fatalf("slow stream: %v", err)
+	for _, tc := range []struct {
+		detach bool
+		events int
+		size   int // bytes of data per event: the slow stream stalls after a few
+	}{
+		{false, 100, 8 << 10},
+		{true, 100, 8 << 10},
+		{true, 20, 100 << 10}, // each event larger than a batch
+	} {
+		t.Run(fmt.Sprintf("detach=%v/size=%d", tc.detach, tc.size), func(t *testing.T) {
+			t.Parallel()
+			detach, events, size := tc.detach, tc.events, tc.size
+			hub, err := ssehub.New(ssehub.Config{WriteTimeout: -1, Heartbeat: -1, Detach: detach})
+			if err != nil {
+				t.Fatal(err)
 			}
-			break
-		}
-		if e.Data != data(got) || e.LastEventID != ids[got] {
-			t.Fatalf("slow stream: event %d is %.8s... id %s, want %.8s... id %s", got, e.Data, e.LastEventID, data(got), ids[got])
-		}
-		lastID = e.LastEventID
-		got++
-		if got == events {
-			t.Fatalf("slow stream received all %d events: it was never disconnected", events)
-		}
-	}
-	t.Logf("the slow stream was cut off after %d of %d events", got, events)
+			ts := httptest.NewUnstartedServer(hub)
+			lis := &firstConnSmallBuffer{Listener: ts.Listener, first: make(chan *net.TCPConn, 1)}
+			ts.Listener = lis
+			ts.Start()
+			t.Cleanup(ts.Close)
+			t.Cleanup(func() { hubtest.Close(t, hub) })
 
-	resumed := openStream(t, ts.Client(), streamURL, lastID)
-	for ; got < events; got++ {
-		if e := resumed.next(t); e.Data != data(got) || e.LastEventID != ids[got] {
-			t.Fatalf("resumed stream: event %d is %.8s... id %s, want %.8s... id %s", got, e.Data, e.LastEventID, data(got), ids[got])
-		}
-	}
-	live := publish(t, hub, "feed", `"live"`)
-	for _, s := range []*testStream{resumed, normal} {
-		if e := s.next(t); e.Data != `"live"` || e.LastEventID != live {
-			t.Fatalf("after catching up got %+v, want the live event", e)
-		}
+			// The slow client has a connection of its own.
+			slowClient := &http.Client{Transport: &http.Transport{}}
+			t.Cleanup(slowClient.CloseIdleConnections)
+			streamURL := ts.URL + "/sse?channel=feed"
+			data := func(i int) string { return fmt.Sprintf(`"%04d%s"`, i, strings.Repeat("x", size)) }
+			ids := make([]string, events)
+
+			slow := hubtest.Open(t, slowClient, streamURL, nil) // the first connection
+			normal := hubtest.Open(t, ts.Client(), streamURL, nil)
+			// The publisher waits for the normal stream after each event,
+			// never for the slow one.
+			for i := range events {
+				ids[i] = hubtest.Publish(t, hub, "feed", data(i))
+				if e := normal.Next(t); e.Data != data(i) || e.LastEventID != ids[i] {
+					t.Fatalf("normal stream: event %d is %.8s... id %s, want %.8s... id %s", i, e.Data, e.LastEventID, data(i), ids[i])
+				}
+			}
+			(<-lis.first).SetWriteBuffer(1 << 20)
+			for i := range events {
+				if e := slow.Next(t); e.Data != data(i) || e.LastEventID != ids[i] {
+					t.Fatalf("slow stream: event %d is %.8s... id %s type %s, want %.8s... id %s", i, e.Data, e.LastEventID, e.Type, data(i), ids[i])
+				}
+			}
+			live := hubtest.Publish(t, hub, "feed", `"live"`)
+			for _, s := range []*hubtest.Stream{slow, normal} {
+				if e := s.Next(t); e.Data != `"live"` || e.LastEventID != live {
+					t.Fatalf("after catching up got %+v, want the live event", e)
+				}
+			}
+		})
 	}
 }
 
-// TestSlowSubscription checks the same policy on Go subscriptions, where it
-// is deterministic: a subscription that stops calling Next ends with
-// ErrSlowSubscriber once more than QueueSize events wait for it, and the
-// others are unaffected.
+// slowCounter is a Metrics that counts slow subscribers.
+type slowCounter struct {
+	ssehub.Metrics
+	mu   sync.Mutex
+	slow int
+}
+
+func (m *slowCounter) SlowSubscriber() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.slow++
+}
+
+func (m *slowCounter) count() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.slow
+}
+
+// TestStalledStreamCut: a client that reads nothing is cut within the
+// write timeout, on both stream paths, while a stream beside it gets
+// every event.
+func TestStalledStreamCut(t *testing.T) {
+	t.Parallel()
+	for _, detach := range []bool{false, true} {
+		t.Run(fmt.Sprintf("detach=%v", detach), func(t *testing.T) {
+			t.Parallel()
+			logs := &hubtest.LogBuffer{}
+			metrics := &slowCounter{Metrics: nopMetrics{}}
+			hub, err := ssehub.New(ssehub.Config{
+				WriteTimeout: 200 * time.Millisecond, Heartbeat: -1, Detach: detach,
+				Metrics: metrics, Logger: slog.New(slog.NewTextHandler(logs, nil)),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ts := httptest.NewUnstartedServer(hub)
+			lis := &firstConnSmallBuffer{Listener: ts.Listener, first: make(chan *net.TCPConn, 1)}
+			ts.Listener = lis
+			ts.Start()
+			t.Cleanup(ts.Close)
+			t.Cleanup(func() { hubtest.Close(t, hub) })
+
+			stalled, err := net.Dial("tcp", ts.Listener.Addr().String()) // the first connection
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stalled.Close()
+			stalled.(*net.TCPConn).SetReadBuffer(4096)
+			fmt.Fprintf(stalled, "GET /sse?channel=c HTTP/1.1\r\nHost: x\r\n\r\n")
+			<-lis.first
+			reader := hubtest.Open(t, ts.Client(), ts.URL+"/sse?channel=c", nil)
+			for ssehub.OpenStreams(hub) < 2 {
+				hubtest.Publish(t, hub, "x", "0") // wait for the stalled stream to be admitted
+			}
+
+			big := `"` + strings.Repeat("x", 64<<10) + `"`
+			for i := 0; !strings.Contains(logs.String(), "stream closed"); i++ {
+				if i == 2000 {
+					t.Fatal("the stalled stream was never cut")
+				}
+				id := hubtest.Publish(t, hub, "c", big)
+				if e := reader.Next(t); e.LastEventID != id {
+					t.Fatalf("reader got %q, want %q", e.LastEventID, id)
+				}
+			}
+			if want := "reason=\"" + ssehub.ErrSlowSubscriber.Error() + "\""; !strings.Contains(logs.String(), want) {
+				t.Errorf("stream closed, but not %s:\n%s", want, logs)
+			}
+			if metrics.count() != 1 {
+				t.Errorf("%d slow subscribers counted, want 1", metrics.count())
+			}
+			id := hubtest.Publish(t, hub, "c", `"after"`)
+			if e := reader.Next(t); e.LastEventID != id {
+				t.Fatalf("reader got %q, want %q", e.LastEventID, id)
+			}
+		})
+	}
+}
+
+// TestSlowSubscription covers Go subscriptions that stop reading while
+// events are published, then read again: within the history they get
+// every event; past a history that no longer has them, a reset and then
+// live events; past the events the hub keeps itself (Config.Backlog) but
+// within the broker's history, every event again, replayed without a
+// reconnect.
 func TestSlowSubscription(t *testing.T) {
 	t.Parallel()
-	const queue = 3
-	hub, err := ssehub.New(ssehub.Config{QueueSize: queue})
-	if err != nil {
-		t.Fatal(err)
+	const events = 30
+	tests := []struct {
+		name   string
+		cfg    func() ssehub.Config
+		resets bool
+	}{
+		{"within the history", func() ssehub.Config { return ssehub.Config{} }, false},
+		{"past the history", func() ssehub.Config {
+			return ssehub.Config{Broker: ssehub.NewMemoryBroker(ssehub.MemoryConfig{HistorySize: 3})}
+		}, true},
+		{"past the hub's backlog", func() ssehub.Config {
+			// The fake broker lends no history to the hub, which keeps 3
+			// events per channel itself; the broker keeps 100.
+			return ssehub.Config{Broker: &hubtest.Broker{Mem: ssehub.NewMemoryBroker(ssehub.MemoryConfig{HistorySize: 100})}, Backlog: 3}
+		}, false},
 	}
-	t.Cleanup(func() { closeHub(t, hub) })
-	ctx := t.Context()
-	slow, err := hub.Subscribe(ctx, []string{"c"}, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer slow.Close()
-	fast, err := hub.Subscribe(ctx, []string{"c"}, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fast.Close()
-
-	const events = 10 * queue
-	var ids []string
-	for i := range events {
-		ids = append(ids, publish(t, hub, "c", fmt.Sprint(i)))
-		e, err := fast.Next(ctx)
-		if err != nil || string(e.Data) != fmt.Sprint(i) {
-			t.Fatalf("fast subscriber: Next = %v, %v; want event %d", e, err, i)
-		}
-		if i == 0 {
-			// The slow one reads the first event, then stops.
-			if e, err := slow.Next(ctx); err != nil || e.ID != ids[0] {
-				t.Fatalf("slow subscriber: Next = %v, %v; want the first event", e, err)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			hub, err := ssehub.New(tt.cfg())
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
-	}
-
-	// What was queued may still come out, then the end.
-	got := 1
-	for {
-		e, err := slow.Next(ctx)
-		if errors.Is(err, ssehub.ErrSlowSubscriber) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("slow subscriber: Next = %v, want ErrSlowSubscriber", err)
-		}
-		if e.ID != ids[got] {
-			t.Fatalf("slow subscriber: event %s, want %s", e.ID, ids[got])
-		}
-		got++
-		if got > 1+queue {
-			t.Fatalf("slow subscriber received %d events after it stopped reading, with a queue of %d", got-1, queue)
-		}
-	}
-
-	resumed, err := hub.Subscribe(ctx, []string{"c"}, ids[got-1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resumed.Close()
-	for ; got < events; got++ {
-		e, err := resumed.Next(ctx)
-		if err != nil || e.ID != ids[got] {
-			t.Fatalf("resumed: Next = %v, %v; want event %s", e, err, ids[got])
-		}
+			t.Cleanup(func() { hubtest.Close(t, hub) })
+			ctx := t.Context()
+			sub, err := hub.Subscribe(ctx, []string{"c", "d"}, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sub.Close()
+			var ids []string
+			for i := range events {
+				ids = append(ids, hubtest.Publish(t, hub, []string{"c", "d"}[i%2], fmt.Sprint(i)))
+				if i == 0 {
+					if e, err := sub.Next(ctx); err != nil || e.ID != ids[0] {
+						t.Fatalf("Next = %v, %v; want the first event", e, err)
+					}
+				}
+			}
+			got := 1
+			if tt.resets {
+				// The reset's id is the channels' position when it was
+				// made: at or after the last event, so a resume from it
+				// misses nothing and repeats nothing.
+				e, err := sub.Next(ctx)
+				if err != nil || e.Type != ssehub.ResetType || len(e.ID) != len(ids[events-1]) || e.ID < ids[events-1] {
+					t.Fatalf("Next after falling behind = %+v, %v; want a reset with a position at or after %s", e, err, ids[events-1])
+				}
+				got = events
+			}
+			for ; got < events; got++ {
+				e, err := sub.Next(ctx)
+				if err != nil || e.ID != ids[got] || string(e.Data) != fmt.Sprint(got) {
+					t.Fatalf("Next = %+v, %v; want event %d (%s)", e, err, got, ids[got])
+				}
+			}
+			live := hubtest.Publish(t, hub, "d", `"live"`)
+			if e, err := sub.Next(ctx); err != nil || e.ID != live {
+				t.Fatalf("Next = %+v, %v; want the live event %s", e, err, live)
+			}
+		})
 	}
 }
+
+// nopMetrics records nothing.
+type nopMetrics struct{}
+
+func (nopMetrics) SubscriptionOpened()         {}
+func (nopMetrics) SubscriptionClosed()         {}
+func (nopMetrics) ChannelSubscribed()          {}
+func (nopMetrics) ChannelUnsubscribed()        {}
+func (nopMetrics) EventPublished()             {}
+func (nopMetrics) EventReceived()              {}
+func (nopMetrics) EventsWritten(int)           {}
+func (nopMetrics) WriteLatency(time.Duration)  {}
+func (nopMetrics) SlowSubscriber()             {}
+func (nopMetrics) Replay(ssehub.ReplayOutcome) {}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ssehub/ssehub"
 	"github.com/ssehub/ssehub/auth"
+	"github.com/ssehub/ssehub/internal/hubtest"
 )
 
 // keySetup is a JWT key the hub verifies with, and the ways to make tokens
@@ -111,30 +112,30 @@ func TestAuthMatrix(t *testing.T) {
 					tok := r.token(t)
 					var hdr http.Header
 					if tok != "" {
-						hdr = bearer(tok)
+						hdr = hubtest.Bearer(tok)
 					}
-					check := func(what string, a answer, want int) {
+					check := func(what string, a hubtest.Answer, want int) {
 						t.Helper()
-						if a.status != want {
-							t.Errorf("%s: status %d %s, want %d", what, a.status, a.body, want)
+						if a.Status != want {
+							t.Errorf("%s: status %d %s, want %d", what, a.Status, a.Body, want)
 							return
 						}
 						if want == 200 {
 							return
 						}
-						if msg := errorOf(a.body); !strings.Contains(msg, r.reason) {
+						if msg := a.ErrorText(); !strings.Contains(msg, r.reason) {
 							t.Errorf("%s: error %q does not name %q", what, msg, r.reason)
 						}
-						if tok != "" && strings.Contains(a.body, tok) || len(tok) > 20 && strings.Contains(a.body, tok[len(tok)-20:]) {
-							t.Errorf("%s: the answer echoes the token: %s", what, a.body)
+						if tok != "" && strings.Contains(a.Body, tok) || len(tok) > 20 && strings.Contains(a.Body, tok[len(tok)-20:]) {
+							t.Errorf("%s: the hubtest.Answer echoes the token: %s", what, a.Body)
 						}
-						if (want == 401) != strings.HasPrefix(a.header.Get("WWW-Authenticate"), "Bearer") {
-							t.Errorf("%s: status %d with WWW-Authenticate %q", what, want, a.header.Get("WWW-Authenticate"))
+						if (want == 401) != strings.HasPrefix(a.Header.Get("WWW-Authenticate"), "Bearer") {
+							t.Errorf("%s: status %d with WWW-Authenticate %q", what, want, a.Header.Get("WWW-Authenticate"))
 						}
 					}
-					check("publish", do(t, "POST", srv.URL+"/publish", hdr, `{"channel":"orders.1","data":1}`), r.publish)
-					check("private stream", do(t, "GET", srv.URL+"/sse?channel=user.42", hdr, ""), r.private)
-					check("public stream", do(t, "GET", srv.URL+"/sse?channel=public.news", hdr, ""), r.public)
+					check("publish", hubtest.Request(t, http.DefaultClient, "POST", srv.URL+"/publish", hdr, `{"channel":"orders.1","data":1}`), r.publish)
+					check("private stream", hubtest.Request(t, http.DefaultClient, "GET", srv.URL+"/sse?channel=user.42", hdr, ""), r.private)
+					check("public stream", hubtest.Request(t, http.DefaultClient, "GET", srv.URL+"/sse?channel=public.news", hdr, ""), r.public)
 				})
 			}
 		})
@@ -172,9 +173,9 @@ func TestRegisteredClaims(t *testing.T) {
 			t.Parallel()
 			cl := good()
 			c.edit(&cl)
-			a := do(t, "POST", srv.URL+"/publish", bearer(sign(t, jwt.SigningMethodHS512, key, cl)), `{"channel":"orders.1","data":1}`)
-			if a.status != c.status || !strings.Contains(errorOf(a.body), c.reason) {
-				t.Fatalf("status %d %s, want %d naming %q", a.status, a.body, c.status, c.reason)
+			a := hubtest.Request(t, http.DefaultClient, "POST", srv.URL+"/publish", hubtest.Bearer(sign(t, jwt.SigningMethodHS512, key, cl)), `{"channel":"orders.1","data":1}`)
+			if a.Status != c.status || !strings.Contains(a.ErrorText(), c.reason) {
+				t.Fatalf("status %d %s, want %d naming %q", a.Status, a.Body, c.status, c.reason)
 			}
 		})
 	}
@@ -196,10 +197,10 @@ func TestPublishToken(t *testing.T) {
 			private     int
 			tokenInBody string
 		}{
-			{"static token", bearer(static), 200, 200, ""},
+			{"static token", hubtest.Bearer(static), 200, 200, ""},
 			{"static token, other case scheme", http.Header{"Authorization": {"bEaReR " + static}}, 200, 200, ""},
-			{"wrong static token", bearer(static + "x"), 401, 401, static + "x"},
-			{"prefix of the static token", bearer(static[:20]), 401, 401, static[:20]},
+			{"wrong static token", hubtest.Bearer(static + "x"), 401, 401, static + "x"},
+			{"prefix of the static token", hubtest.Bearer(static[:20]), 401, 401, static[:20]},
 			{"basic scheme", http.Header{"Authorization": {"Basic " + static}}, 401, 401, static},
 			{"empty bearer", http.Header{"Authorization": {"Bearer "}}, 401, 401, ""},
 			{"two headers", http.Header{"Authorization": {"Bearer " + static, "Bearer " + static}}, 401, 401, static},
@@ -214,12 +215,12 @@ func TestPublishToken(t *testing.T) {
 					c.private = 403
 				}
 			}
-			a := do(t, "POST", srv.URL+"/publish", c.hdr, `{"channel":"anything.at.all","data":1}`)
-			if a.status != c.status || c.tokenInBody != "" && strings.Contains(a.body, c.tokenInBody) {
-				t.Errorf("key %v, %s: publish status %d %s, want %d", cfg.Key != nil, c.name, a.status, a.body, c.status)
+			a := hubtest.Request(t, http.DefaultClient, "POST", srv.URL+"/publish", c.hdr, `{"channel":"anything.at.all","data":1}`)
+			if a.Status != c.status || c.tokenInBody != "" && strings.Contains(a.Body, c.tokenInBody) {
+				t.Errorf("key %v, %s: publish status %d %s, want %d", cfg.Key != nil, c.name, a.Status, a.Body, c.status)
 			}
-			if a := do(t, "GET", srv.URL+"/sse?channel=user.42", c.hdr, ""); a.status != c.private {
-				t.Errorf("key %v, %s: stream status %d %s, want %d", cfg.Key != nil, c.name, a.status, a.body, c.private)
+			if a := hubtest.Request(t, http.DefaultClient, "GET", srv.URL+"/sse?channel=user.42", c.hdr, ""); a.Status != c.private {
+				t.Errorf("key %v, %s: stream status %d %s, want %d", cfg.Key != nil, c.name, a.Status, a.Body, c.private)
 			}
 		}
 	}
@@ -229,7 +230,7 @@ func TestTokenSources(t *testing.T) {
 	t.Parallel()
 	key := secret(t)
 	tok := sign(t, jwt.SigningMethodHS256, key, claims(nil, []string{"user.42"}))
-	logger, logs := bufLogger()
+	logger, logs := hubtest.TextLogger()
 	hub, srv := hubServer(t, auth.Config{Key: key, CookieName: "sid_sse"}, logger)
 	queryHub, querySrv := hubServer(t, auth.Config{Key: key, AllowQueryToken: true}, logger)
 
@@ -249,27 +250,27 @@ func TestTokenSources(t *testing.T) {
 		{"default cookie", querySrv.URL + "/sse?channel=user.42", http.Header{"Cookie": {"ssehub_token=" + tok}}, 200},
 	}
 	for _, c := range cases {
-		a := do(t, "GET", c.url, c.hdr, "")
-		if a.status != c.status {
-			t.Errorf("%s: status %d %s, want %d", c.name, a.status, a.body, c.status)
+		a := hubtest.Request(t, http.DefaultClient, "GET", c.url, c.hdr, "")
+		if a.Status != c.status {
+			t.Errorf("%s: status %d %s, want %d", c.name, a.Status, a.Body, c.status)
 		}
-		if strings.Contains(a.body, tok[len(tok)-20:]) {
-			t.Errorf("%s: the answer echoes the token: %s", c.name, a.body)
+		if strings.Contains(a.Body, tok[len(tok)-20:]) {
+			t.Errorf("%s: the hubtest.Answer echoes the token: %s", c.name, a.Body)
 		}
 	}
 	// A cookie does not publish: a cross-site form post would carry it.
 	pub := sign(t, jwt.SigningMethodHS256, key, claims([]string{"*"}, nil))
-	if a := do(t, "POST", srv.URL+"/publish", http.Header{"Cookie": {"sid_sse=" + pub}}, `{"channel":"x","data":1}`); a.status != 401 {
-		t.Errorf("publish with a cookie: %d %s, want 401", a.status, a.body)
+	if a := hubtest.Request(t, http.DefaultClient, "POST", srv.URL+"/publish", http.Header{"Cookie": {"sid_sse=" + pub}}, `{"channel":"x","data":1}`); a.Status != 401 {
+		t.Errorf("publish with a cookie: %d %s, want 401", a.Status, a.Body)
 	}
-	if a := do(t, "POST", querySrv.URL+"/publish?access_token="+pub, nil, `{"channel":"x","data":1}`); a.status != 401 {
-		t.Errorf("publish with a query token: %d %s, want 401", a.status, a.body)
+	if a := hubtest.Request(t, http.DefaultClient, "POST", querySrv.URL+"/publish?access_token="+pub, nil, `{"channel":"x","data":1}`); a.Status != 401 {
+		t.Errorf("publish with a query token: %d %s, want 401", a.Status, a.Body)
 	}
-	if a := do(t, "POST", srv.URL+"/publish", bearer(pub), `{"channel":"x","data":1}`); a.status != 200 {
-		t.Errorf("publish with the header: %d %s, want 200", a.status, a.body)
+	if a := hubtest.Request(t, http.DefaultClient, "POST", srv.URL+"/publish", hubtest.Bearer(pub), `{"channel":"x","data":1}`); a.Status != 200 {
+		t.Errorf("publish with the header: %d %s, want 200", a.Status, a.Body)
 	}
-	if a := do(t, "GET", srv.URL+"/sse?channel=user.42&access_token="+tok, nil, ""); !strings.Contains(errorOf(a.body), "not accepted") {
-		t.Errorf("query token when off: error %q does not say so", errorOf(a.body))
+	if a := hubtest.Request(t, http.DefaultClient, "GET", srv.URL+"/sse?channel=user.42&access_token="+tok, nil, ""); !strings.Contains(a.ErrorText(), "not accepted") {
+		t.Errorf("query token when off: error %q does not say so", a.ErrorText())
 	}
 
 	// The streams end when the hubs close; their log records must not hold
@@ -300,19 +301,19 @@ func TestExpiryEndsStream(t *testing.T) {
 	c.ExpiresAt = jwt.NewNumericDate(time.Now().Add(2 * time.Second))
 	tok := sign(t, jwt.SigningMethodHS256, key, c)
 
-	a := do(t, "GET", srv.URL+"/sse?channel=user.42", bearer(tok), "")
-	if a.stream == nil {
-		t.Fatalf("status %d %s", a.status, a.body)
+	a := hubtest.Request(t, http.DefaultClient, "GET", srv.URL+"/sse?channel=user.42", hubtest.Bearer(tok), "")
+	if a.Stream == nil {
+		t.Fatalf("status %d %s", a.Status, a.Body)
 	}
 	id, err := hub.Publish(t.Context(), ssehub.Message{Channel: "user.42", Data: []byte(`1`)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e, err := a.stream.Next(); err != nil || e.LastEventID != id {
+	if e, err := a.Stream.Dec.Next(); err != nil || e.LastEventID != id {
 		t.Fatalf("got %+v, %v", e, err)
 	}
 	ended := make(chan error, 1)
-	go func() { _, err := a.stream.Next(); ended <- err }()
+	go func() { _, err := a.Stream.Dec.Next(); ended <- err }()
 	select {
 	case err := <-ended:
 		if err != io.EOF {
@@ -324,9 +325,9 @@ func TestExpiryEndsStream(t *testing.T) {
 	if !time.Now().After(c.ExpiresAt.Time) && !time.Now().Equal(c.ExpiresAt.Time) {
 		t.Fatalf("stream ended before the token expired at %v", c.ExpiresAt.Time)
 	}
-	b := do(t, "GET", srv.URL+"/sse?channel=user.42", http.Header{"Authorization": {"Bearer " + tok}, "Last-Event-Id": {id}}, "")
-	if b.status != 401 || !strings.Contains(errorOf(b.body), "expired") {
-		t.Fatalf("reconnect with the expired token: %d %s", b.status, b.body)
+	b := hubtest.Request(t, http.DefaultClient, "GET", srv.URL+"/sse?channel=user.42", http.Header{"Authorization": {"Bearer " + tok}, "Last-Event-Id": {id}}, "")
+	if b.Status != 401 || !strings.Contains(b.ErrorText(), "expired") {
+		t.Fatalf("reconnect with the expired token: %d %s", b.Status, b.Body)
 	}
 }
 
@@ -339,18 +340,18 @@ func TestPrivateEventsStayPrivate(t *testing.T) {
 	alice := sign(t, jwt.SigningMethodHS256, key, claims(nil, []string{"user.42"}))
 	bob := sign(t, jwt.SigningMethodHS256, key, claims(nil, []string{"user.43", "user.4"}))
 
-	if a := do(t, "GET", srv.URL+"/sse?channel=user.42&channel=public.news", bearer(bob), ""); a.status != 403 {
-		t.Fatalf("bob on alice's channel: %d %s", a.status, a.body)
+	if a := hubtest.Request(t, http.DefaultClient, "GET", srv.URL+"/sse?channel=user.42&channel=public.news", hubtest.Bearer(bob), ""); a.Status != 403 {
+		t.Fatalf("bob on alice's channel: %d %s", a.Status, a.Body)
 	}
-	if a := do(t, "GET", srv.URL+"/sse?channel=user.42", nil, ""); a.status != 401 {
-		t.Fatalf("anonymous on alice's channel: %d %s", a.status, a.body)
+	if a := hubtest.Request(t, http.DefaultClient, "GET", srv.URL+"/sse?channel=user.42", nil, ""); a.Status != 401 {
+		t.Fatalf("anonymous on alice's channel: %d %s", a.Status, a.Body)
 	}
-	aliceStream := do(t, "GET", srv.URL+"/sse?channel=user.42&channel=public.news", bearer(alice), "")
-	bobStream := do(t, "GET", srv.URL+"/sse?channel=user.43&channel=user.4&channel=public.news", bearer(bob), "")
-	anonStream := do(t, "GET", srv.URL+"/sse?channel=public.news", nil, "")
-	for _, a := range []answer{aliceStream, bobStream, anonStream} {
-		if a.stream == nil {
-			t.Fatalf("stream refused: %d %s", a.status, a.body)
+	aliceStream := hubtest.Request(t, http.DefaultClient, "GET", srv.URL+"/sse?channel=user.42&channel=public.news", hubtest.Bearer(alice), "")
+	bobStream := hubtest.Request(t, http.DefaultClient, "GET", srv.URL+"/sse?channel=user.43&channel=user.4&channel=public.news", hubtest.Bearer(bob), "")
+	anonStream := hubtest.Request(t, http.DefaultClient, "GET", srv.URL+"/sse?channel=public.news", nil, "")
+	for _, a := range []hubtest.Answer{aliceStream, bobStream, anonStream} {
+		if a.Stream == nil {
+			t.Fatalf("stream refused: %d %s", a.Status, a.Body)
 		}
 	}
 
@@ -363,13 +364,13 @@ func TestPrivateEventsStayPrivate(t *testing.T) {
 	publish("user.420", `"secret for someone else"`)
 	publish("public.news", `"news"`)
 
-	if e, err := aliceStream.stream.Next(); err != nil || e.Data != `"secret for alice"` {
+	if e, err := aliceStream.Stream.Dec.Next(); err != nil || e.Data != `"secret for alice"` {
 		t.Fatalf("alice got %+v, %v", e, err)
 	}
-	for name, a := range map[string]answer{"alice": aliceStream, "bob": bobStream, "anonymous": anonStream} {
+	for name, a := range map[string]hubtest.Answer{"alice": aliceStream, "bob": bobStream, "anonymous": anonStream} {
 		// Public news comes after the secrets; whoever gets it first got
 		// no secret before it.
-		if e, err := a.stream.Next(); err != nil || e.Data != `"news"` {
+		if e, err := a.Stream.Dec.Next(); err != nil || e.Data != `"news"` {
 			t.Fatalf("%s got %+v, %v before the news", name, e, err)
 		}
 	}

@@ -11,20 +11,39 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"unicode/utf8"
 )
 
-// ReadSecretFile reads an HMAC secret for JWTs from a file, without the
-// line break that ends it. It holds at least MinSecretLen bytes.
+// ReadSecretFile reads an HMAC secret for JWTs from a file. A text file
+// (head -c 32 /dev/urandom | base64 > secret) is read without the line
+// break that ends it; a binary one is read whole, since its last byte may
+// be a line feed. The secret holds at least MinSecretLen bytes.
 func ReadSecretFile(path string) ([]byte, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("auth: %w", err)
 	}
-	b = bytes.TrimRight(b, "\r\n")
+	if t := bytes.TrimRight(b, "\r\n"); isText(t) {
+		b = t
+	}
 	if len(b) < MinSecretLen {
 		return nil, fmt.Errorf("auth: the secret in %s is shorter than %d bytes", path, MinSecretLen)
 	}
 	return b, nil
+}
+
+// isText reports whether b is UTF-8 text without control characters
+// other than tabs.
+func isText(b []byte) bool {
+	if !utf8.Valid(b) {
+		return false
+	}
+	for _, c := range b {
+		if (c < 0x20 && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // ReadTokenFile reads a static token from a file, without surrounding

@@ -48,7 +48,7 @@ func BenchmarkStreams(b *testing.B) {
 			name = "metrics=on"
 		}
 		b.Run(name, func(b *testing.B) {
-			cfg := ssehub.Config{Heartbeat: -1, QueueSize: 4096}
+			cfg := ssehub.Config{Heartbeat: -1}
 			if withMetrics {
 				m, err := promhub.New(prometheus.NewRegistry())
 				if err != nil {

@@ -68,7 +68,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		published:        counter("events_published_total", "Messages published through this hub."),
 		received:         counter("events_received_total", "Events the broker delivered to this hub, once per event."),
 		written:          counter("events_written_total", "Events written to HTTP event streams, once per stream."),
-		slow:             counter("slow_disconnects_total", "Subscribers disconnected because their queue filled up."),
+		slow:             counter("slow_subscribers_total", "Subscribers that fell behind the events the hub keeps, or were cut for taking no data within the write timeout."),
 		brokerErrors:     counter("broker_errors_total", "Failed calls to the broker's server and broken broker connections."),
 		brokerReconnects: counter("broker_reconnects_total", "Times the broker got its connection and subscriptions back after losing them."),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{

@@ -3,7 +3,6 @@ package promhub_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -216,13 +215,13 @@ func TestMetricsFollowEvents(t *testing.T) {
 		{"ssehub_events_written_total", nil, 8},
 		// Live events only.
 		{"ssehub_publish_to_write_seconds", nil, 6},
-		{"ssehub_slow_disconnects_total", nil, 0},
+		{"ssehub_slow_subscribers_total", nil, 0},
 	})
 }
 
 func TestMetricsSlowSubscriber(t *testing.T) {
 	t.Parallel()
-	hub, sc := newHub(t, ssehub.Config{QueueSize: 2})
+	hub, sc := newHub(t, ssehub.Config{Broker: ssehub.NewMemoryBroker(ssehub.MemoryConfig{HistorySize: 2})})
 	ctx := t.Context()
 	slow, err := hub.Subscribe(ctx, []string{"a"}, "")
 	if err != nil {
@@ -234,15 +233,15 @@ func TestMetricsSlowSubscriber(t *testing.T) {
 			t.Fatalf("publish %d: %v", i, err)
 		}
 	}
-	check(t, sc.scrape(), []want{{"ssehub_slow_disconnects_total", nil, 1}})
-	for {
-		if _, err := slow.Next(ctx); err != nil {
-			if !errors.Is(err, ssehub.ErrSlowSubscriber) {
-				t.Fatalf("Next: %v, want ErrSlowSubscriber", err)
-			}
-			break
-		}
+	// The first event left the history before the subscriber read it: it
+	// goes on with a reset.
+	if e, err := slow.Next(ctx); err != nil || e.Type != ssehub.ResetType {
+		t.Fatalf("Next = %+v, %v; want a reset", e, err)
 	}
+	check(t, sc.scrape(), []want{
+		{"ssehub_slow_subscribers_total", nil, 1},
+		{"ssehub_replays_total", []string{"outcome", "reset"}, 1},
+	})
 }
 
 func TestMetricsBroker(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ssehub/ssehub/internal/sse"
 )
@@ -42,7 +43,8 @@ const (
 type StatusError struct {
 	Code        int
 	ContentType string
-	// Message is the "error" field of a JSON error body, if any.
+	// Message is the "error" field of a JSON error body, or the first line
+	// of a plain-text one, if any.
 	Message string
 }
 
@@ -207,12 +209,20 @@ func (c *Client) connect(ctx context.Context, retry *time.Duration, fn func(Even
 func statusError(resp *http.Response, ct string) error {
 	se := &StatusError{Code: resp.StatusCode, ContentType: ct}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if strings.HasPrefix(ct, "application/json") {
+	switch mt, _, _ := mime.ParseMediaType(ct); {
+	case mt == "application/json":
 		var v struct {
 			Error string `json:"error"`
 		}
 		if json.Unmarshal(body, &v) == nil {
 			se.Message = v.Error
+		}
+	case mt == "text/plain" || ct == "":
+		// Such as Go's answer to plain HTTP on an HTTPS port: "Client sent
+		// an HTTP request to an HTTPS server."
+		line, _, _ := strings.Cut(string(body), "\n")
+		if line = strings.TrimSpace(line); utf8.ValidString(line) && len(line) <= 200 {
+			se.Message = line
 		}
 	}
 	return se

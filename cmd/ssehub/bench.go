@@ -15,6 +15,13 @@ import (
 
 func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlagSet("bench", "bench [flags]", stdout)
+	fs.about = "Opens streams to a hub on this machine, publishes events through it, and prints " +
+		"what every stream received, how fast and at what cost. Its flags describe one run " +
+		"and read no environment variable."
+	fs.examples = []string{
+		"ssehub bench --url http://127.0.0.1:8080 --subscribers 1000 --events 5000",
+		"ssehub bench --url http://127.0.0.1:8080 --pid $(pgrep -n ssehub) --subscribers 10000 --channels 100 --baseline",
+	}
 	var (
 		o          bench.Options
 		baseURLs   listFlag
@@ -33,9 +40,14 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	fs.IntVar(&o.Channels, "channels", 1, "channels the streams and events are spread over")
 	fs.IntVar(&o.Events, "events", 10000, "events to publish in all; -1 publishes none and only listens (see --expect)")
 	fs.Float64Var(&o.Rate, "rate", 0, "events per second over all channels; 0 publishes as fast as --window allows")
-	fs.IntVar(&o.Window, "window", bench.DefaultWindow, "events a channel may be published ahead of its slowest subscriber; -1 for no bound")
+	fs.IntVar(&o.Window, "window", bench.DefaultWindow, "events a channel may be published ahead of its slowest stream; 0 publishes flat out, whoever keeps up")
 	fs.IntVar(&o.Publishers, "publishers", bench.DefaultPublishers, "publish connections, each pipelining its channels' events in order")
+	fs.IntVar(&o.Inflight, "inflight", bench.DefaultInflight, "publish requests each publisher may have sent and not seen answered; 1 waits for each answer")
 	fs.IntVar(&o.Size, "size", 0, "pad each event's data to about this many `bytes`")
+	fs.IntVar(&o.Slow, "slow", 0, "streams that read slowly (see --slow-rate), as over a slow link; they must still get every event")
+	fs.IntVar(&o.SlowRate, "slow-rate", bench.DefaultSlowRate, "`bytes` per second a slow stream reads")
+	fs.IntVar(&o.Stalled, "stalled", 0, "streams that never read once open, as a hung client; the hub should cut them, and the others must not suffer")
+	fs.DurationVar(&o.StalledWait, "stalled-wait", 0, "how long stalled streams stay stalled after the events are delivered, before they read to find out whether they were cut; over the hub's write timeout to see the cuts")
 	fs.Float64Var(&o.ConnectRate, "connect-rate", 0, "new streams per second; 0 connects as fast as the hub accepts")
 	fs.IntVar(&o.DialConcurrency, "dial-concurrency", bench.DefaultDialConcurrency, "streams connecting at once")
 	fs.DurationVar(&o.Settle, "settle", bench.DefaultSettle, "idle time after connecting, before the hub's memory is read and publishing starts")
@@ -53,6 +65,12 @@ func runBench(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	}
 	if o.Subscribers <= 0 || o.Channels <= 0 {
 		return errors.New("--subscribers and --channels must be positive")
+	}
+	if o.Window <= 0 {
+		o.Window = -1 // no bound
+	}
+	if o.Slow < 0 || o.Stalled < 0 || o.SlowRate <= 0 {
+		return errors.New("--slow and --stalled must not be negative, and --slow-rate must be positive")
 	}
 	if *sources != "" {
 		var err error

@@ -50,7 +50,7 @@ func openBroker(ctx context.Context, raw string, opt brokerOptions) (ssehub.Brok
 	}
 	switch u.Scheme {
 	case "", "memory":
-		b := ssehub.NewMemoryBroker(ssehub.MemoryConfig{HistorySize: opt.historySize, HistoryAge: opt.historyAge})
+		b := ssehub.NewMemoryBroker(ssehub.MemoryConfig{HistorySize: opt.historySize, HistoryAge: opt.historyAge, HistoryBytes: opt.historyBytes})
 		return b, b.Close, nil
 	case "redis", "rediss":
 		return openRedisBroker(u, opt)
@@ -71,6 +71,66 @@ func redactURL(raw string) string {
 		return "(invalid URL)"
 	}
 	return u.Redacted()
+}
+
+// Bounds of watchBroker's checks.
+const (
+	brokerCheckTimeout  = 3 * time.Second
+	brokerCheckFirst    = 500 * time.Millisecond
+	brokerCheckMaxDelay = 10 * time.Second
+)
+
+// watchBroker checks, once the hub listens, that its broker answers, and
+// warns when it does not: the hub serves anyway (open streams keep their
+// heartbeats, new ones are told when to come back, publishes get 503) and
+// its broker reconnects by itself. watchBroker then checks again, backing
+// off, until the broker answers, says so and returns. It returns at once
+// for a broker that cannot check itself, and when ctx ends.
+func watchBroker(ctx context.Context, logger *slog.Logger, b ssehub.Broker, rawURL string) {
+	c, ok := b.(ssehub.Checker)
+	if !ok {
+		return
+	}
+	delay, warned := brokerCheckFirst, false
+	for {
+		cctx, cancel := context.WithTimeout(ctx, brokerCheckTimeout)
+		err := c.Check(cctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			if warned {
+				logger.Info("broker reachable", "broker", redactURL(rawURL))
+			}
+			return
+		}
+		msg := strings.TrimPrefix(err.Error(), "ssehub: ")
+		if !warned {
+			logger.Warn("broker unreachable; serving anyway and retrying",
+				"broker", redactURL(rawURL), "error", msg, "hint", brokerHint(rawURL))
+			warned = true
+		} else {
+			logger.Debug("broker still unreachable", "broker", redactURL(rawURL), "error", msg)
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		delay = min(2*delay, brokerCheckMaxDelay)
+	}
+}
+
+// brokerHint says what to check when the broker at rawURL does not answer.
+func brokerHint(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Host == "" {
+		return "check --broker"
+	}
+	return fmt.Sprintf("is the server at %s running and reachable? /readyz answers 503 until it answers", u.Host)
 }
 
 // directBroker reports whether a publish goes straight into the broker at

@@ -16,6 +16,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 )
 
@@ -60,8 +61,13 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		usage(stdout)
 		return flag.ErrHelp
 	}
+	var names []string
 	for _, c := range commands() {
+		names = append(names, c.name)
 		if c.name == name {
+			if !slices.ContainsFunc(args[1:], isHelpFlag) {
+				checkEnvironment(stderr)
+			}
 			if err := c.run(ctx, args[1:], stdin, stdout, stderr); err != nil {
 				if errors.Is(err, flag.ErrHelp) {
 					return err
@@ -71,7 +77,18 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			return nil
 		}
 	}
-	return fmt.Errorf("unknown command %q; run 'ssehub --help'", name)
+	if near := closest(name, names); len(near) > 0 {
+		return fmt.Errorf("unknown command %q; did you mean %s? (see 'ssehub --help')", name, joinOr(near))
+	}
+	return fmt.Errorf("unknown command %q; run 'ssehub --help' for the commands", name)
+}
+
+func isHelpFlag(arg string) bool {
+	switch arg {
+	case "-h", "-help", "--h", "--help":
+		return true
+	}
+	return false
 }
 
 func usage(w io.Writer) {
@@ -80,6 +97,8 @@ func usage(w io.Writer) {
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nRun 'ssehub <command> --help' for a command's flags. Every flag can also be set")
-	fmt.Fprintln(w, "with an SSEHUB_* environment variable: --history-size is SSEHUB_HISTORY_SIZE.")
+	fmt.Fprintln(w, "\nRun 'ssehub <command> --help' for a command's flags and examples. Settings of a")
+	fmt.Fprintln(w, "deployment can also come from SSEHUB_* environment variables: serve's --history-size")
+	fmt.Fprintln(w, "is SSEHUB_HISTORY_SIZE. A variable means the same to every command that reads it;")
+	fmt.Fprintln(w, "--help shows each flag's.")
 }

@@ -73,7 +73,14 @@ var listenRE = regexp.MustCompile(`msg=listening addr=(\S+)`)
 // listens.
 func startHub(t *testing.T, args ...string) *hubProcess {
 	t.Helper()
+	return startHubEnv(t, nil, args...)
+}
+
+// startHubEnv is startHub with env added to the hub's environment.
+func startHubEnv(t *testing.T, env []string, args ...string) *hubProcess {
+	t.Helper()
 	cmd := exec.Command(binary, append([]string{"serve", "--addr", "127.0.0.1:0"}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -117,7 +124,14 @@ func startHub(t *testing.T, args ...string) *hubProcess {
 // runCLI runs the binary with stdin and returns stdout, stderr and the exit code.
 func runCLI(t *testing.T, stdin string, args ...string) (string, string, int) {
 	t.Helper()
+	return runCLIEnv(t, nil, stdin, args...)
+}
+
+// runCLIEnv is runCLI with env added to the environment.
+func runCLIEnv(t *testing.T, env []string, stdin string, args ...string) (string, string, int) {
+	t.Helper()
 	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb

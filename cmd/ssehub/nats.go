@@ -24,12 +24,18 @@ type natsFlags struct {
 // addNATSFlags adds the NATS broker's flags; publish takes only the
 // stream's name, since it uses the stream as the hubs configured it.
 func addNATSFlags(fs *flagSet, publish bool) natsFlags {
-	f := natsFlags{stream: fs.String("nats-stream", natsbroker.DefaultStream,
-		"with a nats:// --broker: the JetStream `stream` of events, on subjects <stream in lower case>.<channel>")}
-	if !publish {
-		f.replicas = fs.Int("nats-replicas", 0, "with a nats:// --broker: `copies` of the stream; 0 is 3 on a cluster of 3 servers or more, else 1")
+	const streamUsage = "with a nats:// --broker: the JetStream `stream` of events, on subjects <stream in lower case>.<channel>"
+	if publish {
+		f := natsFlags{stream: fs.String("nats-stream", natsbroker.DefaultStream, streamUsage)}
+		// The hubs' setting, read from the deployment's environment.
+		fs.env("nats-stream", "SSEHUB_NATS_STREAM")
+		return f
 	}
-	return f
+	g := fs.group(groupBroker)
+	return natsFlags{
+		stream:   g.String("nats-stream", natsbroker.DefaultStream, streamUsage),
+		replicas: g.Int("nats-replicas", 0, "with a nats:// --broker: `copies` of the stream; 0 is 3 on a cluster of 3 servers or more, else 1"),
+	}
 }
 
 func (f natsFlags) options() natsOptions {

@@ -24,10 +24,11 @@ import (
 // opsOptions are the serve flags for running the hub in production: logs,
 // metrics and the drain on shutdown.
 type opsOptions struct {
-	logFormat   choiceFlag
-	logLevel    slog.Level
-	metricsAddr string
-	drain       time.Duration
+	logFormat       choiceFlag
+	logLevel        slog.Level
+	metricsAddr     string
+	drain           time.Duration
+	shutdownTimeout time.Duration
 
 	registry *prometheus.Registry // nil when metrics are off
 	prom     *promhub.Metrics     // nil when metrics are off
@@ -42,10 +43,12 @@ func addOpsFlags(fs *flagSet) *opsOptions {
 		logFormat: choiceFlag{value: "text", choices: []string{"text", "json"}},
 		hubDone:   make(chan struct{}),
 	}
-	fs.Var(&o.logFormat, "log-format", "log `format`: text or json")
-	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "least `level` logged: debug, info, warn or error")
-	fs.StringVar(&o.metricsAddr, "metrics-addr", "", "`address` to serve /metrics on; empty serves it on --addr, "+metricsOff+" disables it")
-	fs.DurationVar(&o.drain, "drain", 0, "on SIGTERM, end streams in waves over this `period`, telling clients to come back with jitter; 0 ends them at once")
+	g := fs.group(groupOperations)
+	g.Var(&o.logFormat, "log-format", "log `format`: text or json")
+	g.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "least `level` logged: debug, info, warn or error")
+	g.StringVar(&o.metricsAddr, "metrics-addr", "", "`address` to serve /metrics on; empty serves it on --addr, "+metricsOff+" disables it")
+	g.DurationVar(&o.drain, "drain", 0, "on SIGTERM, end streams in waves over this `period`, telling clients to come back with jitter; 0s ends them at once")
+	g.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long shutdown waits, after the drain, for publishes in flight and streams to end")
 	return o
 }
 
@@ -119,7 +122,7 @@ func (o *opsOptions) serveMetrics(logger *slog.Logger) (stop func(context.Contex
 	}
 	ln, err := net.Listen("tcp", o.metricsAddr)
 	if err != nil {
-		return nil, fmt.Errorf("--metrics-addr: %v", err)
+		return nil, listenError("--metrics-addr", o.metricsAddr, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", o.metricsHandler())

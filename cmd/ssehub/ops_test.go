@@ -178,41 +178,6 @@ func TestJSONLogs(t *testing.T) {
 	}
 }
 
-func TestServeFlagsHaveEnvTwins(t *testing.T) {
-	out, _, code := runCLI(t, "", "serve", "--help")
-	if code != 0 {
-		t.Fatalf("serve --help: exit %d", code)
-	}
-	lines := strings.Split(out, "\n")
-	flagRE := regexp.MustCompile(`^  --([a-z-]+)`)
-	var names []string
-	for i, line := range lines {
-		m := flagRE.FindStringSubmatch(line)
-		if m == nil {
-			continue
-		}
-		names = append(names, m[1])
-		twin := "[$SSEHUB_" + strings.ToUpper(strings.ReplaceAll(m[1], "-", "_")) + "]"
-		if i+1 >= len(lines) || !strings.HasSuffix(lines[i+1], twin) {
-			t.Errorf("--%s: help does not end with %s", m[1], twin)
-		}
-	}
-	for _, want := range []string{"metrics-addr", "log-format", "log-level", "drain"} {
-		found := false
-		for _, n := range names {
-			found = found || n == want
-		}
-		if !found {
-			t.Errorf("serve --help lacks --%s:\n%s", want, out)
-		}
-	}
-	for _, want := range []string{"(default text)", "(default INFO)", "(default 0s)"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("serve --help lacks %q", want)
-		}
-	}
-}
-
 func TestServeBadOpsValues(t *testing.T) {
 	cases := []struct {
 		name string

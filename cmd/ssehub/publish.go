@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -17,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/ssehub/ssehub"
+	"github.com/ssehub/ssehub/auth"
 )
 
 // maxStdin bounds the message publish reads from stdin.
@@ -24,14 +24,22 @@ const maxStdin = 64 << 20
 
 func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ io.Writer) error {
 	fs := newFlagSet("publish", "publish [flags] < message.json", stdout)
+	fs.about = "Publishes the one JSON document read on stdin, through the hub at --url or, " +
+		"with a Redis --broker, straight into Redis, and prints the event's id."
+	fs.examples = []string{
+		`echo '{"msg": "hello"}' | ssehub publish --channel news --type greeting`,
+		`ssehub publish --url http://127.0.0.1:8080 --token-file token --channel orders.7 < order.json`,
+		`echo '{"msg": "hello"}' | ssehub publish --broker redis://127.0.0.1:6379/0 --channel news`,
+	}
 	var (
 		channel = fs.String("channel", ssehub.DefaultChannel, "`channel` to publish to")
 		typ     = fs.String("type", "", "event `type` (the event: field); empty for plain messages")
 		id      = fs.String("id", "", "event `id`; empty lets the hub assign one")
 		retry   = fs.Int("retry", 0, "reconnection time in `ms` sent with the event; 0 sends none")
-		hubURL  = fs.String("url", "http://127.0.0.1:8080", "`URL` of the hub")
-		timeout = fs.Duration("timeout", 10*time.Second, "how long to wait for the hub")
-		token   = fs.String("token", "", "bearer `token` for the hub (a publish token or a JWT)")
+		hubURL  = fs.String("url", "http://127.0.0.1:8080", "`URL` of the hub, or of its publish endpoint (http://host/events)")
+		timeout = fs.Duration("timeout", 10*time.Second, "how long to wait for the hub or the broker")
+		token   = fs.String("token", "", "bearer `token` for the hub: its publish token, or a JWT")
+		tokFile = fs.String("token-file", "", "`file` holding the bearer token, which unlike --token other users cannot see in ps")
 		format  = fs.String("format", "json", "how stdin is read: json (one JSON document), text (a string: stdin less one final newline) or lines (a list of its lines, as `flask sse publish` sends)")
 		// With a Redis or NATS broker the message goes straight into it,
 		// as the hubs' own publishes do; into Redis, trimming history as
@@ -44,8 +52,31 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 		envelope     = fs.String("redis-envelope", "invenio", redisEnvelopeUsage)
 		natsFlags    = addNATSFlags(fs, true) // nats.go
 	)
+	// The deployment's settings: what serve reads, publish reads too.
+	fs.env("url", "SSEHUB_URL")
+	fs.env("token", "SSEHUB_PUBLISH_TOKEN")
+	fs.env("token-file", "SSEHUB_PUBLISH_TOKEN_FILE")
+	fs.env("broker", "SSEHUB_BROKER")
+	fs.env("history-size", "SSEHUB_HISTORY_SIZE")
+	fs.env("history-age", "SSEHUB_HISTORY_AGE")
+	fs.env("history-bytes", "SSEHUB_HISTORY_BYTES")
+	fs.env("redis-envelope", "SSEHUB_REDIS_ENVELOPE")
+	fs.oneOf("token", "token-file")
 	if err := fs.parse(args); err != nil {
 		return err
+	}
+	if fs.fromArgs["url"] && fs.fromArgs["broker"] {
+		return errors.New("give --url or --broker, not both")
+	}
+	if fs.fromArgs["url"] {
+		*brokerURL = "" // the command line wins over SSEHUB_BROKER
+	}
+	if *tokFile != "" {
+		tok, err := auth.ReadTokenFile(*tokFile)
+		if err != nil {
+			return fmt.Errorf("%s: %s", fs.source("token-file"), strings.TrimPrefix(err.Error(), "auth: "))
+		}
+		*token = tok
 	}
 	if err := checkRedisEnvelope(*envelope); err != nil {
 		return err
@@ -73,7 +104,7 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 			*historySize = -1
 		}
 		if *historyBytes <= 0 {
-			return errors.New("--history-bytes must be > 0")
+			return fmt.Errorf("%s: %q must be 1 or more", fs.source("history-bytes"), fs.Lookup("history-bytes").Value)
 		}
 		assigned, err = publishBroker(ctx, *brokerURL, m, brokerOptions{historySize: *historySize, historyAge: *historyAge, historyBytes: *historyBytes, envelope: *envelope, nats: natsFlags.options()})
 	} else {
@@ -186,9 +217,9 @@ func newIdempotencyKey() string {
 // the id. Errors wrap errNotPublished or errOutcomeUnknown when the hub or
 // the connection tells which.
 func publishHTTP(ctx context.Context, hubURL, token string, m ssehub.Message) (string, error) {
-	u, err := url.Parse(hubURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return "", fmt.Errorf("--url %q is not an http(s) URL", hubURL)
+	u, err := endpointURL(hubURL, "publish")
+	if err != nil {
+		return "", err
 	}
 	// Keep the message's bytes as given: no HTML escaping of <, > and &.
 	var body bytes.Buffer
@@ -197,7 +228,7 @@ func publishHTTP(ctx context.Context, hubURL, token string, m ssehub.Message) (s
 	if err := enc.Encode(m); err != nil {
 		return "", err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.JoinPath("publish").String(), &body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), &body)
 	if err != nil {
 		return "", err
 	}
@@ -208,35 +239,48 @@ func publishHTTP(ctx context.Context, hubURL, token string, m ssehub.Message) (s
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		var op *net.OpError
-		if errors.As(err, &op) && op.Op == "dial" {
-			return "", fmt.Errorf("cannot reach the hub at %s: %v", hubURL, unwrapURLError(err))
+		msg := fmt.Sprintf("cannot reach the hub at %s: %v", hubURL, unwrapURLError(err))
+		if hint := reachHint(hubURL, err); hint != "" {
+			msg += "; " + hint
+		}
+		if neverSent(err) {
+			return "", errors.New(msg)
 		}
 		// The request may have reached the hub.
 		return "", fmt.Errorf("%w: no answer from the hub at %s: %v", errOutcomeUnknown, hubURL, unwrapURLError(err))
 	}
 	defer resp.Body.Close()
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	var out struct {
 		ID    string `json:"id"`
 		Error string `json:"error"`
 	}
-	dec := json.NewDecoder(io.LimitReader(resp.Body, 1<<20))
-	if err := dec.Decode(&out); err != nil && resp.StatusCode == http.StatusOK {
-		return "", fmt.Errorf("the hub at %s answered with something that is not JSON: %v", hubURL, err)
+	if err := json.Unmarshal(raw, &out); err != nil && resp.StatusCode == http.StatusOK {
+		return "", fmt.Errorf("%s answered with something that is not JSON (%v): is it an ssehub hub's publish URL?", u, err)
 	}
-	if resp.StatusCode != http.StatusOK {
-		if out.Error == "" {
-			out.Error = http.StatusText(resp.StatusCode)
-		}
-		switch resp.StatusCode {
-		case http.StatusServiceUnavailable:
-			return "", fmt.Errorf("%w: the hub could not publish the message (%d): %s", errNotPublished, resp.StatusCode, out.Error)
-		case http.StatusGatewayTimeout:
-			return "", fmt.Errorf("%w: the hub could not tell whether the message was published (%d): %s", errOutcomeUnknown, resp.StatusCode, out.Error)
-		}
-		return "", fmt.Errorf("the hub refused the message (%d): %s", resp.StatusCode, out.Error)
+	if resp.StatusCode == http.StatusOK {
+		return out.ID, nil
 	}
-	return out.ID, nil
+	if hint := httpsHint(hubURL, resp.StatusCode, string(raw)); hint != "" {
+		return "", fmt.Errorf("the hub at %s refused plain HTTP (%d); %s", hubURL, resp.StatusCode, hint)
+	}
+	if out.Error == "" {
+		out.Error = http.StatusText(resp.StatusCode)
+	}
+	msg := fmt.Sprintf("the hub refused the message (%d): %s", resp.StatusCode, out.Error)
+	switch resp.StatusCode {
+	case http.StatusUnauthorized:
+		if token == "" {
+			msg += "; give its publish token with --token-file or --token (or SSEHUB_PUBLISH_TOKEN)"
+		}
+	case http.StatusNotFound, http.StatusMethodNotAllowed:
+		msg += fmt.Sprintf("; %s is not a publish endpoint: give the hub's base URL, as in http://127.0.0.1:8080", u)
+	case http.StatusServiceUnavailable:
+		return "", fmt.Errorf("%w: the hub could not publish the message (%d): %s", errNotPublished, resp.StatusCode, out.Error)
+	case http.StatusGatewayTimeout:
+		return "", fmt.Errorf("%w: the hub could not tell whether the message was published (%d): %s", errOutcomeUnknown, resp.StatusCode, out.Error)
+	}
+	return "", errors.New(msg)
 }
 
 func unwrapURLError(err error) error {

@@ -176,6 +176,32 @@ func TestBrokerURLs(t *testing.T) {
 	}
 }
 
+// TestServeWarnsOfUnreachableBroker: a hub whose Redis is down says so
+// once it listens, with what to check, serves anyway, and says so again
+// when Redis answers.
+func TestServeWarnsOfUnreachableBroker(t *testing.T) {
+	srv := redistest.Start(t)
+	srv.Stop()
+	hub := startHub(t, "--broker", srv.URL())
+	hub.waitLog(t, "broker unreachable; serving anyway and retrying", 1)
+	if want := "is the server at " + srv.Addr() + " running and reachable?"; !strings.Contains(hub.log.String(), want) {
+		t.Errorf("log lacks %q:\n%s", want, hub.log)
+	}
+	resp, err := http.Get(hub.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("/readyz with Redis down: %d", resp.StatusCode)
+	}
+	srv.Start()
+	hub.waitLog(t, "broker reachable", 1)
+	if n := strings.Count(hub.log.String(), "level=WARN"); n != 1 {
+		t.Errorf("%d warnings, want the one at start-up:\n%s", n, hub.log)
+	}
+}
+
 // TestRedisEnvelopeFlag: serve --redis-envelope flask-sse and publish
 // --broker with SSEHUB_REDIS_ENVELOPE=flask-sse put flask-sse's message on
 // the channel, which a plain subscriber sees with only the keys flask-sse

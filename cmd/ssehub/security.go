@@ -34,21 +34,24 @@ type securityFlags struct {
 }
 
 func addSecurityFlags(fs *flagSet) *securityFlags {
+	sec, limits := fs.group(groupSecurity), fs.group(groupLimits)
 	s := &securityFlags{
-		publishToken:     fs.String("publish-token", "", "static bearer `token` that may publish to every channel (prefer --publish-token-file)"),
-		publishTokenFile: fs.String("publish-token-file", "", "`file` holding the static publish token"),
-		jwtSecretFile:    fs.String("jwt-secret-file", "", "`file` holding the HMAC secret that verifies JWTs (HS256/384/512)"),
-		jwtKeyFile:       fs.String("jwt-key-file", "", "PEM `file` of the RSA, ECDSA or Ed25519 public key that verifies JWTs"),
-		jwtAudience:      fs.String("jwt-audience", "", "`audience` a JWT's aud must hold"),
-		jwtIssuer:        fs.String("jwt-issuer", "", "`issuer` a JWT's iss must be"),
-		jwtLeeway:        fs.Duration("jwt-leeway", 0, "clock skew allowed when checking a JWT's exp and nbf"),
-		cookieName:       fs.String("cookie-name", auth.DefaultCookieName, "`cookie` a browser's token comes in"),
-		allowQueryToken:  fs.Bool("allow-query-token", false, "also accept a token in the access_token URL query parameter"),
-		maxConns:         fs.Int("max-connections", 0, "most streams served at once; 0 means no limit"),
-		maxConnsPerIP:    fs.Int("max-connections-per-ip", 0, "most streams served at once to one client address; 0 means no limit"),
+		publishToken:     sec.String("publish-token", "", "static bearer `token` that may publish to every channel (prefer --publish-token-file)"),
+		publishTokenFile: sec.String("publish-token-file", "", "`file` holding the static publish token"),
+		jwtSecretFile:    sec.String("jwt-secret-file", "", "`file` holding the HMAC secret that verifies JWTs (HS256/384/512)"),
+		jwtKeyFile:       sec.String("jwt-key-file", "", "PEM `file` of the RSA, ECDSA or Ed25519 public key that verifies JWTs"),
+		jwtAudience:      sec.String("jwt-audience", "", "`audience` a JWT's aud must hold"),
+		jwtIssuer:        sec.String("jwt-issuer", "", "`issuer` a JWT's iss must be"),
+		jwtLeeway:        sec.Duration("jwt-leeway", 0, "clock skew allowed when checking a JWT's exp and nbf"),
+		cookieName:       sec.String("cookie-name", auth.DefaultCookieName, "`cookie` a browser's token comes in"),
+		allowQueryToken:  sec.Bool("allow-query-token", false, "also accept a token in the access_token URL query parameter"),
+		maxConns:         limits.Int("max-connections", 0, "most streams served at once; 0 means no limit"),
+		maxConnsPerIP:    limits.Int("max-connections-per-ip", 0, "most streams served at once to one client address; 0 means no limit"),
 	}
-	fs.Var(&s.trustedProxies, "trusted-proxy", "`address` or CIDR of a reverse proxy whose X-Forwarded-For names the client for --max-connections-per-ip; repeat for several")
-	fs.Var(&s.public, "public", "channel `pattern` anyone may read without a token when JWTs are on; repeat for several")
+	sec.Var(&s.public, "public", "channel `pattern` anyone may read without a token when JWTs are on; repeat for several")
+	limits.Var(&s.trustedProxies, "trusted-proxy", "`address` or CIDR of a reverse proxy whose X-Forwarded-For names the client for --max-connections-per-ip; repeat for several")
+	fs.oneOf("publish-token", "publish-token-file")
+	fs.oneOf("jwt-secret-file", "jwt-key-file")
 	return s
 }
 
@@ -92,7 +95,9 @@ func (s *securityFlags) apply(cfg *ssehub.Config) error {
 	case *s.jwtSecretFile != "" && *s.jwtKeyFile != "":
 		return errors.New("give --jwt-secret-file or --jwt-key-file, not both")
 	case *s.jwtSecretFile != "":
-		ac.Key, err = auth.ReadSecretFile(*s.jwtSecretFile)
+		if ac.Key, err = auth.ReadSecretFile(*s.jwtSecretFile); err != nil {
+			return secretError(err)
+		}
 	case *s.jwtKeyFile != "":
 		ac.Key, err = auth.ReadPublicKeyFile(*s.jwtKeyFile)
 	}

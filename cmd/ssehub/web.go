@@ -22,9 +22,10 @@ type webFlags struct {
 
 func addWebFlags(fs *flagSet) *webFlags {
 	w := &webFlags{}
-	fs.Var(&w.corsOrigins, "cors-origin", "`origin` whose pages may subscribe and publish, e.g. https://app.example (repeatable; comma-separated in the environment)")
-	w.tlsCert = fs.String("tls-cert", "", "certificate `file` (PEM) to serve HTTPS and HTTP/2; needs --tls-key")
-	w.tlsKey = fs.String("tls-key", "", "private key `file` (PEM) of --tls-cert")
+	listening := fs.group(groupListening)
+	w.tlsCert = listening.String("tls-cert", "", "certificate `file` (PEM) to serve HTTPS and HTTP/2; needs --tls-key")
+	w.tlsKey = listening.String("tls-key", "", "private key `file` (PEM) of --tls-cert")
+	fs.group(groupSecurity).Var(&w.corsOrigins, "cors-origin", "`origin` whose pages may subscribe and publish, e.g. https://app.example (repeatable; comma-separated in the environment)")
 	return w
 }
 

@@ -33,11 +33,13 @@ const (
 	DefaultEvents          = 1000
 	DefaultWindow          = 64
 	DefaultPublishers      = 4
+	DefaultInflight        = 1024
 	DefaultDialConcurrency = 64
 	DefaultSettle          = 2 * time.Second
 	DefaultDrain           = 5 * time.Second
 	DefaultHold            = time.Minute
 	DefaultChannelPrefix   = "bench-"
+	DefaultSlowRate        = 20 << 10
 )
 
 // Options describe one load scenario. The zero value of each field means
@@ -69,15 +71,38 @@ type Options struct {
 	// channels; zero publishes as fast as the window allows.
 	Rate float64
 	// Window bounds how many events of one channel may be published ahead
-	// of the slowest of its subscribers, so that a hub with bounded queues
-	// is measured at its throughput rather than at its drop policy.
-	// Negative means no bound.
+	// of the slowest of its subscribers (slow and stalled ones aside), so
+	// that a hub that drops subscribers that fall behind is measured at its
+	// throughput rather than at its drop policy. Negative means no bound:
+	// publishing goes flat out, whoever keeps up.
 	Window int
-	// Publishers is how many publish requests may be in flight at once.
-	// Each channel is published by one of them, in order.
+	// Publishers is how many connections publish at once. Each channel is
+	// published by one of them, in order.
 	Publishers int
+	// Inflight bounds the requests one publisher has sent and not yet seen
+	// answered: it pipelines up to that many. One makes it a client that
+	// waits for each answer before it sends the next event. A flat-out
+	// run's latency is mostly the time events wait in this pipeline.
+	Inflight int
 	// Size pads each event's data to about this many bytes.
 	Size int
+
+	// Slow is how many of the streams read slowly, as over a slow link:
+	// SlowRate bytes per second through a small receive buffer. They are
+	// expected to receive every event, and count in the loss figures but
+	// not in the latency or the window.
+	Slow int
+	// SlowRate is what a slow stream reads per second, in bytes; zero
+	// means DefaultSlowRate.
+	SlowRate int
+	// Stalled is how many of the streams never read once their headers
+	// are in, as a client that hangs does: the hub is expected to cut
+	// them. They are left out of every figure but StalledCut.
+	Stalled int
+	// StalledWait is how long stalled streams stay stalled once the events
+	// are delivered, before they read to find out whether the hub cut
+	// them: longer than the hub's write timeout to see the cuts.
+	StalledWait time.Duration
 
 	// Sources are the loopback addresses subscribers connect from, in
 	// turn. Each address has its own ephemeral ports, so several let one
@@ -122,7 +147,9 @@ func (o Options) withDefaults() (Options, error) {
 	intDef(&o.Events, DefaultEvents)
 	intDef(&o.Window, DefaultWindow)
 	intDef(&o.Publishers, DefaultPublishers)
+	intDef(&o.Inflight, DefaultInflight)
 	intDef(&o.DialConcurrency, DefaultDialConcurrency)
+	intDef(&o.SlowRate, DefaultSlowRate)
 	durDef(&o.Settle, DefaultSettle)
 	durDef(&o.Drain, DefaultDrain)
 	durDef(&o.Hold, DefaultHold)
@@ -138,6 +165,14 @@ func (o Options) withDefaults() (Options, error) {
 		return o, errors.New("bench: rates must not be negative")
 	case o.Publishers < 0 || o.DialConcurrency < 0 || o.Size < 0:
 		return o, errors.New("bench: publishers, dial concurrency and size must not be negative")
+	case o.StalledWait < 0:
+		return o, errors.New("bench: the stalled wait must not be negative")
+	case o.Inflight < 0:
+		return o, errors.New("bench: in-flight requests must not be negative")
+	case o.Slow < 0 || o.Stalled < 0 || o.SlowRate < 0:
+		return o, errors.New("bench: slow and stalled streams and the slow rate must not be negative")
+	case o.Slow+o.Stalled >= o.Subscribers && o.Subscribers > 0:
+		return o, fmt.Errorf("bench: %d slow and %d stalled streams leave none of %d to read at full speed", o.Slow, o.Stalled, o.Subscribers)
 	}
 	o.Publishers = min(o.Publishers, o.Channels)
 	if o.Settle < 0 {
@@ -265,8 +300,10 @@ type runner struct {
 	hist     histogram
 	readers  sync.WaitGroup
 
-	delivered atomic.Int64 // first receipts of an event, over all subscribers
-	closing   atomic.Bool  // set once the run closes its connections
+	delivered atomic.Int64  // first receipts of an event, over all subscribers
+	closing   atomic.Bool   // set once the run closes its connections
+	unstall   chan struct{} // closed when stalled streams may read again, to see whether they were cut
+	unstalled sync.Once
 }
 
 func (r *runner) logf(format string, args ...any) {
@@ -275,7 +312,9 @@ func (r *runner) logf(format string, args ...any) {
 
 func (r *runner) run(ctx context.Context) (*Result, error) {
 	o := r.o
-	res := &Result{Target: strings.Join(o.StreamURLs, " "), Subscribers: o.Subscribers, Channels: o.Channels, Rate: o.Rate, Window: o.Window, PIDs: o.PIDs}
+	res := &Result{Target: strings.Join(o.StreamURLs, " "), Subscribers: o.Subscribers, Channels: o.Channels, Rate: o.Rate, Window: o.Window, Inflight: o.Inflight, PIDs: o.PIDs,
+		Slow: o.Slow, Stalled: o.Stalled}
+	r.unstall = make(chan struct{})
 	r.chans = make([]*chanState, o.Channels)
 	for i := range r.chans {
 		r.chans[i] = newChanState(fmt.Sprintf("%s%d", o.ChannelPrefix, i), o.Window)
@@ -319,6 +358,11 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 		r.logf("hub RSS %d KB idle, %.2f KB per connection", idle.RSSKB, res.RSSPerConnKB)
 	}
 
+	var peak *peakRSS
+	if len(o.PIDs) > 0 {
+		peak = watchRSS(o.PIDs, res.HubRSSIdleKB)
+		defer peak.stop()
+	}
 	pubStart := time.Now()
 	if o.Events >= 0 {
 		if err := r.publishAll(ctx, res); err != nil {
@@ -339,7 +383,9 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 		if err == nil {
 			res.HubCPUSeconds = hubEnd.CPU.Seconds() - hubStart.CPU.Seconds()
 		}
+		res.HubRSSPeakKB = peak.stop()
 	}
+	r.checkStalled(ctx)
 	r.closeAll()
 	r.collect(res, end.Sub(pubStart))
 	if toolEnd, err := ReadProc(0); err == nil {
@@ -416,6 +462,7 @@ func (r *runner) closeAll() {
 	for _, s := range r.subs {
 		s.close()
 	}
+	r.unstalled.Do(func() { close(r.unstall) })
 	r.readers.Wait()
 }
 
@@ -462,7 +509,7 @@ func (r *runner) connect(ctx context.Context, res *Result) error {
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			c := r.chans[i%o.Channels]
-			s := newSubscriber(r, c)
+			s := newSubscriber(r, c, r.kindOf(i))
 			err := s.dial(ctx, o.Sources[i%len(o.Sources)], strings.ReplaceAll(o.StreamURLs[i%len(o.StreamURLs)], "{channel}", c.name))
 			mu.Lock()
 			defer mu.Unlock()
@@ -474,7 +521,13 @@ func (r *runner) connect(ctx context.Context, res *Result) error {
 				return
 			}
 			res.Connected++
-			c.subs.Add(1)
+			switch s.kind {
+			case fast:
+				c.fast.Add(1)
+				c.subs.Add(1)
+			case slow:
+				c.subs.Add(1)
+			}
 			r.subs = append(r.subs, s)
 			r.readers.Add(1)
 			go s.read()
@@ -487,6 +540,35 @@ func (r *runner) connect(ctx context.Context, res *Result) error {
 	return ctx.Err()
 }
 
+// kindOf says how subscriber i reads: the first Stalled never do, the next
+// Slow read slowly, the others at full speed. Channels are dealt out in
+// turn, so each kind spreads over the channels.
+func (r *runner) kindOf(i int) readerKind {
+	switch {
+	case i < r.o.Stalled:
+		return stalled
+	case i < r.o.Stalled+r.o.Slow:
+		return slow
+	}
+	return fast
+}
+
+// checkStalled lets the stalled streams read what the hub sent them, once
+// StalledWait has passed, to find whether it cut them, and waits until
+// they have found out.
+func (r *runner) checkStalled(ctx context.Context) {
+	if r.o.Stalled > 0 {
+		r.logf("streams stalled for %s more", r.o.StalledWait)
+		Sleep(ctx, r.o.StalledWait)
+	}
+	r.unstalled.Do(func() { close(r.unstall) })
+	for _, s := range r.subs {
+		if s.kind == stalled {
+			<-s.stallChecked
+		}
+	}
+}
+
 // collect folds the subscribers' counts into res. The readers have stopped.
 func (r *runner) collect(res *Result, elapsed time.Duration) {
 	res.Deliveries = r.delivered.Load()
@@ -496,6 +578,12 @@ func (r *runner) collect(res *Result, elapsed time.Duration) {
 	}
 	res.MinHeartbeats = -1
 	for _, s := range r.subs {
+		if s.kind == stalled {
+			if s.endedEarly {
+				res.StalledCut++
+			}
+			continue
+		}
 		want := s.ch.published.Load()
 		if r.o.Events < 0 {
 			want = s.ch.maxSeen.Load()
@@ -510,6 +598,7 @@ func (r *runner) collect(res *Result, elapsed time.Duration) {
 		res.Duplicated += s.dups
 		res.OutOfOrder += s.outOfOrder
 		res.Malformed += s.malformed
+		res.Resets += s.resets
 		res.Heartbeats += s.heartbeats
 		if res.MinHeartbeats < 0 || s.heartbeats < res.MinHeartbeats {
 			res.MinHeartbeats = s.heartbeats

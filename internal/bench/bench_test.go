@@ -172,7 +172,8 @@ func newTestSubscriber(chunked bool) *subscriber {
 	r := &runner{o: Options{Window: 4}}
 	c := newChanState("c", 4)
 	c.subs.Store(1)
-	s := newSubscriber(r, c)
+	c.fast.Store(1)
+	s := newSubscriber(r, c, fast)
 	s.chunked = chunked
 	return s
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -75,4 +76,45 @@ func readProcs(pids []int) (ProcStats, error) {
 		sum.CPU += st.CPU
 	}
 	return sum, nil
+}
+
+// peakRSS follows the resident memory of processes while a run loads them.
+type peakRSS struct {
+	once    sync.Once
+	stopped chan struct{}
+	done    chan struct{}
+	peak    int64
+}
+
+// rssEvery is how often watchRSS reads /proc.
+const rssEvery = 50 * time.Millisecond
+
+// watchRSS reads the summed RSS of pids until stop, keeping the highest,
+// which starts at fromKB.
+func watchRSS(pids []int, fromKB int64) *peakRSS {
+	p := &peakRSS{stopped: make(chan struct{}), done: make(chan struct{}), peak: fromKB}
+	go func() {
+		defer close(p.done)
+		t := time.NewTicker(rssEvery)
+		defer t.Stop()
+		for {
+			if st, err := readProcs(pids); err == nil {
+				p.peak = max(p.peak, st.RSSKB)
+			}
+			select {
+			case <-t.C:
+			case <-p.stopped:
+				return
+			}
+		}
+	}()
+	return p
+}
+
+// stop ends the watch and returns the highest RSS seen, in KiB. It may be
+// called more than once.
+func (p *peakRSS) stop() int64 {
+	p.once.Do(func() { close(p.stopped) })
+	<-p.done
+	return p.peak
 }

@@ -26,7 +26,8 @@ import (
 // n-Window was published, so the publisher may reset it.
 type chanState struct {
 	name      string
-	subs      atomic.Int64 // live subscribers
+	subs      atomic.Int64 // live subscribers that are to receive every event (not stalled)
+	fast      atomic.Int64 // live subscribers that read at full speed: the window waits for them
 	sent      atomic.Int64 // events sent to the hub, numbered 1..sent
 	published atomic.Int64 // events the hub has confirmed, 1..published
 	maxSeen   atomic.Int64 // highest event number any subscriber received
@@ -58,7 +59,7 @@ func (c *chanState) ack(seq int64) {
 		return // outside the window: late or a duplicate
 	}
 	n := c.acks[seq%int64(len(c.acks))].Add(1)
-	if n >= c.subs.Load() && c.waiting.Load() == seq {
+	if n >= c.fast.Load() && c.waiting.Load() == seq {
 		c.signal()
 	}
 }
@@ -89,9 +90,9 @@ func (c *chanState) awaitWindow(ctx context.Context, seq int64) (stalled bool, e
 	back := seq - c.window
 	backSlot := &c.acks[back%int64(len(c.acks))]
 	var timer *time.Timer
-	for backSlot.Load() < c.subs.Load() {
+	for backSlot.Load() < c.fast.Load() {
 		c.waiting.Store(back)
-		if backSlot.Load() >= c.subs.Load() {
+		if backSlot.Load() >= c.fast.Load() {
 			break
 		}
 		if timer == nil {
@@ -127,17 +128,13 @@ type publisher struct {
 	data     []byte
 }
 
-// maxInflight bounds the requests one publisher has sent and not yet seen
-// answered.
-const maxInflight = 1024
-
 // publishAll publishes the scenario's events over Publishers concurrent
 // publishers and waits for them.
 func (r *runner) publishAll(ctx context.Context, res *Result) error {
 	o := r.o
 	pubs := make([]*publisher, o.Publishers)
 	for i := range pubs {
-		pubs[i] = &publisher{r: r, inflight: make(chan *chanState, maxInflight)}
+		pubs[i] = &publisher{r: r, inflight: make(chan *chanState, o.Inflight)}
 	}
 	for i, c := range r.chans {
 		p := pubs[i%len(pubs)]

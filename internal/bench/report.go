@@ -17,6 +17,9 @@ type Result struct {
 	Channels    int     `json:"channels"`
 	Rate        float64 `json:"rate"`
 	Window      int     `json:"window"`
+	Inflight    int     `json:"inflight"`
+	Slow        int     `json:"slow,omitempty"`
+	Stalled     int     `json:"stalled,omitempty"`
 	GOMAXPROCS  int     `json:"gomaxprocs"`
 
 	Connected      int     `json:"connected"`
@@ -43,11 +46,14 @@ type Result struct {
 	SubsWithLoss  int   `json:"subscribers_with_loss"`
 	MaxLostPerSub int64 `json:"max_lost_per_subscriber"`
 	Disconnected  int   `json:"disconnected"`
+	StalledCut    int   `json:"stalled_cut"`
+	Resets        int64 `json:"resets"`
 	Heartbeats    int64 `json:"heartbeats"`
 	MinHeartbeats int64 `json:"min_heartbeats_per_subscriber"`
 
 	HubRSSBeforeKB   int64   `json:"hub_rss_before_kb,omitempty"`
 	HubRSSIdleKB     int64   `json:"hub_rss_idle_kb,omitempty"`
+	HubRSSPeakKB     int64   `json:"hub_rss_peak_kb,omitempty"`
 	RSSPerConnKB     float64 `json:"hub_rss_per_conn_kb,omitempty"`
 	HubCPUSeconds    float64 `json:"hub_cpu_s,omitempty"`
 	CPUPerDeliveryUs float64 `json:"hub_cpu_per_delivery_us,omitempty"`
@@ -85,9 +91,12 @@ var figures = []figure{
 	{"duplicated", "duplicated", func(r *Result) float64 { return float64(r.Duplicated) }, "%.0f", false},
 	{"out_of_order", "out of order", func(r *Result) float64 { return float64(r.OutOfOrder) }, "%.0f", false},
 	{"subscribers_with_loss", "subscribers with loss", func(r *Result) float64 { return float64(r.SubsWithLoss) }, "%.0f", false},
-	{"disconnected", "disconnected by server", func(r *Result) float64 { return float64(r.Disconnected) }, "%.0f", false},
+	{"disconnected", "streams cut by server", func(r *Result) float64 { return float64(r.Disconnected) }, "%.0f", false},
+	{"stalled_cut", "stalled streams cut", func(r *Result) float64 { return float64(r.StalledCut) }, "%.0f", false},
+	{"resets", "reset events", func(r *Result) float64 { return float64(r.Resets) }, "%.0f", false},
 	{"min_heartbeats", "heartbeats (min per sub)", func(r *Result) float64 { return float64(r.MinHeartbeats) }, "%.0f", false},
 	{"hub_rss_per_conn_kb", "hub RSS per idle conn (KB)", func(r *Result) float64 { return r.RSSPerConnKB }, "%.2f", true},
+	{"hub_rss_growth_mb", "hub RSS growth under load (MB)", func(r *Result) float64 { return float64(max(r.HubRSSPeakKB-r.HubRSSIdleKB, 0)) / 1024 }, "%.1f", true},
 	{"hub_cpu_s", "hub CPU (s)", func(r *Result) float64 { return r.HubCPUSeconds }, "%.2f", true},
 	{"hub_cpu_per_delivery_us", "hub CPU per delivery (µs)", func(r *Result) float64 { return r.CPUPerDeliveryUs }, "%.3f", true},
 	{"tool_cpu_s", "load tool CPU (s)", func(r *Result) float64 { return r.ToolCPUSeconds }, "%.2f", false},
@@ -128,7 +137,10 @@ func (c *Comparison) WriteTable(w io.Writer) error {
 		fmt.Fprintf(tw, "\thub\t\n")
 	}
 	for _, f := range figures {
-		if (f.key == "hub_rss_per_conn_kb" || strings.HasPrefix(f.key, "hub_cpu")) && len(c.Hub.PIDs) == 0 {
+		if strings.HasPrefix(f.key, "hub_") && len(c.Hub.PIDs) == 0 {
+			continue
+		}
+		if f.key == "stalled_cut" && c.Hub.Stalled == 0 {
 			continue
 		}
 		fmt.Fprintf(tw, "%s\t"+f.format+"\t", f.label, f.value(c.Hub))

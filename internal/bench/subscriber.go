@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -33,14 +35,31 @@ const (
 	chunkEnd         // after the last chunk
 )
 
+// readerKind is how a subscriber reads its stream (Options.Slow and
+// Options.Stalled).
+type readerKind int
+
+const (
+	fast readerKind = iota
+	slow
+	stalled
+)
+
+// stalledReadBuf is the receive buffer of slow and stalled streams, so that
+// the kernel does not take in for them what they do not read.
+const stalledReadBuf = 4 << 10
+
 // subscriber is one stream. Its counters are written by its reader
 // goroutine only, and read after that goroutine has ended.
 type subscriber struct {
 	r    *runner
 	ch   *chanState
+	kind readerKind
 	conn net.Conn
 	buf  []byte
-	hist *histShard
+	hist *histShard // nil: no latency recorded
+
+	stallChecked chan struct{} // closed when a stalled stream knows whether it was cut
 
 	chunked  bool
 	state    int
@@ -58,12 +77,20 @@ type subscriber struct {
 	outOfOrder int64
 	malformed  int64
 	heartbeats int64
+	resets     int64
 	endedEarly bool
 	newlyRecv  int64 // first receipts in the current read, not yet added to runner.delivered
 }
 
-func newSubscriber(r *runner, c *chanState) *subscriber {
-	return &subscriber{r: r, ch: c, hist: r.hist.shard()}
+func newSubscriber(r *runner, c *chanState, kind readerKind) *subscriber {
+	s := &subscriber{r: r, ch: c, kind: kind}
+	switch kind {
+	case fast:
+		s.hist = r.hist.shard()
+	case stalled:
+		s.stallChecked = make(chan struct{})
+	}
+	return s
 }
 
 // dial connects from src to the stream at rawURL and reads the response
@@ -88,6 +115,9 @@ func (s *subscriber) dial(ctx context.Context, src netip.Addr, rawURL string) er
 		// Close with a reset: no TIME_WAIT left on the tool's ports, so
 		// runs can follow each other without running out of them.
 		tc.SetLinger(0)
+		if s.kind != fast {
+			tc.SetReadBuffer(stalledReadBuf)
+		}
 	}
 	s.conn = conn
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
@@ -146,21 +176,68 @@ func (s *subscriber) header(h []byte) error {
 	return nil
 }
 
-// read consumes the stream until it ends or the run closes it.
+// read consumes the stream until it ends or the run closes it: at full
+// speed, at Options.SlowRate, or, for a stalled stream, not before the run
+// is over (checkStalled).
 func (s *subscriber) read() {
 	defer s.r.readers.Done()
+	if s.kind == stalled {
+		s.readStalled()
+		return
+	}
+	var (
+		start = time.Now()
+		total int64
+		buf   = s.buf
+	)
+	if s.kind == slow {
+		buf = buf[:min(len(buf), max(s.r.o.SlowRate/10, 1))]
+	}
 	for {
-		n, err := s.conn.Read(s.buf)
+		n, err := s.conn.Read(buf)
 		if n > 0 {
 			s.now = time.Now().UnixNano()
-			s.consume(s.buf[:n])
+			s.consume(buf[:n])
+		}
+		if err == nil && s.state == chunkEnd {
+			err = io.EOF // the body ended: the hub ended the stream
 		}
 		if err != nil {
 			s.endedEarly = !s.r.closing.Load()
 			if s.endedEarly {
 				s.ch.subs.Add(-1)
+				if s.kind == fast {
+					s.ch.fast.Add(-1)
+				}
 				s.ch.signal()
 			}
+			return
+		}
+		if s.kind == slow {
+			total += int64(n)
+			Sleep(context.Background(), time.Until(start.Add(time.Duration(total)*time.Second/time.Duration(s.r.o.SlowRate))))
+		}
+	}
+}
+
+// readStalled waits until the run is over, then reads what the hub sent,
+// to find out whether it ended the stream.
+func (s *subscriber) readStalled() {
+	defer close(s.stallChecked)
+	<-s.r.unstall
+	for {
+		// The hub keeps writing to a stream it has not cut: a pause of a
+		// second means it did not.
+		s.conn.SetReadDeadline(time.Now().Add(time.Second))
+		n, err := s.conn.Read(s.buf)
+		if n > 0 && s.chunked {
+			s.chunks(s.buf[:n])
+		}
+		if s.chunked && s.state == chunkEnd || err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			s.endedEarly = true
+			return
+		}
+		if err != nil {
 			return
 		}
 	}
@@ -296,6 +373,8 @@ func (s *subscriber) handle(line []byte) {
 	case len(line) == 0:
 	case line[0] == ':':
 		s.heartbeats++
+	case bytes.Equal(line, []byte("event: ssehub.reset")):
+		s.resets++
 	case bytes.HasPrefix(line, []byte("data:")):
 		seq, sent, ok := parsePayload(line[5:])
 		if !ok {
@@ -326,8 +405,12 @@ func (s *subscriber) record(seq, sent int64) {
 	} else {
 		s.maxSeq = seq
 	}
-	s.hist.add(s.now - sent)
-	s.ch.ack(seq)
+	if s.hist != nil {
+		s.hist.add(s.now - sent)
+	}
+	if s.kind == fast {
+		s.ch.ack(seq)
+	}
 }
 
 // payload builds the data of event seq sent at time sent, padded to about
@@ -350,9 +433,32 @@ func payload(dst []byte, seq, sent int64, size int) []byte {
 // parsePayload finds the "s" and "t" numbers in a data line, wherever the
 // server put them in its own envelope.
 func parsePayload(b []byte) (seq, sent int64, ok bool) {
+	// The payload as this tool sends it, " {"s":N,"t":N...", read without
+	// a search: the tool must cost less per event than the hub it loads.
+	if p, found := bytes.CutPrefix(b, []byte(` {"s":`)); found {
+		seq, n := leadingNumber(p)
+		if rest, found := bytes.CutPrefix(p[n:], []byte(`,"t":`)); n > 0 && found {
+			if sent, m := leadingNumber(rest); m > 0 {
+				return seq, sent, true
+			}
+		}
+	}
 	seq, ok1 := numberAfter(b, []byte(`"s":`))
 	sent, ok2 := numberAfter(b, []byte(`"t":`))
 	return seq, sent, ok1 && ok2
+}
+
+// leadingNumber reads the decimal number at the start of b, of up to 19
+// digits, and returns it with the count of its digits.
+func leadingNumber(b []byte) (n int64, digits int) {
+	for _, c := range b {
+		if c < '0' || c > '9' || digits == 19 {
+			break
+		}
+		n = n*10 + int64(c-'0')
+		digits++
+	}
+	return n, digits
 }
 
 func numberAfter(b, key []byte) (int64, bool) {
@@ -364,14 +470,6 @@ func numberAfter(b, key []byte) (int64, bool) {
 	for len(b) > 0 && b[0] == ' ' {
 		b = b[1:]
 	}
-	var n int64
-	digits := 0
-	for _, c := range b {
-		if c < '0' || c > '9' || digits == 19 {
-			break
-		}
-		n = n*10 + int64(c-'0')
-		digits++
-	}
+	n, digits := leadingNumber(b)
 	return n, digits > 0
 }
