@@ -70,6 +70,10 @@ type Replayer interface {
 type Cursor struct {
 	ID  string
 	Seq uint64
+	// Channels holds the position of each channel, the Seq of the last
+	// event covered on it, for a broker whose Seq orders events per channel
+	// only (ChannelOrderer). Nil otherwise.
+	Channels map[string]uint64
 }
 
 // A Checker is a Broker that can tell whether it works right now: the

@@ -30,6 +30,9 @@ type Options struct {
 	// AppendOnly turns on the append-only file, so that the data set
 	// survives Stop and Start. Without it a restarted server is empty.
 	AppendOnly bool
+	// Args are further redis-server arguments, as in
+	// []string{"--replicaof", "127.0.0.1", "6379"}.
+	Args []string
 }
 
 // Server is one redis-server process that a test owns. Its methods are safe
@@ -156,6 +159,7 @@ func (s *Server) start() error {
 		"--daemonize", "no",
 		"--logfile", s.logPath(),
 	}
+	args = append(args, s.opts.Args...)
 	cmd := exec.Command(s.bin, args...)
 	cmd.SysProcAttr = sysProcAttr()
 	if err := cmd.Start(); err != nil {
@@ -239,6 +243,19 @@ func (s *Server) signal(sig syscall.Signal, frozen bool) {
 		s.tb.Fatalf("redistest: %v: %v", sig, err)
 	}
 	s.frozen = frozen
+}
+
+// Kill ends the server at once with SIGKILL, as a crash would: nothing is
+// flushed. Start brings it back on the same port.
+func (s *Server) Kill() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	s.cmd.Process.Kill()
+	<-s.exited
+	s.cmd, s.exited, s.frozen = nil, nil, false
 }
 
 func (s *Server) shutdown() {
