@@ -38,11 +38,15 @@ func checkRedisEnvelope(v string) error {
 // openBroker opens the broker a URL names. "memory:" (or "") is the
 // embedded in-memory broker; redis:// and rediss:// name a Redis server
 // (see openRedisBroker); nats:// and tls:// name NATS servers, several
-// separated by commas (see openNATSBroker). The returned close func
+// separated by commas (see openNATSBroker); redis-sentinel:// names the
+// sentinels of a Redis master (see openSentinelBroker). The returned close func
 // releases what openBroker created.
 func openBroker(ctx context.Context, raw string, opt brokerOptions) (ssehub.Broker, func(context.Context) error, error) {
 	if isNATSURL(raw) {
 		return openNATSBroker(raw, opt)
+	}
+	if isSentinelURL(raw) {
+		return openSentinelBroker(raw, opt)
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -55,7 +59,7 @@ func openBroker(ctx context.Context, raw string, opt brokerOptions) (ssehub.Brok
 	case "redis", "rediss":
 		return openRedisBroker(u, opt)
 	}
-	return nil, nil, fmt.Errorf("broker URL %q: unsupported scheme %q (use memory:, redis://, rediss://, nats:// or tls://)", u.Redacted(), u.Scheme)
+	return nil, nil, fmt.Errorf("broker URL %q: unsupported scheme %q (use memory:, redis://, rediss://, redis-sentinel://, nats:// or tls://)", u.Redacted(), u.Scheme)
 }
 
 // redactURL returns raw with any password replaced, for logs.
@@ -63,6 +67,12 @@ func redactURL(raw string) string {
 	if isNATSURL(raw) {
 		if _, shown, err := splitNATSURL(raw); err == nil {
 			return shown
+		}
+		return "(invalid URL)"
+	}
+	if isSentinelURL(raw) {
+		if s, err := parseSentinelURL(raw); err == nil {
+			return s.shown
 		}
 		return "(invalid URL)"
 	}
@@ -126,6 +136,10 @@ func watchBroker(ctx context.Context, logger *slog.Logger, b ssehub.Broker, rawU
 
 // brokerHint says what to check when the broker at rawURL does not answer.
 func brokerHint(rawURL string) string {
+	if s, err := parseSentinelURL(rawURL); isSentinelURL(rawURL) && err == nil {
+		return fmt.Sprintf("are the sentinels at %s running, and do they name a master %q that answers? /readyz answers 503 until it answers",
+			strings.Join(s.opt.SentinelAddrs, ","), s.opt.MasterName)
+	}
 	u, err := url.Parse(rawURL)
 	if err != nil || u.Host == "" {
 		return "check --broker"
@@ -144,6 +158,10 @@ func directBroker(raw string) (bool, error) {
 		_, _, err := splitNATSURL(raw)
 		return err == nil, err
 	}
+	if isSentinelURL(raw) {
+		_, err := parseSentinelURL(raw)
+		return err == nil, err
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return false, errors.New("--broker is not a valid URL")
@@ -154,7 +172,7 @@ func directBroker(raw string) (bool, error) {
 	case "redis", "rediss":
 		return true, nil
 	}
-	return false, fmt.Errorf("--broker %q: publish goes straight into redis://, rediss://, nats:// or tls:// only", u.Redacted())
+	return false, fmt.Errorf("--broker %q: publish goes straight into redis://, rediss://, redis-sentinel://, nats:// or tls:// only", u.Redacted())
 }
 
 // publishBroker publishes m into the broker at raw, without a hub, and
