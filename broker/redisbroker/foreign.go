@@ -79,6 +79,7 @@ const (
 	twinOwn    // an own envelope; its flask-sse copy follows on the channel
 	twinNotice // "I<n> <envelope>": a foreign message taken in
 	twinSync   // "S<n>": the count of notices
+	twinLost   // "L<seq>": the channel lost its events up to seq (rewind.go)
 )
 
 func (b *Broker) twin(name string) string       { return b.prefix + "#" + name }
@@ -109,6 +110,9 @@ func decodeTwin(h *heldEvent, payload string) {
 	case strings.HasPrefix(payload, "S"):
 		h.kind = twinSync
 		h.notice, h.err = strconv.ParseUint(payload[1:], 10, 64)
+	case strings.HasPrefix(payload, "L"):
+		h.kind = twinLost
+		h.notice, h.err = strconv.ParseUint(payload[1:], 10, 64)
 	default:
 		h.err = fmt.Errorf("unknown message %.40q on the twin", payload)
 	}
@@ -133,6 +137,9 @@ func (b *Broker) receiveTwin(ch *channel, h heldEvent) {
 	}
 	f := &ch.foreign
 	switch h.kind {
+	case twinLost:
+		b.receiveLost(ch, h.notice)
+		return
 	case twinSync:
 		f.notices, f.synced = h.notice, true
 		b.kickIngest(ch)

@@ -47,6 +47,11 @@ func (b *Broker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Event, 
 	if err := ctx.Err(); err != nil {
 		return nil, unavailable(fmt.Sprintf("publish on %q", m.Channel), err)
 	}
+	// After a failed connection, first what was published before it
+	// (rewind.go).
+	if err := b.checkPublished(ctx); err != nil {
+		return nil, err
+	}
 	key, window := m.IdempotencyKey, b.keyWindow
 	if key == "" {
 		key, window = "~"+token(16), generatedKeyWindow
@@ -65,6 +70,7 @@ func (b *Broker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Event, 
 	op := fmt.Sprintf("publish on %q", m.Channel)
 	switch {
 	case err == nil && len(res) == 3 && res[2] != 2 && res[0] > 0:
+		b.published.note(m.Channel, uint64(res[0]))
 		return b.event(m, uint64(res[0])), nil
 	case err == nil:
 		return nil, fmt.Errorf("redisbroker: publish script returned %v", res)
@@ -72,6 +78,7 @@ func (b *Broker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Event, 
 		return nil, fmt.Errorf("%w: %q", ssehub.ErrIdempotencyKeyReused, m.IdempotencyKey)
 	}
 	b.metrics.BrokerError()
+	b.published.freeze()
 	if unreachable(err) {
 		return nil, unavailable(op, err)
 	}
@@ -89,6 +96,7 @@ func (b *Broker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Event, 
 	case ferr != nil || len(fres) != 2:
 		return nil, fmt.Errorf("%w: %s: %w", ssehub.ErrOutcomeUnknown, op, err)
 	case fres[0] == 1:
+		b.published.note(m.Channel, uint64(fres[1]))
 		return b.event(m, uint64(fres[1])), nil
 	case fres[0] == 2:
 		return nil, fmt.Errorf("%w: %q", ssehub.ErrIdempotencyKeyReused, m.IdempotencyKey)

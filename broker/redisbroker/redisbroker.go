@@ -189,6 +189,12 @@ type Broker struct {
 	bytesKey    string
 	keysKey     string
 	keyqKey     string
+	lostKey     string
+
+	// published is what the broker published lately, to check after a
+	// failover (rewind.go); checking allows one such check at a time.
+	published publishedRecord
+	checking  sync.Mutex
 
 	// cmdMu keeps the SUBSCRIBE and UNSUBSCRIBE commands on the connection
 	// in the order of the changes to channels they follow. Lock order:
@@ -227,6 +233,10 @@ type channel struct {
 	confirmed bool   // subscribed on the current connection
 	live      bool   // has been subscribed on some connection
 	last      uint64 // highest seq delivered
+	// For lost events (rewind.go): the highest seq the subscriptions saw
+	// or were told was lost, and the highest seq checked to be in Redis
+	// or reset.
+	told, checked uint64
 
 	foreign foreignState // messages of other publishers (foreign.go)
 }
@@ -310,6 +320,7 @@ func New(client redis.UniversalClient, opts Options) (*Broker, error) {
 	b.bytesKey = b.prefix + "bytes"
 	b.keysKey = b.prefix + "keys"
 	b.keyqKey = b.prefix + "keyq"
+	b.lostKey = b.prefix + "lost"
 	// '#' cannot occur in an ssehub channel name, so no hub channel
 	// collides with the canary's.
 	b.canary = b.prefix + "canary#" + strconv.FormatUint(rand.Uint64(), 36)

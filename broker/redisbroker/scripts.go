@@ -22,6 +22,8 @@ var (
 	canaryLua string
 	//go:embed sync.lua
 	syncLua string
+	//go:embed rewind.lua
+	rewindLua string
 )
 
 // The keys, under Options.Prefix (P):
@@ -43,12 +45,15 @@ var (
 //	                 published, "a <attempts> <fingerprint>" for attempts
 //	                 given up on
 //	P keyq           sorted set: idempotency key -> when to forget it (µs)
+//	P lost           sorted set: channel -> highest seq of its that this
+//	                 Redis lost, as found after a failover (rewind.lua)
 //	P notices:<name> count of foreign messages taken into the channel's
 //	                 history (foreign.go); expires a day after the last
 //
 // Besides the channel itself, hubs subscribe its twin, the pub/sub channel
 // "P#<name>", which carries notices and envelopes that the Python readers
-// on the channel must not see (foreign.go).
+// on the channel must not see (foreign.go), and the notice of lost events
+// (rewind.go).
 //
 // Sequence numbers follow the clock in microseconds (seq = max(last+1,
 // TIME)), so they stay unique and growing across restarts of Redis without
@@ -77,3 +82,7 @@ var canaryScript = redis.NewScript(canaryLua)
 //
 // KEYS: notices counter. ARGV: twin channel.
 var syncScript = redis.NewScript(syncLua)
+
+// rewindScript finds events a broker knows of that Redis lost, records
+// the loss and raises the counter past them (rewind.lua).
+var rewindScript = redis.NewScript(rewindLua)

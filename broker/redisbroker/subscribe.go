@@ -138,6 +138,8 @@ func (b *Broker) run() {
 		}
 		b.lost = true
 		b.mu.Unlock()
+		// Redis may come back as another server (rewind.go).
+		b.published.freeze()
 		b.metrics.BrokerError()
 		switch {
 		case up:
@@ -270,6 +272,10 @@ func (b *Broker) confirm(m *redis.Subscription) {
 	if m.Kind != "subscribe" || ch == nil || b.channels[ch.name] != ch {
 		return
 	}
+	if !ch.live {
+		// Its subscriptions are owed nothing issued before.
+		ch.told = b.seen
+	}
 	ch.confirmed, ch.live = true, true
 	// Learn the count of notices, to take foreign messages in (foreign.go).
 	go b.sync(ch.name)
@@ -388,10 +394,31 @@ func (b *Broker) catchUp(ctx context.Context, behind []*channel, held []heldEven
 	b.mu.Lock()
 	prev := b.seen
 	from := make([]uint64, len(behind))
+	last := make([]uint64, len(behind))
+	hi := prev
+	var known []knownSeq
 	for i, ch := range behind {
-		from[i] = max(ch.last, prev)
+		ch.told = max(ch.told, ch.last)
+		from[i], last[i] = max(ch.last, prev), ch.last
+		hi = max(hi, ch.last)
+		if ch.last > ch.checked {
+			known = append(known, knownSeq{ch.name, ch.last})
+		}
 	}
 	b.mu.Unlock()
+	// Events this broker delivered or published that Redis lost, as after
+	// a failover (rewind.go): their channels get a reset, then what
+	// follows them.
+	rewound, err := b.checkLost(ctx, known, hi)
+	if err != nil {
+		return err
+	}
+	var first []*ssehub.Event // resets of channels that lost events
+	for i, ch := range behind {
+		if k, ok := rewound[ch.name]; ok {
+			from[i] = max(from[i], k)
+		}
+	}
 	for i := 0; i == 0 || i < len(behind); i += syncBatch {
 		part := behind[i:min(i+syncBatch, len(behind))]
 		names := make([]string, len(part))
@@ -408,6 +435,9 @@ func (b *Broker) catchUp(ctx context.Context, behind []*channel, held []heldEven
 		}
 		for j, name := range names {
 			ok := r.ok[j]
+			if _, lost := rewound[name]; lost && ok {
+				first = append(first, ssehub.NewEvent(name, FormatSeq(from[i+j]), ssehub.ResetType, []byte("{}"), 0, 0, time.Now()))
+			}
 			if ok && b.size > 0 {
 				var missed []*ssehub.Event
 				err := b.readPages(ctx, names[j:j+1], from[i+j:i+j+1], r.heads[j], func(e *ssehub.Event) error {
@@ -445,9 +475,18 @@ func (b *Broker) catchUp(ctx context.Context, behind []*channel, held []heldEven
 	// A channel cancelled and subscribed again meanwhile is another
 	// channel: what the old one missed is not owed to it.
 	owed := make(map[string]*channel, len(behind))
-	for _, ch := range behind {
+	for i, ch := range behind {
+		ch.checked = max(ch.checked, last[i])
+		if k, ok := rewound[ch.name]; ok {
+			ch.told, ch.checked = max(ch.told, k), max(ch.checked, k)
+		}
 		if b.channels[ch.name] == ch {
 			owed[ch.name] = ch
+		}
+	}
+	for _, e := range first {
+		if ch := owed[e.Channel]; ch != nil {
+			b.deliver(ch, e)
 		}
 	}
 	for _, e := range events {
