@@ -81,9 +81,13 @@ func StartSentinel(tb testing.TB) *Sentinel {
 		}
 		tb.Skip(msg)
 	}
-	master := Start(tb)
-	replica := StartWith(tb, Options{Args: []string{"--replicaof", "127.0.0.1", strconv.Itoa(master.Port())}})
+	// Redis waits five seconds by default before a full copy to a
+	// replica, in case more replicas ask.
+	fast := []string{"--repl-diskless-sync-delay", "0"}
+	master := StartWith(tb, Options{Args: fast})
+	replica := StartWith(tb, Options{Args: append([]string{"--replicaof", "127.0.0.1", strconv.Itoa(master.Port())}, fast...)})
 	s := &Sentinel{tb: tb, nodes: []*Server{master, replica}}
+	s.waitSynced(replica, master)
 	for range 3 {
 		p := &sentinelProc{dir: tb.TempDir()}
 		tb.Cleanup(p.stop)
@@ -306,11 +310,17 @@ func (s *Sentinel) Rejoin(n *Server) {
 		s.tb.Fatalf("redistest: %s is still the master", n.Addr())
 	}
 	n.mu.Lock()
-	n.opts.Args = []string{"--replicaof", "127.0.0.1", strconv.Itoa(m.Port())}
+	n.opts.Args = []string{"--replicaof", "127.0.0.1", strconv.Itoa(m.Port()), "--repl-diskless-sync-delay", "0"}
 	n.mu.Unlock()
 	n.Start()
+	s.waitSynced(n, m)
+}
+
+// waitSynced waits until replica has its first full copy of master.
+func (s *Sentinel) waitSynced(replica, master *Server) {
+	s.tb.Helper()
 	deadline := time.Now().Add(discoverTimeout)
-	c := redis.NewClient(&redis.Options{Addr: n.Addr(), MaxRetries: -1})
+	c := redis.NewClient(&redis.Options{Addr: replica.Addr(), MaxRetries: -1})
 	defer c.Close()
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -320,7 +330,7 @@ func (s *Sentinel) Rejoin(n *Server) {
 			return
 		}
 		if time.Now().After(deadline) {
-			s.tb.Fatalf("redistest: %s did not sync with the master %s within %v: %v", n.Addr(), m.Addr(), discoverTimeout, err)
+			s.tb.Fatalf("redistest: %s did not copy the master %s within %v: %v\n%s", replica.Addr(), master.Addr(), discoverTimeout, err, replica.logTail())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
