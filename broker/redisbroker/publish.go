@@ -63,6 +63,7 @@ func (b *Broker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Event, 
 	if d, ok := ctx.Deadline(); ok {
 		callCtx, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(d)*(fenceShare-1)/fenceShare))
 	}
+	dials := b.dials()
 	res, err := bounded(callCtx, func(ctx context.Context) ([]int64, error) {
 		return publishScript.Run(ctx, b.client, keys, args...).Int64Slice()
 	})
@@ -70,7 +71,7 @@ func (b *Broker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Event, 
 	op := fmt.Sprintf("publish on %q", m.Channel)
 	switch {
 	case err == nil && len(res) == 3 && res[2] != 2 && res[0] > 0:
-		b.published.note(m.Channel, uint64(res[0]))
+		b.notePublished(ctx, m.Channel, uint64(res[0]), dials)
 		return b.event(m, uint64(res[0])), nil
 	case err == nil:
 		return nil, fmt.Errorf("redisbroker: publish script returned %v", res)
@@ -96,7 +97,7 @@ func (b *Broker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Event, 
 	case ferr != nil || len(fres) != 2:
 		return nil, fmt.Errorf("%w: %s: %w", ssehub.ErrOutcomeUnknown, op, err)
 	case fres[0] == 1:
-		b.published.note(m.Channel, uint64(fres[1]))
+		b.notePublished(ctx, m.Channel, uint64(fres[1]), dials)
 		return b.event(m, uint64(fres[1])), nil
 	case fres[0] == 2:
 		return nil, fmt.Errorf("%w: %q", ssehub.ErrIdempotencyKeyReused, m.IdempotencyKey)

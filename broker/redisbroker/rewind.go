@@ -110,6 +110,24 @@ func (p *publishedRecord) restore(m map[string]uint64) {
 	p.frozen = true
 }
 
+// dials returns how many connections the client has tried to open.
+func (b *Broker) dials() uint32 { return b.client.PoolStats().Misses }
+
+// notePublished records that seq was published on channel. When the
+// client opened a connection since dials, as go-redis does by itself when
+// one breaks, the publish may have gone to a new master: what was
+// published before is checked at once.
+func (b *Broker) notePublished(ctx context.Context, channel string, seq uint64, dials uint32) {
+	if b.dials() == dials {
+		b.published.note(channel, seq)
+		return
+	}
+	b.published.freeze()
+	b.published.note(channel, seq)
+	// The publish happened: a failed check is tried again before the next.
+	b.checkPublished(ctx)
+}
+
 // checkPublished checks the record of a broker whose connection failed
 // since it was last checked, before a publish: a hub that publishes on a
 // channel without subscribing it learns that way of its lost publishes.

@@ -80,6 +80,17 @@ func TestSentinelLostTail(t *testing.T) {
 	t.Parallel()
 	set := redistest.StartSentinel(t)
 	th := newHubOn(t, newSentinelBroker(t, set, redisbroker.Options{}), ssehub.Config{})
+	// A broker that only publishes, as `ssehub publish --broker` or a hub
+	// without streams: it has no subscription that would reconnect.
+	pb := newSentinelBroker(t, set, redisbroker.Options{})
+	pub := func(n int) string {
+		t.Helper()
+		e, err := pb.Publish(t.Context(), ssehub.Message{Channel: "c", Data: json.RawMessage(strconv.Itoa(n))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e.ID
+	}
 	master, replica := set.Master(), set.Nodes()[1]
 	mc := redis.NewClient(&redis.Options{Addr: master.Addr(), MaxRetries: -1})
 	defer mc.Close()
@@ -89,6 +100,7 @@ func TestSentinelLostTail(t *testing.T) {
 	a1 := th.publish(t, "a", 1)
 	b1 := th.publish(t, "b", 1)
 	a2 := th.publish(t, "a", 2)
+	c1 := pub(1)
 	s.expect(a1, a2)
 	if n, err := mc.Wait(ctx, 1, 10*time.Second).Result(); err != nil || n != 1 {
 		t.Fatalf("WAIT for the replica: %d, %v", n, err)
@@ -102,6 +114,7 @@ func TestSentinelLostTail(t *testing.T) {
 	a3 := th.publish(t, "a", 3)
 	a4 := th.publish(t, "a", 4)
 	th.publish(t, "b", 2)
+	pub(2)
 	s.expect(a3, a4)
 	master.Kill()
 	replica.Thaw()
@@ -120,6 +133,18 @@ func TestSentinelLostTail(t *testing.T) {
 	a5 := publishRetry(t, th.hub, "a", 5)
 	s.expect(a5)
 	waitFor(t, "/readyz after the failover", func() bool { return th.hub.Ready(ctx) == nil })
+	// The publishing broker checks what it published before its next
+	// publish goes out.
+	var c3 string
+	waitFor(t, "a publish on c after the failover", func() bool {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		e, err := pb.Publish(pctx, ssehub.Message{Channel: "c", Data: json.RawMessage("3"), IdempotencyKey: "c3"})
+		if err == nil {
+			c3 = e.ID
+		}
+		return err == nil
+	})
 	if seq(t, a5) <= seq(t, a4) {
 		t.Fatalf("event after the failover has id %s, not after the lost %s", a5, a4)
 	}
@@ -133,8 +158,19 @@ func TestSentinelLostTail(t *testing.T) {
 		{"a", a4, false}, // the last lost event: nothing after it was lost
 		{"a", reset.LastEventID, false},
 		{"b", b1, true}, // its second event, published by this hub only, was lost
+		{"c", c1, true}, // its second event, published by the other broker only, was lost
+		{"c", c3, false},
 	} {
 		r := openStream(t, th.srv.URL, []string{tt.channel}, tt.last)
+		if tt.channel == "c" && !tt.reset {
+			// Nothing follows c3 yet: a live event is the first.
+			c4 := pub(4)
+			if e := r.next(); e.LastEventID != c4 {
+				t.Errorf("resume on c from %s: %q id %s; want %s", tt.last, e.Type, e.LastEventID, c4)
+			}
+			r.close()
+			continue
+		}
 		e := r.next()
 		switch {
 		case tt.reset && e.Type != ssehub.ResetType:
