@@ -1,0 +1,94 @@
+package redisbroker
+
+import (
+	"encoding/json"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ssehub/ssehub"
+	"github.com/ssehub/ssehub/internal/redistest"
+)
+
+// TestLostNotice: another hub's notice that a channel lost its events up
+// to a seq gives the channel's subscribers a reset when they had not seen
+// that seq before the connection was last restored, and nothing when they
+// had.
+func TestLostNotice(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { client.Close() })
+	b, err := New(client, Options{CanaryInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close(t.Context()) })
+	got := make(chan *ssehub.Event, 16)
+	cancel, err := b.Subscribe(t.Context(), "n", func(e *ssehub.Event) { got <- e })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cancel()
+	next := func() *ssehub.Event {
+		t.Helper()
+		select {
+		case e := <-got:
+			return e
+		case <-time.After(20 * time.Second):
+			t.Fatal("no event after 20s")
+		}
+		return nil
+	}
+	publish := func(n string) *ssehub.Event {
+		t.Helper()
+		e, err := b.Publish(t.Context(), ssehub.Message{Channel: "n", Data: json.RawMessage(n)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	e1 := publish("1")
+	if e := next(); e.ID != e1.ID {
+		t.Fatalf("got %q, want %q", e.ID, e1.ID)
+	}
+	// The connection breaks and is restored, as in a failover.
+	if err := client.ClientKillByFilter(t.Context(), "TYPE", "pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		n, err := client.PubSubNumSub(t.Context(), b.twin("n")).Result()
+		if err == nil && n[b.twin("n")] == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the broker did not subscribe again")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	notice := func(seq uint64) {
+		t.Helper()
+		if err := client.Publish(t.Context(), b.twin("n"), "L"+strconv.FormatUint(seq, 10)).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	notice(e1.Seq) // seen: nothing to do
+	e2 := publish("2")
+	if e := next(); e.ID != e2.ID {
+		t.Fatalf("after a notice of a seen event: %q %q, want %q", e.Type, e.ID, e2.ID)
+	}
+	lost := e2.Seq + 1000
+	notice(lost)
+	if e := next(); e.Type != ssehub.ResetType || e.ID != FormatSeq(lost) {
+		t.Fatalf("after a notice of a lost event: %q %q, want a reset with id %s", e.Type, e.ID, FormatSeq(lost))
+	}
+	notice(lost) // told already
+	e3 := publish("3")
+	if e := next(); e.ID != e3.ID {
+		t.Fatalf("after a second notice: %q %q, want %q", e.Type, e.ID, e3.ID)
+	}
+}
