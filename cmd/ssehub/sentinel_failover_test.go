@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/ssehub/ssehub"
 	"github.com/ssehub/ssehub/internal/redistest"
 	"github.com/ssehub/ssehub/internal/sse"
@@ -27,7 +29,16 @@ import (
 // asynchronously, so the master may die with events the replica lacks);
 // a client reconnecting to the other hub with Last-Event-ID resumes
 // exactly; and the killed node rejoins as a replica.
-func TestSentinelFailover(t *testing.T) {
+func TestSentinelFailover(t *testing.T) { testSentinelFailover(t, false) }
+
+// TestSentinelFailoverLostTail is TestSentinelFailover where the replica
+// stops copying the master (frozen, its link cut) for the last events
+// before the master dies: the master acknowledged them and delivered
+// them to the streams, and the promoted replica does not have them. Every
+// stream then gets a reset, and a resume from before the crash resets.
+func TestSentinelFailoverLostTail(t *testing.T) { testSentinelFailover(t, true) }
+
+func testSentinelFailover(t *testing.T, loseTail bool) {
 	set := redistest.StartSentinel(t)
 	a := startHub(t, "--broker", set.URL(), "--heartbeat", "500ms", "--publish-timeout", "3s")
 	b := startHub(t, "--broker", set.URL(), "--heartbeat", "500ms", "--publish-timeout", "3s")
@@ -112,7 +123,23 @@ func TestSentinelFailover(t *testing.T) {
 		resumeFrom[i] = s.snapshot()[5].LastEventID
 	}
 	master := set.Master()
-	master.Kill()
+	if loseTail {
+		replica := set.Nodes()[1]
+		mc := redis.NewClient(&redis.Options{Addr: master.Addr(), MaxRetries: -1})
+		replica.Freeze()
+		if err := mc.ClientKillByFilter(t.Context(), "TYPE", "replica").Err(); err != nil {
+			t.Fatal(err)
+		}
+		mc.Close()
+		// Within the sentinels' down-after-milliseconds, so that they
+		// still count the replica as healthy.
+		frozenAt := count()
+		waitFor(t, "20 acknowledged events the replica lacks", func() bool { return count() >= frozenAt+20 })
+		master.Kill()
+		replica.Thaw()
+	} else {
+		master.Kill()
+	}
 	killedAt := count()
 	// While no master answers, the hubs say so.
 	for _, h := range hubs {
@@ -148,6 +175,9 @@ func TestSentinelFailover(t *testing.T) {
 	}
 	resets := 0
 	for i, s := range streams {
+		if loseTail && !slices.ContainsFunc(s.snapshot(), func(e sse.Event) bool { return e.Type == ssehub.ResetType }) {
+			t.Errorf("%s: no reset, though events it got were lost", s.name)
+		}
 		for _, ch := range s.channels {
 			waitFor(t, s.name+" to get the last event of "+ch, func() bool { return s.has(last[ch]) })
 		}
@@ -203,6 +233,9 @@ func TestSentinelFailover(t *testing.T) {
 		if e := resumed.snapshot()[0]; e.Type == ssehub.ResetType {
 			t.Logf("%s resumed from %s: a reset, as events after it were lost", s.name, resumeFrom[i])
 			continue
+		}
+		if loseTail {
+			t.Fatalf("%s resumed from %s, before lost events: %q %s, want a reset", s.name, resumeFrom[i], resumed.snapshot()[0].Type, resumed.snapshot()[0].LastEventID)
 		}
 		for _, ch := range s.channels {
 			waitFor(t, s.name+" resumed to get the last event of "+ch, func() bool { return resumed.has(last[ch]) })
