@@ -64,6 +64,18 @@
 // subscription when a canary does not come back, which catches a
 // connection that looks fine but no longer delivers.
 //
+// With go-redis's failover client (Redis Sentinel), the broker follows the
+// master the sentinels promote. Redis replicates asynchronously, so the
+// new master may lack the last events the old one acknowledged. When its
+// subscription connects again, and before a publish on a connection the
+// client opened anew, the broker asks Redis for the last event it
+// delivered on each channel and the last one it published on each
+// channel; an event that is gone without having been trimmed was lost.
+// The broker records the loss, so that a resume from before it gets a
+// reset, tells the other hubs on the channel's twin, and gives the
+// channel's subscribers a reset followed by the events after the loss.
+// It also raises the counter past every seq it saw (rewind.go).
+//
 // # Keys and Redis Cluster
 //
 // All keys start with Options.Prefix. The scripts touch the shared

@@ -161,6 +161,14 @@ func testSentinelFailover(t *testing.T, loseTail bool) {
 		killedAt, len(acked), pause.Round(time.Millisecond), retries)
 	mu.Unlock()
 
+	// publish --broker asks the sentinels for the new master too.
+	out, errOut, code := runCLI(t, `{"n":999999,"c":"s0"}`, "publish", "--broker", set.URL(), "--channel", "s0")
+	if code != 0 {
+		t.Fatalf("publish --broker %s after the failover: exit %d, %s", set.URL(), code, errOut)
+	}
+	seq, _ := strconv.ParseUint(strings.TrimSpace(out), 10, 64)
+	acked = append(acked, ack{"s0", strings.TrimSpace(out), seq})
+
 	// A last event per channel: a stream that has it has had its chance
 	// to get everything before it.
 	last := map[string]string{}
