@@ -59,6 +59,8 @@ func TestLostNotice(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(20 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		n, err := client.PubSubNumSub(t.Context(), b.twin("n")).Result()
 		if err == nil && n[b.twin("n")] == 1 {
@@ -67,7 +69,7 @@ func TestLostNotice(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("the broker did not subscribe again")
 		}
-		time.Sleep(10 * time.Millisecond)
+		<-tick.C
 	}
 
 	notice := func(seq uint64) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -85,5 +86,24 @@ func TestSentinelURLErrors(t *testing.T) {
 		if code == 0 || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, "redis-sentinel://") || strings.Contains(errOut, "secret") {
 			t.Errorf("%v: exit %d, stderr %q; want one line naming the URL's form, without the password", args, code, errOut)
 		}
+	}
+}
+
+// TestServeWarnsOfUnreachableSentinels: a hub whose sentinels do not
+// answer says so once it listens, naming them and the master, and serves
+// anyway.
+func TestServeWarnsOfUnreachableSentinels(t *testing.T) {
+	t.Parallel()
+	hub := startHub(t, "--broker", "redis-sentinel://u:secret@127.0.0.1:1,127.0.0.1:2/mymaster")
+	hub.waitLog(t, "broker unreachable; serving anyway and retrying", 1)
+	log := hub.log.String()
+	if want := `are the sentinels at 127.0.0.1:1,127.0.0.1:2 running, and do they name a master \"mymaster\" that answers?`; !strings.Contains(log, want) {
+		t.Errorf("log lacks %s:\n%s", want, log)
+	}
+	if strings.Contains(log, "secret") {
+		t.Errorf("log shows the password:\n%s", log)
+	}
+	if r := readyz(t, hub.URL); r.status != http.StatusServiceUnavailable || !strings.Contains(r.Error, "sentinels") {
+		t.Errorf("/readyz with no sentinel: %+v", r)
 	}
 }

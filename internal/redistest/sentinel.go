@@ -31,6 +31,8 @@ const (
 	// discoverTimeout bounds how long the sentinels may take to find each
 	// other and the replica when they start.
 	discoverTimeout = 20 * time.Second
+	// pollInterval is how often the waits below ask again.
+	pollInterval = 50 * time.Millisecond
 )
 
 // Sentinel is a master, one replica and three redis-sentinel processes
@@ -173,6 +175,8 @@ func (p *sentinelProc) stop() {
 func (s *Sentinel) waitDiscovered() {
 	s.tb.Helper()
 	deadline := time.Now().Add(discoverTimeout)
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
 	for _, p := range s.sentinels {
 		c := redis.NewSentinelClient(&redis.Options{Addr: p.addr(), MaxRetries: -1})
 		var last map[string]string
@@ -189,7 +193,7 @@ func (s *Sentinel) waitDiscovered() {
 				s.tb.Fatalf("redistest: sentinel %s did not find the replica and the other sentinels within %v: %v, %v",
 					p.addr(), discoverTimeout, last, err)
 			}
-			time.Sleep(50 * time.Millisecond)
+			<-tick.C
 		}
 		c.Close()
 	}
@@ -259,6 +263,8 @@ func (s *Sentinel) node(addr string) *Server {
 func (s *Sentinel) WaitFailover(old *Server, timeout time.Duration) *Server {
 	s.tb.Helper()
 	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
 	var why string
 	for {
 		a, err := s.MasterAddr()
@@ -278,7 +284,7 @@ func (s *Sentinel) WaitFailover(old *Server, timeout time.Duration) *Server {
 		if time.Now().After(deadline) {
 			s.tb.Fatalf("redistest: no failover within %v: %s\n%s", timeout, why, s.sentinelLog())
 		}
-		time.Sleep(50 * time.Millisecond)
+		<-tick.C
 	}
 }
 
@@ -320,6 +326,8 @@ func (s *Sentinel) Rejoin(n *Server) {
 func (s *Sentinel) waitSynced(replica, master *Server) {
 	s.tb.Helper()
 	deadline := time.Now().Add(discoverTimeout)
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
 	c := redis.NewClient(&redis.Options{Addr: replica.Addr(), MaxRetries: -1})
 	defer c.Close()
 	for {
@@ -332,7 +340,7 @@ func (s *Sentinel) waitSynced(replica, master *Server) {
 		if time.Now().After(deadline) {
 			s.tb.Fatalf("redistest: %s did not copy the master %s within %v: %v\n%s", replica.Addr(), master.Addr(), discoverTimeout, err, replica.logTail())
 		}
-		time.Sleep(50 * time.Millisecond)
+		<-tick.C
 	}
 }
 

@@ -35,6 +35,8 @@ func TestSentinelFailover(t *testing.T) {
 		t.Fatalf("promoted %s, want the replica %s", promoted.Addr(), set.Nodes()[1].Addr())
 	}
 	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		v, err := c.Get(ctx, "k").Result()
 		if err == nil && v == "v" {
@@ -43,7 +45,7 @@ func TestSentinelFailover(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("GET k through the failover client after failover: %q, %v", v, err)
 		}
-		time.Sleep(20 * time.Millisecond)
+		<-tick.C
 	}
 	set.Rejoin(old)
 	r := redis.NewClient(&redis.Options{Addr: old.Addr()})
