@@ -435,9 +435,6 @@ func (b *Broker) catchUp(ctx context.Context, behind []*channel, held []heldEven
 		}
 		for j, name := range names {
 			ok := r.ok[j]
-			if _, lost := rewound[name]; lost && ok {
-				first = append(first, ssehub.NewEvent(name, FormatSeq(from[i+j]), ssehub.ResetType, []byte("{}"), 0, 0, time.Now()))
-			}
 			if ok && b.size > 0 {
 				var missed []*ssehub.Event
 				err := b.readPages(ctx, names[j:j+1], from[i+j:i+j+1], r.heads[j], func(e *ssehub.Event) error {
@@ -452,6 +449,10 @@ func (b *Broker) catchUp(ctx context.Context, behind []*channel, held []heldEven
 				default:
 					events = append(events, missed...)
 				}
+			}
+			if _, rew := rewound[name]; rew && ok {
+				// What follows the lost events is all there.
+				first = append(first, ssehub.NewEvent(name, FormatSeq(from[i+j]), ssehub.ResetType, []byte("{}"), 0, 0, time.Now()))
 			}
 			if !ok {
 				lost = append(lost, name)
