@@ -20,6 +20,15 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// TestConformanceSentinel runs the suite through go-redis's failover
+// client, on a master the sentinels name.
+func TestConformanceSentinel(t *testing.T) {
+	set := redistest.StartSentinel(t)
+	brokertest.Run(t, func(t *testing.T) ssehub.Broker {
+		return newSentinelBroker(t, set, redisbroker.Options{})
+	})
+}
+
 // newClient returns a client of srv that the test closes when it ends. It
 // retries briefly, so that commands fail fast while a test has stopped
 // Redis.
