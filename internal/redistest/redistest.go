@@ -2,11 +2,12 @@
 // loopback port with its own data directory, and can stop and start it
 // again on the same port to test what happens when Redis goes away, or
 // freeze and thaw it (SIGSTOP, SIGCONT) to test what happens when it
-// hangs.
+// hangs. StartSentinel starts a master, a replica and three sentinels, to
+// test a failover.
 //
-// Tests that use it skip when no redis-server binary is installed, unless
-// the environment has CI=true: there they fail, so a CI run never passes by
-// skipping.
+// Tests that use it skip when redis-server (or redis-sentinel) is not
+// installed, unless the environment has CI=true: there they fail, so a CI
+// run never passes by skipping.
 package redistest
 
 import (
