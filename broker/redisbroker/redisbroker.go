@@ -79,6 +79,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -169,6 +170,7 @@ const (
 // Its methods are safe for concurrent use.
 type Broker struct {
 	client      redis.UniversalClient
+	cluster     *redis.ClusterClient // non-nil on Redis Cluster (cluster.go)
 	prefix      string
 	flask       bool          // Options.Envelope is EnvelopeFlaskSSE
 	size        int           // <= 0: no history
@@ -252,8 +254,18 @@ func New(client redis.UniversalClient, opts Options) (*Broker, error) {
 	default:
 		return nil, fmt.Errorf("redisbroker: envelope %q: use %q or %q", opts.Envelope, EnvelopeInvenio, EnvelopeFlaskSSE)
 	}
+	cluster, _ := client.(*redis.ClusterClient)
+	if cluster != nil {
+		if strings.ContainsAny(opts.Prefix, "{}") {
+			return nil, fmt.Errorf("redisbroker: prefix %q: on Redis Cluster the broker puts each channel in its own hash slot, so the prefix must not hold a hash tag ({ or })", opts.Prefix)
+		}
+		if opts.Envelope == EnvelopeFlaskSSE {
+			return nil, errors.New("redisbroker: envelope flask-sse: on Redis Cluster events go out on sharded channels, which flask-sse's readers do not subscribe")
+		}
+	}
 	b := &Broker{
 		client:      client,
+		cluster:     cluster,
 		prefix:      opts.Prefix,
 		size:        opts.HistorySize,
 		age:         opts.HistoryAge,
@@ -332,8 +344,54 @@ func (b *Broker) start() {
 	}
 }
 
-func (b *Broker) streamKey(channel string) string { return b.prefix + "stream:" + channel }
-func (b *Broker) idsKey(channel string) string    { return b.prefix + "ids:" + channel }
+// keyset names the keys and the twin of one channel.
+type keyset struct {
+	// prefix is the prefix of the channel's keys, as the scripts take it:
+	// Options.Prefix, followed on a cluster by the channel's hash tag.
+	prefix                                            string
+	state, active, evicted, first, bytes, keys, keyq string
+	stream, ids, notices, twin                        string
+}
+
+// keysOf returns the keys of channel. On one Redis the sequence counter,
+// the indexes and the idempotency keys are shared by all channels; on a
+// cluster each channel has its own, all in the channel's hash slot, which
+// the hash tag "{channel}" right after the prefix selects: the slot of the
+// key "P{c}state" is that of c, whose sharded pub/sub channel then lives on
+// the same shard.
+func (b *Broker) keysOf(channel string) keyset {
+	p := b.prefix
+	if b.cluster != nil {
+		p = b.prefix + "{" + channel + "}"
+	}
+	return keyset{
+		prefix: p,
+		state:  p + "state", active: p + "active", evicted: p + "evicted", first: p + "first",
+		bytes: p + "bytes", keys: p + "keys", keyq: p + "keyq",
+		stream: p + "stream:" + channel, ids: p + "ids:" + channel, notices: p + "notices:" + channel,
+		twin: p + "#" + channel,
+	}
+}
+
+// twinOf returns the channel whose twin is the pub/sub channel name.
+func (b *Broker) twinOf(name string) (string, bool) {
+	rest, ok := strings.CutPrefix(name, b.prefix)
+	if !ok {
+		return "", false
+	}
+	if b.cluster == nil {
+		return strings.CutPrefix(rest, "#")
+	}
+	rest, ok = strings.CutPrefix(rest, "{")
+	if !ok {
+		return "", false
+	}
+	tag, channel, ok := strings.Cut(rest, "}#")
+	if !ok || tag != channel {
+		return "", false
+	}
+	return channel, true
+}
 
 // FormatSeq returns the id the broker gives an event with sequence number
 // seq when the publisher set none.

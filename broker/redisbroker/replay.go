@@ -38,7 +38,11 @@ type bounds struct {
 // from lastEventID; otherwise from[i] is channel i's start.
 func (b *Broker) resolve(ctx context.Context, channels []string, lastEventID string, from []uint64) (bounds, error) {
 	keys := make([]string, 0, 3+2*len(channels))
-	keys = append(keys, b.stateKey, b.activeKey, b.evictedKey)
+	k0 := b.keysOf("")
+	if len(channels) > 0 {
+		k0 = b.keysOf(channels[0])
+	}
+	keys = append(keys, k0.state, k0.active, k0.evicted)
 	args := make([]any, 0, 3+2*len(channels))
 	history := "0"
 	if b.size > 0 {
@@ -50,7 +54,8 @@ func (b *Broker) resolve(ctx context.Context, channels []string, lastEventID str
 	}
 	args = append(args, lastEventID, history, age)
 	for _, name := range channels {
-		keys = append(keys, b.streamKey(name), b.idsKey(name))
+		k := b.keysOf(name)
+		keys = append(keys, k.stream, k.ids)
 		args = append(args, name)
 	}
 	for i := range channels {
@@ -201,7 +206,8 @@ func (b *Broker) readPages(ctx context.Context, channels []string, after []uint6
 
 // page reads p's next page.
 func (b *Broker) page(ctx context.Context, p *pager, upto uint64) error {
-	keys := []string{b.stateKey, b.activeKey, b.evictedKey, b.streamKey(p.name)}
+	k := b.keysOf(p.name)
+	keys := []string{k.state, k.active, k.evicted, k.stream}
 	res, err := pageScript.Run(ctx, b.client, keys, p.name, p.after, upto, replayPageEvents, replayPageBytes).Slice()
 	if err != nil {
 		b.metrics.BrokerError()

@@ -22,6 +22,8 @@ var (
 	canaryLua string
 	//go:embed sync.lua
 	syncLua string
+	//go:embed lost.lua
+	lostLua string
 )
 
 // The keys, under Options.Prefix (P):
@@ -29,7 +31,8 @@ var (
 //	P state          hash: seq (last sequence number issued or reserved),
 //	                 start (the first), forgotten (highest seq of a channel
 //	                 dropped for being idle longer than the history age),
-//	                 bytes (what all streams hold, as publish.lua counts it)
+//	                 bytes (what all streams hold, as publish.lua counts it),
+//	                 lost (ranges of positions a failover lost, lost.lua)
 //	P active         sorted set: channel -> seq of its last event
 //	P evicted        sorted set: channel -> highest seq trimmed from its stream
 //	P first          sorted set: channel -> seq of the oldest event in its stream
@@ -45,6 +48,12 @@ var (
 //	P keyq           sorted set: idempotency key -> when to forget it (µs)
 //	P notices:<name> count of foreign messages taken into the channel's
 //	                 history (foreign.go); expires a day after the last
+//
+// On Redis Cluster, P is followed by the hash tag of the channel,
+// "P{<name>}", in every key, so that all of them, and the channel, live in
+// the channel's hash slot: the counter, the indexes and the idempotency
+// keys are then the channel's own, and the history bytes a bound per
+// channel.
 //
 // Besides the channel itself, hubs subscribe its twin, the pub/sub channel
 // "P#<name>", which carries notices and envelopes that the Python readers
@@ -77,3 +86,7 @@ var canaryScript = redis.NewScript(canaryLua)
 //
 // KEYS: notices counter. ARGV: twin channel.
 var syncScript = redis.NewScript(syncLua)
+
+// lostScript finds and records what a failover lost of a channel's
+// history (lost.lua).
+var lostScript = redis.NewScript(lostLua)

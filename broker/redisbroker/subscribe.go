@@ -303,7 +303,7 @@ func (b *Broker) decode(m *redis.Message) heldEvent {
 		h.seq, _ = strconv.ParseUint(seq, 10, 64)
 		return h
 	}
-	if name, ok := strings.CutPrefix(m.Channel, b.prefix+"#"); ok {
+	if name, ok := b.twinOf(m.Channel); ok {
 		h.channel, h.twin = name, true
 		decodeTwin(&h, m.Payload)
 		return h
