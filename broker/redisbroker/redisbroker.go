@@ -348,9 +348,9 @@ func (b *Broker) start() {
 type keyset struct {
 	// prefix is the prefix of the channel's keys, as the scripts take it:
 	// Options.Prefix, followed on a cluster by the channel's hash tag.
-	prefix                                            string
+	prefix                                           string
 	state, active, evicted, first, bytes, keys, keyq string
-	stream, ids, notices, twin                        string
+	stream, ids, notices, twin                       string
 }
 
 // keysOf returns the keys of channel. On one Redis the sequence counter,
