@@ -65,6 +65,7 @@ type foreignState struct {
 	held      []foreignMsg
 	heldBytes int          // of the payloads in held
 	gone      []foreignMsg // delivered without a seq when held too long
+	early     []foreignMsg // on Redis Cluster, messages whose notice came first (cluster.go)
 }
 
 type foreignMsg struct {
@@ -149,6 +150,12 @@ func (b *Broker) receiveTwin(ch *channel, h heldEvent) {
 			f.gone = append(f.gone[:i], f.gone[i+1:]...)
 			b.kickIngest(ch)
 			return
+		} else if b.cluster != nil {
+			// The message may still come on the other connection.
+			f.early = append(f.early, foreignMsg{payload: h.payload, at: time.Now()})
+			if len(f.early) > maxGone {
+				f.early = f.early[len(f.early)-maxGone:]
+			}
 		}
 		defer b.kickIngest(ch)
 	}
@@ -287,6 +294,9 @@ func (b *Broker) expireHeld() {
 			}
 			for len(f.gone) > 0 && now.Sub(f.gone[0].at) > time.Minute {
 				f.gone = f.gone[1:]
+			}
+			for len(f.early) > 0 && now.Sub(f.early[0].at) > time.Minute {
+				f.early = f.early[1:]
 			}
 		}
 		b.mu.Unlock()

@@ -203,6 +203,8 @@ type Broker struct {
 	channels map[string]*channel
 	holding  map[*channel]struct{} // channels that hold foreign messages (foreign.go)
 	ps       *redis.PubSub         // the current session's connection, or nil
+	shards   map[string]*shard     // on Redis Cluster, the session of each master by address
+	fps      *redis.PubSub         // on Redis Cluster, the plain subscription to other publishers
 	pending  map[string][]*channel // per name, the channels whose SUBSCRIBE (nil: UNSUBSCRIBE) awaits its reply, in order
 	up       bool                  // subscribed and caught up
 	downErr  error                 // why the last attempt to subscribe failed
@@ -231,6 +233,16 @@ type channel struct {
 	last      uint64 // highest seq delivered
 
 	foreign foreignState // messages of other publishers (foreign.go)
+
+	// On Redis Cluster (cluster.go): the session of the channel's shard;
+	// the head when first subscribed, from which a catch-up starts until
+	// an event is delivered; whether it is known; and, while the channel
+	// catches up, the messages held back.
+	shard   *shard
+	base    uint64
+	synced  bool
+	syncing bool
+	held    []heldEvent
 }
 
 type sub struct{ deliver func(*ssehub.Event) }
@@ -335,9 +347,18 @@ func (b *Broker) start() {
 		return
 	}
 	b.started = true
-	b.wg.Add(2)
-	go b.run()
+	b.wg.Add(1)
 	go b.expireHeld()
+	if b.cluster != nil {
+		b.startForeign()
+		if b.canaryEvery > 0 {
+			b.wg.Add(1)
+			go b.watchCluster()
+		}
+		return
+	}
+	b.wg.Add(1)
+	go b.run()
 	if b.canaryEvery > 0 {
 		b.wg.Add(1)
 		go b.watch()
@@ -407,8 +428,15 @@ func unavailable(op string, err error) error {
 func (b *Broker) Check(ctx context.Context) error {
 	b.mu.Lock()
 	closed, started, up, downErr, overdue := b.closed, b.started, b.up, b.downErr, b.canaryOverdue()
+	var clusterErr error
+	if b.cluster != nil && started && !closed {
+		clusterErr = b.checkCluster()
+		up, downErr, overdue = true, nil, false
+	}
 	b.mu.Unlock()
 	switch {
+	case clusterErr != nil:
+		return clusterErr
 	case closed:
 		return ssehub.ErrClosed
 	case !started:
@@ -435,12 +463,17 @@ func (b *Broker) Close(ctx context.Context) error {
 		return ssehub.ErrClosed
 	}
 	b.closed = true
-	ps := b.ps
+	pss := []*redis.PubSub{b.ps, b.fps}
+	for _, sh := range b.shards {
+		pss = append(pss, sh.ps)
+	}
 	b.mu.Unlock()
 	close(b.done)
 	b.cancelCtx()
-	if ps != nil {
-		ps.Close()
+	for _, ps := range pss {
+		if ps != nil {
+			ps.Close()
+		}
 	}
 	finished := make(chan struct{})
 	go func() { b.wg.Wait(); close(finished) }()
