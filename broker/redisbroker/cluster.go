@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -790,7 +791,24 @@ func (b *Broker) startForeign() {
 // fails.
 func (b *Broker) foreignSession() error {
 	ctx := b.ctx
-	ps := b.cluster.Subscribe(ctx)
+	// Any node will do, as PUBLISH reaches them all; another one is tried
+	// after a failure.
+	var (
+		nodesMu sync.Mutex
+		nodes   []*redis.Client
+	)
+	lctx, cancel := context.WithTimeout(ctx, time.Second)
+	b.cluster.ForEachShard(lctx, func(_ context.Context, c *redis.Client) error {
+		nodesMu.Lock()
+		nodes = append(nodes, c)
+		nodesMu.Unlock()
+		return nil
+	})
+	cancel()
+	if len(nodes) == 0 {
+		return errors.New("no node of the cluster is known")
+	}
+	ps := nodes[rand.N(len(nodes))].Subscribe(ctx)
 	defer func() {
 		b.cmdMu.Lock()
 		b.mu.Lock()

@@ -2,6 +2,8 @@ package redisbroker_test
 
 import (
 	"context"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,4 +46,16 @@ func newClusterBroker(t testing.TB, c *redistest.Cluster, opts redisbroker.Optio
 	}
 	t.Cleanup(func() { b.Close(context.Background()) })
 	return b
+}
+
+// testLogger returns a logger that writes to the test's log.
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
 }

@@ -72,6 +72,10 @@ func (b *Broker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Event, 
 		return nil, fmt.Errorf("%w: %q", ssehub.ErrIdempotencyKeyReused, m.IdempotencyKey)
 	}
 	b.metrics.BrokerError()
+	if b.cluster != nil {
+		// The master may have failed over: learn the slots again.
+		b.cluster.ReloadState(ctx)
+	}
 	if unreachable(err) {
 		return nil, unavailable(op, err)
 	}

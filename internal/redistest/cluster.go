@@ -363,3 +363,27 @@ func (s *Server) running() bool {
 }
 
 func ciRun() bool { return os.Getenv("CI") == "true" }
+
+// ReplicaOf returns a running node that replicates master, waiting until
+// one is attached.
+func (c *Cluster) ReplicaOf(master *Server) *Server {
+	c.tb.Helper()
+	var found *Server
+	err := c.poll(clusterTimeout, func(ctx context.Context) error {
+		v, err := view(ctx, master.Addr())
+		if err != nil {
+			return err
+		}
+		for rep, m := range v.replicas {
+			if n := c.Node(rep); m == master.Addr() && n != nil && n.running() {
+				found = n
+				return nil
+			}
+		}
+		return fmt.Errorf("%s has no replica", master.Addr())
+	})
+	if err != nil {
+		c.tb.Fatalf("redistest: %v", err)
+	}
+	return found
+}

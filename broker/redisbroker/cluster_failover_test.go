@@ -1,0 +1,321 @@
+package redisbroker_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ssehub/ssehub"
+	"github.com/ssehub/ssehub/broker/redisbroker"
+	"github.com/ssehub/ssehub/internal/redistest"
+)
+
+// clusterRecorder collects what a broker's subscriptions deliver, per
+// channel.
+type clusterRecorder struct {
+	mu     sync.Mutex
+	events map[string][]*ssehub.Event
+}
+
+func (r *clusterRecorder) deliver(e *ssehub.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.events == nil {
+		r.events = map[string][]*ssehub.Event{}
+	}
+	r.events[e.Channel] = append(r.events[e.Channel], e)
+}
+
+func (r *clusterRecorder) of(channel string) []*ssehub.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.events[channel])
+}
+
+// publishRetrying publishes m with an idempotency key, again and again
+// while the broker answers that it is unavailable or cannot tell, as a
+// client that retries 503 and 504 does.
+func publishRetrying(t testing.TB, b *redisbroker.Broker, m ssehub.Message) *ssehub.Event {
+	t.Helper()
+	m.Normalize()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		e, err := b.Publish(ctx, m)
+		cancel()
+		switch {
+		case err == nil:
+			return e
+		case !errors.Is(err, ssehub.ErrUnavailable) && !errors.Is(err, ssehub.ErrOutcomeUnknown):
+			t.Errorf("Publish on %s: %v", m.Channel, err)
+			return nil
+		case time.Now().After(deadline):
+			t.Errorf("Publish on %s still failing after %v: %v", m.Channel, waitTimeout, err)
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond) // a client's pause before it sends again
+	}
+}
+
+// checkDelivered checks that got holds every event of acked once, in
+// order, or a reset; after a reset, the events acknowledged after it
+// follow in order.
+func checkDelivered(t testing.TB, who, channel string, got, acked []*ssehub.Event) {
+	t.Helper()
+	reset := -1
+	seen := map[string]bool{}
+	for i, e := range got {
+		if e.Type == ssehub.ResetType {
+			reset = i
+			continue
+		}
+		if seen[e.ID] {
+			t.Errorf("%s on %s: event %s delivered twice", who, channel, e.ID)
+		}
+		seen[e.ID] = true
+	}
+	var ids []string
+	for _, e := range got[reset+1:] {
+		ids = append(ids, e.ID)
+	}
+	var want []string
+	for _, e := range acked {
+		if reset < 0 || !seen[e.ID] || slices.Contains(ids, e.ID) {
+			want = append(want, e.ID)
+		}
+	}
+	if reset >= 0 {
+		// Before the reset, what came was in order; after it, every event
+		// not seen before, in order.
+		var after []string
+		for _, id := range want {
+			if slices.Contains(ids, id) || !seen[id] {
+				after = append(after, id)
+			}
+		}
+		want = after
+	} else {
+		ids = nil
+		for _, e := range got {
+			ids = append(ids, e.ID)
+		}
+	}
+	if !slices.Equal(ids, want) {
+		t.Errorf("%s on %s: delivered %v (reset at %d); want %v", who, channel, ids, reset, want)
+	}
+}
+
+// TestClusterFailover runs two brokers on a 3+3 cluster, both subscribed
+// to a dozen channels, while one publishes steadily, and kills the master
+// of one of them with SIGKILL. Publishing resumes by itself after the
+// failover; each broker delivers every acknowledged event once and in
+// order per channel, or a reset; the new master shows both brokers'
+// sharded subscriptions; a replay on either broker resumes exactly.
+func TestClusterFailover(t *testing.T) {
+	t.Parallel()
+	c := redistest.StartCluster(t)
+	opts := redisbroker.Options{CanaryInterval: 500 * time.Millisecond}
+	b1, b2 := newClusterBroker(t, c, opts), newClusterBroker(t, c, opts)
+	var channels []string
+	for i := range 12 {
+		channels = append(channels, fmt.Sprintf("fo.%d", i))
+	}
+	var r1, r2 clusterRecorder
+	for _, ch := range channels {
+		for _, s := range []struct {
+			b *redisbroker.Broker
+			r *clusterRecorder
+		}{{b1, &r1}, {b2, &r2}} {
+			cancel, err := s.b.Subscribe(t.Context(), ch, s.r.deliver)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(cancel)
+		}
+	}
+	waitReady(t, b1)
+	waitReady(t, b2)
+	victim := c.MasterOf(channels[0])
+
+	var (
+		mu    sync.Mutex
+		acked = map[string][]*ssehub.Event{}
+		after int // events acknowledged on channels[0] after the failover
+		stop  = make(chan struct{})
+		done  = make(chan struct{})
+		n     int
+	)
+	killed := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			ch := channels[n%len(channels)]
+			m := ssehub.Message{Channel: ch, Data: json.RawMessage(fmt.Sprint(n)), IdempotencyKey: fmt.Sprintf("k%d", n)}
+			n++
+			e := publishRetrying(t, b2, m)
+			if e == nil {
+				return
+			}
+			mu.Lock()
+			acked[ch] = append(acked[ch], e)
+			select {
+			case <-killed:
+				if ch == channels[0] {
+					after++
+				}
+			default:
+			}
+			mu.Unlock()
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	waitFor(t, "events before the failover", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(acked[channels[0]]) >= 10
+	})
+	start := time.Now()
+	victim.Kill()
+	close(killed)
+	next := c.WaitFailover(channels[0], victim)
+	waitFor(t, "publishing on the failed-over shard", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return after >= 20
+	})
+	t.Logf("publishing on %s resumed %v after SIGKILL", channels[0], time.Since(start).Round(time.Millisecond))
+	close(stop)
+	<-done
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	for _, ch := range channels {
+		want := acked[ch]
+		last := want[len(want)-1]
+		for who, r := range map[string]*clusterRecorder{"b1": &r1, "b2": &r2} {
+			waitFor(t, who+" to deliver the last event of "+ch, func() bool {
+				return slices.ContainsFunc(r.of(ch), func(e *ssehub.Event) bool { return e.ID == last.ID })
+			})
+			checkDelivered(t, who, ch, r.of(ch), want)
+		}
+	}
+
+	nc := redis.NewClient(&redis.Options{Addr: next.Addr()})
+	defer nc.Close()
+	subs, err := nc.PubSubShardNumSub(t.Context(), channels[0]).Result()
+	if err != nil || subs[channels[0]] != 2 {
+		t.Errorf("PUBSUB SHARDNUMSUB %s on the new master = %v, %v; want 2 (one per broker)", channels[0], subs, err)
+	}
+
+	// A client of b1 that saw the tenth event of channels[0] resumes on b2.
+	want := acked[channels[0]]
+	got, err := replayAll(t, b2, []string{channels[0]}, want[9].ID)
+	if err != nil && !errors.Is(err, ssehub.ErrUnknownID) {
+		t.Fatal(err)
+	}
+	if err == nil && !slices.EqualFunc(got, want[10:], func(x, y *ssehub.Event) bool { return x.ID == y.ID }) {
+		t.Errorf("replay after %s on the other broker: %d events; want %d", want[9].ID, len(got), len(want[10:]))
+	}
+	// Over several channels, from a position in each.
+	head, err := b1.Head(t.Context(), channels)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := publishRetrying(t, b1, ssehub.Message{Channel: channels[5], Data: json.RawMessage(`"x"`)})
+	got, err = replayAll(t, b2, channels, head.ID)
+	if err != nil || len(got) != 1 || got[0].ID != e.ID {
+		t.Errorf("replay of %d channels after their head on the other broker = %d events, %v; want the one published since", len(channels), len(got), err)
+	}
+}
+
+// replayAll replays channels after lastEventID and returns the events.
+func replayAll(t testing.TB, b *redisbroker.Broker, channels []string, lastEventID string) ([]*ssehub.Event, error) {
+	var got []*ssehub.Event
+	_, err := b.Replay(t.Context(), channels, lastEventID, func(e *ssehub.Event) error {
+		got = append(got, e)
+		return nil
+	})
+	return got, err
+}
+
+// TestClusterHistoryWentBack makes a master acknowledge events that its
+// replica never gets (the replica is frozen, its link dropped), kills the master and lets
+// the replica take over. The subscriber gets a reset after the events it
+// saw, then the events published since; a resume from inside the lost
+// range resets, one from either end of it resumes.
+func TestClusterHistoryWentBack(t *testing.T) {
+	t.Parallel()
+	c := redistest.StartCluster(t)
+	const ch = "back"
+	sub := newClusterBroker(t, c, redisbroker.Options{Logger: testLogger(t)})
+	pub := newClusterBroker(t, c, redisbroker.Options{})
+	var r clusterRecorder
+	cancel, err := sub.Subscribe(t.Context(), ch, r.deliver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cancel()
+	master := c.MasterOf(ch)
+	replica := c.ReplicaOf(master)
+	kept := []*ssehub.Event{publishRetrying(t, pub, msg(ch, 1)), publishRetrying(t, pub, msg(ch, 2))}
+	mc := redis.NewClient(&redis.Options{Addr: master.Addr()})
+	defer mc.Close()
+	if n, err := mc.Do(t.Context(), "WAIT", 1, 5000).Int(); err != nil || n != 1 {
+		t.Fatalf("WAIT = %d, %v", n, err)
+	}
+	// The replica stops, and the master drops its link: what the master
+	// acknowledges now never reaches the replica.
+	replica.Freeze()
+	if err := mc.Do(t.Context(), "CLIENT", "KILL", "TYPE", "replica").Err(); err != nil {
+		t.Fatal(err)
+	}
+	lost := []*ssehub.Event{publishRetrying(t, pub, msg(ch, 3)), publishRetrying(t, pub, msg(ch, 4))}
+	waitFor(t, "the subscriber to get the events the replica lacks", func() bool { return len(r.of(ch)) == 4 })
+	master.Kill()
+	replica.Thaw()
+	if got := c.WaitFailover(ch, master); got != replica {
+		t.Fatalf("%s took over; want the replica %s", got.Addr(), replica.Addr())
+	}
+	later := publishRetrying(t, pub, msg(ch, 5))
+	waitFor(t, "the event published after the failover", func() bool { return len(r.of(ch)) >= 6 })
+	got := r.of(ch)
+	if len(got) != 6 || got[4].Type != ssehub.ResetType || got[5].ID != later.ID {
+		t.Fatalf("delivered %v; want the 4 events, a reset, then %s", eventIDs(got), later.ID)
+	}
+	if got[4].ID != kept[1].ID {
+		t.Errorf("the reset's id is %s; want %s, the last event the new master has", got[4].ID, kept[1].ID)
+	}
+	for _, id := range []string{kept[1].ID, lost[1].ID} {
+		if events, err := replayAll(t, pub, []string{ch}, id); err != nil || len(events) != 1 || events[0].ID != later.ID {
+			t.Errorf("replay after %s = %v, %v; want %s", id, eventIDs(events), err, later.ID)
+		}
+	}
+	if events, err := replayAll(t, pub, []string{ch}, lost[0].ID); !errors.Is(err, ssehub.ErrUnknownID) {
+		t.Errorf("replay after the lost %s = %v, %v; want ErrUnknownID", lost[0].ID, eventIDs(events), err)
+	}
+}
+
+func eventIDs(events []*ssehub.Event) []string {
+	var ids []string
+	for _, e := range events {
+		ids = append(ids, e.Type+":"+e.ID)
+	}
+	return ids
+}
+
+func msg(channel string, n int) ssehub.Message {
+	return ssehub.Message{Channel: channel, Data: json.RawMessage(fmt.Sprint(n))}
+}
