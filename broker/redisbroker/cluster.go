@@ -52,13 +52,13 @@ type shard struct {
 	addr    string
 	node    *redis.Client
 	chans   map[*channel]struct{}
-	ps      *redis.PubSub          // the current connection, or nil
-	pending map[string][]*channel  // per name, the replies awaited: a channel, asked, or nil for SUNSUBSCRIBE
-	canary  string                 // the session's canary channel, in the slot of one of its channels
-	token   string                 // part of every canary name of the shard
-	up      bool                   // every channel of the session was confirmed
-	downErr error                  // why the last attempt to subscribe failed
-	lost    bool                   // a session failed since the shard was last up
+	ps      *redis.PubSub         // the current connection, or nil
+	pending map[string][]*channel // per name, the replies awaited: a channel, asked, or nil for SUNSUBSCRIBE
+	canary  string                // the session's canary channel, in the slot of one of its channels
+	token   string                // part of every canary name of the shard
+	up      bool                  // every channel of the session was confirmed
+	downErr error                 // why the last attempt to subscribe failed
+	lost    bool                  // a session failed since the shard was last up
 	// Watchdog state, as for the single connection on one Redis.
 	canaryWant, canaryGot uint64
 	canarySent            time.Time

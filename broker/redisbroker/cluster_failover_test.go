@@ -319,3 +319,63 @@ func eventIDs(events []*ssehub.Event) []string {
 func msg(channel string, n int) ssehub.Message {
 	return ssehub.Message{Channel: channel, Data: json.RawMessage(fmt.Sprint(n))}
 }
+
+// TestClusterForeign: messages that invenio-sse and flask-sse PUBLISH on a
+// cluster (which broadcasts them to every node) reach two brokers once
+// each, with the same seq on both, and enter the channel's history once.
+func TestClusterForeign(t *testing.T) {
+	t.Parallel()
+	c := redistest.StartCluster(t)
+	const ch = "f"
+	brokers := []*redisbroker.Broker{newClusterBroker(t, c, redisbroker.Options{}), newClusterBroker(t, c, redisbroker.Options{})}
+	recs := make([]clusterRecorder, len(brokers))
+	for i, b := range brokers {
+		cancel, err := b.Subscribe(t.Context(), ch, recs[i].deliver)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cancel()
+		waitReady(t, b)
+	}
+	pub := newClusterClient(t, c)
+	payloads := []string{
+		`{"data": {"code": "COOL"}, "event": null, "id": 1795238353.220689, "retry": null}`,
+		`{"data": "foo", "type": "example"}`,
+		`{"data": "foo", "type": "example"}`,
+	}
+	// The plain subscription of the brokers may not be in place yet: send
+	// until the first message comes.
+	waitFor(t, "a foreign message to come", func() bool {
+		if len(recs[0].of(ch)) > 0 && len(recs[1].of(ch)) > 0 {
+			return true
+		}
+		if err := pub.Publish(t.Context(), ch, `{"data": 0}`).Err(); err != nil {
+			t.Fatal(err)
+		}
+		return false
+	})
+	first := map[int]int{0: len(recs[0].of(ch)), 1: len(recs[1].of(ch))}
+	for _, p := range payloads {
+		if err := pub.Publish(t.Context(), ch, p).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var seqs [2][]uint64
+	for i := range recs {
+		waitFor(t, "the foreign messages", func() bool { return len(recs[i].of(ch)) >= first[i]+len(payloads) })
+		for _, e := range recs[i].of(ch) {
+			if e.Seq == 0 {
+				t.Errorf("broker %d delivered %s without a seq: not taken into the history", i, e.ID)
+			}
+			seqs[i] = append(seqs[i], e.Seq)
+		}
+	}
+	tail := func(s []uint64) []uint64 { return s[len(s)-len(payloads):] }
+	if !slices.Equal(tail(seqs[0]), tail(seqs[1])) {
+		t.Errorf("seqs %v on one broker, %v on the other", tail(seqs[0]), tail(seqs[1]))
+	}
+	n, err := pub.XLen(t.Context(), "ssehub:{f}stream:f").Result()
+	if err != nil || n != int64(len(seqs[0])) {
+		t.Errorf("the history holds %d entries, %v; want %d", n, err, len(seqs[0]))
+	}
+}
