@@ -44,6 +44,9 @@ func openBroker(ctx context.Context, raw string, opt brokerOptions) (ssehub.Brok
 	if isNATSURL(raw) {
 		return openNATSBroker(raw, opt)
 	}
+	if isRedisClusterURL(raw) {
+		return openRedisClusterBroker(raw, opt)
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, nil, errors.New("broker URL is not a valid URL")
@@ -55,13 +58,19 @@ func openBroker(ctx context.Context, raw string, opt brokerOptions) (ssehub.Brok
 	case "redis", "rediss":
 		return openRedisBroker(u, opt)
 	}
-	return nil, nil, fmt.Errorf("broker URL %q: unsupported scheme %q (use memory:, redis://, rediss://, nats:// or tls://)", u.Redacted(), u.Scheme)
+	return nil, nil, fmt.Errorf("broker URL %q: unsupported scheme %q (use memory:, redis://, rediss://, redis-cluster://, nats:// or tls://)", u.Redacted(), u.Scheme)
 }
 
 // redactURL returns raw with any password replaced, for logs.
 func redactURL(raw string) string {
 	if isNATSURL(raw) {
 		if _, shown, err := splitNATSURL(raw); err == nil {
+			return shown
+		}
+		return "(invalid URL)"
+	}
+	if isRedisClusterURL(raw) {
+		if _, shown, err := parseRedisClusterURL(raw); err == nil {
 			return shown
 		}
 		return "(invalid URL)"
@@ -126,6 +135,9 @@ func watchBroker(ctx context.Context, logger *slog.Logger, b ssehub.Broker, rawU
 
 // brokerHint says what to check when the broker at rawURL does not answer.
 func brokerHint(rawURL string) string {
+	if isRedisClusterURL(rawURL) {
+		return "are the cluster's nodes running and reachable? /readyz answers 503 until the masters of the hub's channels answer"
+	}
 	u, err := url.Parse(rawURL)
 	if err != nil || u.Host == "" {
 		return "check --broker"
@@ -144,6 +156,10 @@ func directBroker(raw string) (bool, error) {
 		_, _, err := splitNATSURL(raw)
 		return err == nil, err
 	}
+	if isRedisClusterURL(raw) {
+		_, _, err := parseRedisClusterURL(raw)
+		return err == nil, err
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return false, errors.New("--broker is not a valid URL")
@@ -154,7 +170,7 @@ func directBroker(raw string) (bool, error) {
 	case "redis", "rediss":
 		return true, nil
 	}
-	return false, fmt.Errorf("--broker %q: publish goes straight into redis://, rediss://, nats:// or tls:// only", u.Redacted())
+	return false, fmt.Errorf("--broker %q: publish goes straight into redis://, rediss://, redis-cluster://, nats:// or tls:// only", u.Redacted())
 }
 
 // publishBroker publishes m into the broker at raw, without a hub, and
