@@ -556,7 +556,6 @@ func checkPerChannel(t *testing.T, what string, got, want []*ssehub.Event) {
 	}
 }
 
-
 // testReplayPublisherID: an id the publisher chose is found on replay.
 func testReplayPublisherID(t *testing.T, b ssehub.Broker) {
 	ch := channelName(t, "own")
