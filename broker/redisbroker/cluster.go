@@ -663,6 +663,32 @@ func (b *Broker) watchCluster() {
 	}
 }
 
+// pingCluster pings the masters of the shard sessions, or, before the
+// first Subscribe, every master: the hub depends on those, and a node
+// that failed over is no longer one of them.
+func (b *Broker) pingCluster(ctx context.Context) error {
+	b.mu.Lock()
+	nodes := make([]*redis.Client, 0, len(b.shards))
+	for _, sh := range b.shards {
+		nodes = append(nodes, sh.node)
+	}
+	b.mu.Unlock()
+	if len(nodes) == 0 {
+		if err := b.cluster.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+			return c.Ping(ctx).Err()
+		}); err != nil {
+			return unavailable("ping", err)
+		}
+		return nil
+	}
+	for _, n := range nodes {
+		if err := n.Ping(ctx).Err(); err != nil {
+			return unavailable("ping "+n.Options().Addr, err)
+		}
+	}
+	return nil
+}
+
 // checkCluster is the part of Check that concerns the shard sessions.
 // b.mu must be held.
 func (b *Broker) checkCluster() error {

@@ -213,6 +213,10 @@ func TestClusterFailover(t *testing.T) {
 		}
 	}
 
+	// Both report ready again, with the old master still down.
+	waitReady(t, b1)
+	waitReady(t, b2)
+
 	nc := redis.NewClient(&redis.Options{Addr: next.Addr()})
 	defer nc.Close()
 	subs, err := nc.PubSubShardNumSub(t.Context(), channels[0]).Result()

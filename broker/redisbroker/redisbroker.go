@@ -448,6 +448,9 @@ func (b *Broker) Check(ctx context.Context) error {
 	case overdue:
 		return fmt.Errorf("%w: subscription stopped delivering", ssehub.ErrUnavailable)
 	}
+	if b.cluster != nil {
+		return b.pingCluster(ctx)
+	}
 	if err := b.client.Ping(ctx).Err(); err != nil {
 		return unavailable("ping", err)
 	}
