@@ -88,13 +88,22 @@ func (s *Subscription) next(b *batch) batchState {
 		}
 	}
 	for len(s.pending) > 0 && !b.full() {
-		s.take(b, s.pending[0])
+		s.take(b, s.pending[0], nil)
 		s.pending[0] = nil
 		s.pending = s.pending[1:]
 		b.replayed++
 	}
 	if len(s.pending) == 0 {
 		s.pending = nil
+		if s.settle {
+			// What the replay covered has been sent: each channel is at
+			// the head the replay reached, or later.
+			for i := range s.cursors {
+				cur := &s.cursors[i]
+				cur.at = max(cur.at, cur.skip)
+			}
+			s.settle = false
+		}
 	}
 	b.lagging = s.lagging()
 	for {
@@ -120,16 +129,20 @@ func (s *Subscription) next(b *batch) batchState {
 	}
 }
 
-// take adds e to b, noting its id as the subscription's last.
-func (s *Subscription) take(b *batch, e *Event) {
+// take adds e to b, noting its id as the subscription's last. cur is the
+// cursor e was found after, or nil for a pending frame.
+func (s *Subscription) take(b *batch, e *Event, cur *cursor) {
+	if s.positions && e.Channel != "" {
+		e = s.stamp(e, cur)
+	}
 	if e.ID != "" {
 		s.lastID = e.ID
 	}
 	b.add(e)
 }
 
-// replayed reports whether e, found after a cursor, was in the replay.
-func (s *Subscription) replayed(e *Event) bool { return e.Seq != 0 && e.Seq <= s.skip }
+// replayed reports whether e, found after cur, was in the replay.
+func (cur *cursor) replayed(e *Event) bool { return e.Seq != 0 && e.Seq <= cur.skip }
 
 // gather adds to b the events after the cursors, in publish order. It
 // reports whether a feed moved past a cursor.
@@ -152,8 +165,8 @@ func (s *Subscription) gather(b *batch) (behind bool) {
 			cur.pos = end
 			b.frames = frames[:n]
 			for _, e := range frames[n:] {
-				if !s.replayed(e) {
-					s.take(b, e)
+				if !cur.replayed(e) {
+					s.take(b, e, cur)
 				}
 			}
 			clear(frames[len(b.frames):])
@@ -188,8 +201,8 @@ func (s *Subscription) gather(b *batch) (behind bool) {
 			return false
 		}
 		best.pos++
-		if !s.replayed(next) {
-			s.take(b, next)
+		if !best.replayed(next) {
+			s.take(b, next, best)
 		}
 	}
 	return false

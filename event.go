@@ -74,3 +74,28 @@ func (e *Event) size() int64 {
 // Frame returns the event in text/event-stream form, ending with the blank
 // line that dispatches it. The slice is shared and must not be modified.
 func (e *Event) Frame() []byte { return e.frame }
+
+// withID returns a copy of e whose frame carries id instead of e's own id,
+// for one subscriber. The copy shares e's data.
+func (e *Event) withID(id string) *Event {
+	c := *e
+	c.ID = id
+	frame := make([]byte, 0, len(e.frame)+len(id)+5)
+	frame = append(frame, "id: "...)
+	frame = append(frame, id...)
+	frame = append(frame, '\n')
+	for rest := e.frame; len(rest) > 0; {
+		line := rest
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			line = rest[:i+1]
+		}
+		rest = rest[len(line):]
+		// An id field: "id" alone, or "id:" and its value.
+		if name := bytes.TrimSuffix(line, []byte("\n")); string(name) == "id" || bytes.HasPrefix(name, []byte("id:")) {
+			continue
+		}
+		frame = append(frame, line...)
+	}
+	c.frame = frame
+	return &c
+}

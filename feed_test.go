@@ -152,3 +152,29 @@ func TestFeedBudget(t *testing.T) {
 		t.Fatalf("feed holds %d events from seq %d, want 3 from 8", f.len(), f.at(f.first.Load()).Seq)
 	}
 }
+
+// TestWithID checks that a copy of an event for one subscriber carries its
+// id in place of the event's own, whatever the shape of the frame: the
+// encoder's, or a foreign library's with the id after the type and no
+// space after the colon.
+func TestWithID(t *testing.T) {
+	own := NewEvent("c", "17", "cool", []byte(`{"a":1}`), 3000, 17, time.Now())
+	legacy := &Event{Channel: "c", ID: "5", Seq: 9, frame: []byte("event:x\nid:5\ndata:y\ndata:z\n\n")}
+	none := NewEvent("c", "", "", []byte(`"n"`), 0, 0, time.Now())
+	for _, tt := range []struct {
+		e    *Event
+		want string
+	}{
+		{own, "id: ~p\nevent: cool\nretry: 3000\ndata: {\"a\":1}\n\n"},
+		{legacy, "id: ~p\nevent:x\ndata:y\ndata:z\n\n"},
+		{none, "id: ~p\ndata: \"n\"\n\n"},
+	} {
+		c := tt.e.withID("~p")
+		if string(c.Frame()) != tt.want || c.ID != "~p" || c.Seq != tt.e.Seq {
+			t.Errorf("withID of %q = %q (id %q), want %q", tt.e.Frame(), c.Frame(), c.ID, tt.want)
+		}
+	}
+	if string(own.Frame()) != "id: 17\nevent: cool\nretry: 3000\ndata: {\"a\":1}\n\n" {
+		t.Errorf("withID changed the shared event: %q", own.Frame())
+	}
+}

@@ -21,13 +21,17 @@ import (
 //
 // All methods are safe for concurrent use.
 type Hub struct {
-	cfg       Config
-	broker    Broker
-	replayer  Replayer // nil when the broker keeps no history
-	feeder    feeder   // the broker, when it lends its history as feeds
-	ownBroker bool
-	log       *slog.Logger
-	metrics   Metrics // nil records nothing
+	cfg      Config
+	broker   Broker
+	replayer Replayer // nil when the broker keeps no history
+	// perChannel: the broker's Seq orders events per channel only
+	// (ChannelOrderer), so a position over several channels is one Seq
+	// per channel.
+	perChannel bool
+	feeder     feeder // the broker, when it lends its history as feeds
+	ownBroker  bool
+	log        *slog.Logger
+	metrics    Metrics // nil records nothing
 
 	mu         sync.Mutex
 	channels   map[string]*hubChannel
@@ -123,6 +127,9 @@ func New(cfg Config) (*Hub, error) {
 		h.ownBroker = true
 	}
 	h.replayer, _ = h.broker.(Replayer)
+	if o, ok := h.broker.(ChannelOrderer); ok && o.ChannelOrder() {
+		h.perChannel = true
+	}
 	h.feeder, _ = h.broker.(feeder)
 	h.web.firstLine = sse.Heartbeat
 	if cfg.Retry > 0 {
@@ -256,10 +263,16 @@ type Subscription struct {
 	hub     *Hub
 	cursors []cursor // one per channel
 	pending []*Event // replayed events, and position and reset frames: sent before the cursors' events
-	skip    uint64   // events with 0 < Seq <= skip were in the replay
 	lastID  string   // id of the last frame taken: where a resume after falling behind starts
-	final   bool     // the subscription is finishing: each cursor stops at its end
-	one     [1]*Event
+	// For a stream over several channels of a ChannelOrderer broker, the
+	// events' ids are made of the cursors' positions (positions.go).
+	positions bool
+	order     []int  // indices of the cursors, in the order of their channel names
+	sum       string // checksum of the channel names
+	idBuf     []byte
+	settle    bool // once pending is sent, the cursors' positions move to their skip
+	final     bool // the subscription is finishing: each cursor stops at its end
+	one       [1]*Event
 
 	signal  chan struct{}          // notify's wake-up for Next and handler streams
 	waiting atomic.Bool            // the reader found nothing and waits for notify
@@ -280,6 +293,8 @@ type cursor struct {
 	c     *hubChannel
 	pos   uint64 // position of the next event to take
 	end   uint64 // when the subscription is finishing, the position to stop at
+	skip  uint64 // events with 0 < Seq <= skip were in the replay
+	at    uint64 // with positions: Seq of the last event taken on the channel, or the replay's start or head
 	index int    // in c.subs; guarded by c.mu
 }
 
@@ -346,6 +361,12 @@ func (h *Hub) subscribe(ctx context.Context, channels []string, lastEventID stri
 		s.cursors = append(s.cursors, cursor{sub: s})
 		c.add(&s.cursors[len(s.cursors)-1])
 	}
+	if h.perChannel && len(s.cursors) > 1 {
+		s.orderPositions()
+		if pos, ok := ParsePositions(lastEventID, names); ok {
+			s.setPositions(pos)
+		}
+	}
 	if lastEventID != "" {
 		err = s.replay(ctx, lastEventID)
 	} else if start.ID != "" {
@@ -376,6 +397,7 @@ func (s *Subscription) names() []string {
 // missing what was published while it was away.
 func (s *Subscription) catchUp(ctx context.Context, start Cursor) error {
 	s.pending = append(s.pending, positionEvent(start))
+	s.setPositions(start.Channels)
 	head, err := s.hub.replayer.Replay(ctx, s.names(), start.ID, func(e *Event) error {
 		s.pending = append(s.pending, e)
 		return nil
@@ -387,8 +409,21 @@ func (s *Subscription) catchUp(ctx context.Context, start Cursor) error {
 	case err != nil:
 		return fmt.Errorf("catch up from %q: %w", start.ID, err)
 	}
-	s.skip = head.Seq
+	s.setHead(head)
 	return nil
+}
+
+// setHead notes head, the broker's position when a replay began: live
+// events at or before it were in the replay.
+func (s *Subscription) setHead(head Cursor) {
+	for i := range s.cursors {
+		cur := &s.cursors[i]
+		cur.skip = head.Seq
+		if head.Channels != nil {
+			cur.skip = head.Channels[cur.c.name]
+		}
+	}
+	s.settle = s.positions
 }
 
 // positionEvent is a frame with only an id field: it sets the client's last
@@ -434,7 +469,7 @@ func (s *Subscription) replay(ctx context.Context, lastEventID string) error {
 	if outcome == ReplayFailed {
 		return err
 	}
-	s.skip = head.Seq
+	s.setHead(head)
 	return nil
 }
 

@@ -49,7 +49,7 @@ func FormatPositions(pos map[string]uint64) string {
 	for i, name := range names {
 		seqs[i] = pos[name]
 	}
-	return appendPositions(nil, seqs, channelsSum(names))
+	return string(appendPositions(nil, seqs, channelsSum(names)))
 }
 
 // ParsePositions reads an id that FormatPositions made for exactly the
@@ -79,14 +79,13 @@ func ParsePositions(id string, channels []string) (map[string]uint64, bool) {
 
 // appendPositions appends to dst the id of seqs, one per channel in the
 // order of their names, whose checksum is sum.
-func appendPositions(dst []byte, seqs []uint64, sum string) string {
+func appendPositions(dst []byte, seqs []uint64, sum string) []byte {
 	dst = append(dst, positionsPrefix...)
 	for _, seq := range seqs {
 		dst = strconv.AppendUint(dst, seq, 36)
 		dst = append(dst, '.')
 	}
-	dst = append(dst, sum...)
-	return string(dst)
+	return append(dst, sum...)
 }
 
 // channelsSum is a short checksum of sorted channel names.
@@ -97,4 +96,53 @@ func channelsSum(sorted []string) string {
 		h.Write([]byte{0})
 	}
 	return strconv.FormatUint(uint64(h.Sum32()), 36)
+}
+
+// orderPositions makes s a stream whose events carry its position in each
+// channel as their id.
+func (s *Subscription) orderPositions() {
+	s.positions = true
+	s.order = make([]int, len(s.cursors))
+	for i := range s.order {
+		s.order[i] = i
+	}
+	slices.SortFunc(s.order, func(i, j int) int { return strings.Compare(s.cursors[i].c.name, s.cursors[j].c.name) })
+	names := make([]string, len(s.order))
+	for k, i := range s.order {
+		names[k] = s.cursors[i].c.name
+	}
+	s.sum = channelsSum(names)
+}
+
+// setPositions sets the cursors' positions from pos, a broker's cursor.
+func (s *Subscription) setPositions(pos map[string]uint64) {
+	if !s.positions || pos == nil {
+		return
+	}
+	for i := range s.cursors {
+		s.cursors[i].at = pos[s.cursors[i].c.name]
+	}
+}
+
+// stamp returns e with the stream's positions as its id, once e is taken:
+// cur is the cursor e was found after, or nil when e comes from a replay.
+func (s *Subscription) stamp(e *Event, cur *cursor) *Event {
+	if cur == nil {
+		for i := range s.cursors {
+			if s.cursors[i].c.name == e.Channel {
+				cur = &s.cursors[i]
+				break
+			}
+		}
+	}
+	if cur != nil && e.Seq != 0 {
+		cur.at = e.Seq
+	}
+	b := append(s.idBuf[:0], positionsPrefix...)
+	for _, i := range s.order {
+		b = strconv.AppendUint(b, s.cursors[i].at, 36)
+		b = append(b, '.')
+	}
+	s.idBuf = append(b, s.sum...)
+	return e.withID(string(s.idBuf))
 }
