@@ -97,6 +97,13 @@ func openRedisClusterBroker(raw string, opt brokerOptions) (ssehub.Broker, func(
 	}
 	redis.SetLogger(redisLogger{opt.logger})
 	co.ContextTimeoutEnabled = true
+	if !strings.Contains(raw, "dialer_retries=") {
+		// A master that died refuses connections until its replica takes
+		// over: each command tries it once, so that a publish answers 503
+		// at once, and the next one, after the client reloads the slots,
+		// reaches the new master. go-redis would dial it 5 times.
+		co.DialerRetries = 1
+	}
 	client := redis.NewClusterClient(co)
 	b, err := redisbroker.New(client, redisbroker.Options{
 		HistorySize:  opt.historySize,
