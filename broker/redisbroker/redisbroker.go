@@ -4,8 +4,9 @@
 // Last-Event-ID on any hub, also after a hub restarts.
 //
 // Live traffic goes through Redis pub/sub on the plain channel name. Each
-// Broker holds one pub/sub connection, shared by all the channels its hub
-// subscribes; other commands use the client's pool. History lives in one
+// Broker holds one pub/sub connection (on Redis Cluster, one per master;
+// see below), shared by all the channels its hub subscribes; other
+// commands use the client's pool. History lives in one
 // Redis stream per channel, bounded by count, age and bytes. A Lua script
 // assigns each event its sequence number, appends it to the stream and
 // publishes it in one atomic step, so a subscriber never sees an event that
@@ -64,12 +65,25 @@
 // subscription when a canary does not come back, which catches a
 // connection that looks fine but no longer delivers.
 //
-// # Keys and Redis Cluster
+// # Redis Cluster
 //
-// All keys start with Options.Prefix. The scripts touch the shared
-// sequence counter and the channel's keys together, so on Redis Cluster
-// the prefix must hold a hash tag, as in "{ssehub}:", which keeps all keys
-// on one node.
+// All keys start with Options.Prefix. With a *redis.ClusterClient, the
+// broker spreads channels over the cluster's shards instead of keeping
+// state shared by all channels: every key of a channel is
+// "<prefix>{<channel>}...", in the channel's hash slot, with its own
+// sequence counter (seq = max(last+1, TIME of its master)), history bound
+// and idempotency keys; the publish script runs on the channel's master and
+// publishes with SPUBLISH. The broker holds one sharded pub/sub connection
+// per master that owns channels it subscribes, catches each channel up on
+// its own after a reconnection, follows failovers and moved slots, and
+// reads messages of other publishers, which PUBLISH to every node, on one
+// plain connection (cluster.go). Since channels are numbered on their own,
+// the broker is an ssehub.ChannelOrderer: Replay and Head over several
+// channels take and give a position per channel (ssehub.FormatPositions).
+// A failover that lost events a hub had delivered gives the channel's
+// subscribers a reset (lost.lua). The prefix must not hold a hash tag, and
+// EnvelopeFlaskSSE is refused: Python readers do not subscribe sharded
+// channels.
 package redisbroker
 
 import (
@@ -248,9 +262,10 @@ type channel struct {
 type sub struct{ deliver func(*ssehub.Event) }
 
 var (
-	_ ssehub.Broker   = (*Broker)(nil)
-	_ ssehub.Replayer = (*Broker)(nil)
-	_ ssehub.Checker  = (*Broker)(nil)
+	_ ssehub.Broker         = (*Broker)(nil)
+	_ ssehub.Replayer       = (*Broker)(nil)
+	_ ssehub.Checker        = (*Broker)(nil)
+	_ ssehub.ChannelOrderer = (*Broker)(nil)
 )
 
 // New returns a Broker that uses client. The Broker does not close client;
