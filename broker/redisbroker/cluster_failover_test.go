@@ -383,3 +383,52 @@ func TestClusterForeign(t *testing.T) {
 		t.Errorf("the history holds %d entries, %v; want %d", n, err, len(seqs[0]))
 	}
 }
+
+// TestClusterSlotMoved moves the slot of a subscribed channel to another
+// master: the server drops the sharded subscription, and the broker
+// subscribes the channel on the new master, where it goes on delivering,
+// with its history, and no reset.
+func TestClusterSlotMoved(t *testing.T) {
+	t.Parallel()
+	c := redistest.StartCluster(t)
+	const ch = "moving"
+	sub := newClusterBroker(t, c, redisbroker.Options{Logger: testLogger(t)})
+	pub := newClusterBroker(t, c, redisbroker.Options{})
+	var r clusterRecorder
+	cancel, err := sub.Subscribe(t.Context(), ch, r.deliver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cancel()
+	first := publishRetrying(t, pub, msg(ch, 1))
+	waitFor(t, "the first event", func() bool { return len(r.of(ch)) == 1 })
+	from := c.MasterOf(ch)
+	var to *redistest.Server
+	for _, m := range c.Masters() {
+		if m != from {
+			to = m
+			break
+		}
+	}
+	c.MoveSlot(ch, to)
+	second := publishRetrying(t, pub, msg(ch, 2))
+	waitFor(t, "the event published after the move", func() bool { return len(r.of(ch)) >= 2 })
+	if got := eventIDs(r.of(ch)); len(got) != 2 || got[1] != ":"+second.ID {
+		t.Fatalf("delivered %v; want %s then %s", got, first.ID, second.ID)
+	}
+	for _, n := range []struct {
+		srv  *redistest.Server
+		want int64
+	}{{from, 0}, {to, 1}} {
+		cl := redis.NewClient(&redis.Options{Addr: n.srv.Addr()})
+		waitFor(t, "the subscription on the new master", func() bool {
+			subs, err := cl.PubSubShardNumSub(t.Context(), ch).Result()
+			return err == nil && subs[ch] == n.want
+		})
+		cl.Close()
+	}
+	if events, err := replayAll(t, pub, []string{ch}, first.ID); err != nil || len(events) != 1 || events[0].ID != second.ID {
+		t.Errorf("replay after %s on the new master = %v, %v; want %s", first.ID, eventIDs(events), err, second.ID)
+	}
+	waitReady(t, sub)
+}

@@ -387,3 +387,62 @@ func (c *Cluster) ReplicaOf(master *Server) *Server {
 	}
 	return found
 }
+
+// MoveSlot moves the hash slot of key, with its keys, from its master to
+// the master to, as redis-cli --cluster reshard does: the slot is marked
+// importing and migrating, its keys are sent with MIGRATE, then every
+// master is told its new owner. It waits until the nodes agree.
+func (c *Cluster) MoveSlot(key string, to *Server) {
+	c.tb.Helper()
+	ctx := context.Background()
+	slot := c.Slot(key)
+	from := c.MasterOf(key)
+	if from == to {
+		return
+	}
+	src, dst := nodeClient(from.Addr()), nodeClient(to.Addr())
+	defer src.Close()
+	defer dst.Close()
+	srcID, err := src.Do(ctx, "CLUSTER", "MYID").Text()
+	if err != nil {
+		c.tb.Fatalf("redistest: %v", err)
+	}
+	dstID, err := dst.Do(ctx, "CLUSTER", "MYID").Text()
+	if err != nil {
+		c.tb.Fatalf("redistest: %v", err)
+	}
+	must := func(err error) {
+		c.tb.Helper()
+		if err != nil {
+			c.tb.Fatalf("redistest: move slot %d: %v", slot, err)
+		}
+	}
+	must(dst.Do(ctx, "CLUSTER", "SETSLOT", slot, "IMPORTING", srcID).Err())
+	must(src.Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", dstID).Err())
+	host, port, _ := strings.Cut(to.Addr(), ":")
+	for {
+		keys, err := src.ClusterGetKeysInSlot(ctx, slot, 100).Result()
+		must(err)
+		if len(keys) == 0 {
+			break
+		}
+		args := []any{"MIGRATE", host, port, "", 0, 5000, "KEYS"}
+		for _, k := range keys {
+			args = append(args, k)
+		}
+		must(src.Do(ctx, args...).Err())
+	}
+	must(dst.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", dstID).Err())
+	must(src.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", dstID).Err())
+	for _, m := range c.Masters() {
+		if m != from && m != to {
+			cl := nodeClient(m.Addr())
+			must(cl.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", dstID).Err())
+			cl.Close()
+		}
+	}
+	c.WaitHealthy()
+	if got := c.MasterOf(key); got != to {
+		c.tb.Fatalf("redistest: slot %d is on %s after the move; want %s", slot, got.Addr(), to.Addr())
+	}
+}
