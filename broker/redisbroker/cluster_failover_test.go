@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -431,4 +432,81 @@ func TestClusterSlotMoved(t *testing.T) {
 		t.Errorf("replay after %s on the new master = %v, %v; want %s", first.ID, eventIDs(events), err, second.ID)
 	}
 	waitReady(t, sub)
+}
+
+// TestClusterOneConnectionPerShard subscribes 50 channels and checks with
+// CLIENT LIST on every master that the broker holds one sharded pub/sub
+// connection there, on exactly the channels of that master (with their
+// twins, and the shard's canary), and one plain one in all for other
+// publishers.
+func TestClusterOneConnectionPerShard(t *testing.T) {
+	t.Parallel()
+	c := redistest.StartCluster(t)
+	const name = "hub-shards"
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs(), ClientName: name})
+	t.Cleanup(func() { cc.Close() })
+	b, err := redisbroker.New(cc, redisbroker.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close(context.Background()) })
+	perMaster := map[*redistest.Server]int{}
+	for i := range 50 {
+		ch := fmt.Sprintf("many.%d", i)
+		cancel, err := b.Subscribe(t.Context(), ch, func(*ssehub.Event) {})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cancel()
+		perMaster[c.MasterOf(ch)]++
+	}
+	waitReady(t, b)
+	// The plain subscription is not awaited by Subscribe.
+	waitFor(t, "the plain subscription to the 50 channels", func() bool {
+		for _, n := range c.Nodes {
+			cl := redis.NewClient(&redis.Options{Addr: n.Addr()})
+			list, _ := cl.ClientList(t.Context()).Result()
+			cl.Close()
+			if strings.Contains(list, " name="+name+" ") && strings.Contains(list, " sub=50 ") {
+				return true
+			}
+		}
+		return false
+	})
+	plain := 0
+	for _, n := range c.Nodes {
+		cl := redis.NewClient(&redis.Options{Addr: n.Addr()})
+		list, err := cl.ClientList(t.Context()).Result()
+		cl.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sharded []string
+		for _, line := range strings.Split(strings.TrimSpace(list), "\n") {
+			if !strings.Contains(line, " name="+name+" ") {
+				continue
+			}
+			if !strings.Contains(line, " ssub=0 ") {
+				sharded = append(sharded, line)
+			}
+			if !strings.Contains(line, " sub=0 ") {
+				plain++
+				if !strings.Contains(line, " sub=50 ") {
+					t.Errorf("the plain subscription is not on the 50 channels: %s", line)
+				}
+			}
+		}
+		want := perMaster[n]
+		switch {
+		case want == 0 && len(sharded) > 0:
+			t.Errorf("%s serves none of the channels but has sharded subscriptions: %v", n.Addr(), sharded)
+		case want > 0 && len(sharded) != 1:
+			t.Errorf("%s has %d sharded pub/sub connections of the broker; want 1: %v", n.Addr(), len(sharded), sharded)
+		case want > 0 && !strings.Contains(sharded[0], fmt.Sprintf(" ssub=%d ", 2*want+1)):
+			t.Errorf("the connection to %s is not on its %d channels, their twins and a canary: %s", n.Addr(), want, sharded[0])
+		}
+	}
+	if plain != 1 {
+		t.Errorf("%d plain pub/sub connections; want 1", plain)
+	}
 }
