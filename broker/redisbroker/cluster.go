@@ -595,14 +595,46 @@ func (b *Broker) catchUpChannel(ctx context.Context, name string, from uint64, i
 // slot.
 func (b *Broker) channelHeads(ctx context.Context, channels []string) ([]uint64, error) {
 	heads := make([]uint64, len(channels))
-	for i, name := range channels {
-		r, err := b.resolve(ctx, []string{name}, "", nil)
-		if err != nil {
-			return nil, err
+	err := eachChannel(len(channels), func(i int) error {
+		r, err := b.resolve(ctx, channels[i:i+1], "", nil)
+		if err == nil {
+			heads[i] = r.heads[0]
 		}
-		heads[i] = r.heads[0]
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	return heads, nil
+}
+
+// maxParallelSlots bounds the script calls a replay or head over several
+// channels runs at once, one per channel, each on its channel's master.
+const maxParallelSlots = 16
+
+// eachChannel calls f for 0 to n-1, up to maxParallelSlots at once, and
+// returns the first error.
+func eachChannel(n int, f func(i int) error) error {
+	if n == 1 {
+		return f(0)
+	}
+	errs := make([]error, n)
+	sem := make(chan struct{}, maxParallelSlots)
+	var wg sync.WaitGroup
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			errs[i] = f(i)
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // watchCluster is the watchdog on Redis Cluster: every interval it
@@ -738,28 +770,33 @@ func (b *Broker) replayCluster(ctx context.Context, channels []string, lastEvent
 	}
 	from := make([]uint64, len(channels))
 	heads := make([]uint64, len(channels))
-	for i, name := range channels {
+	ok := make([]bool, len(channels))
+	err := eachChannel(len(channels), func(i int) error {
 		var r bounds
 		var err error
 		if pos != nil {
-			r, err = b.resolve(ctx, []string{name}, "", []uint64{pos[name]})
+			r, err = b.resolve(ctx, channels[i:i+1], "", []uint64{pos[channels[i]]})
 		} else {
-			r, err = b.resolve(ctx, []string{name}, lastEventID, nil)
+			r, err = b.resolve(ctx, channels[i:i+1], lastEventID, nil)
 		}
 		if err != nil {
-			if errors.Is(err, ssehub.ErrUnavailable) {
-				b.metrics.BrokerError()
-			}
-			return ssehub.Cursor{}, err
+			return err
 		}
 		heads[i] = r.heads[0]
 		if pos != nil {
-			from[i] = pos[name]
+			from[i], ok[i] = pos[channels[i]], r.ok[0]
 		} else {
-			from[i], r.ok[0] = r.start, r.ok[0] && r.found
+			from[i], ok[i] = r.start, r.ok[0] && r.found
 		}
-		known = known && r.ok[0]
+		return nil
+	})
+	if err != nil {
+		if errors.Is(err, ssehub.ErrUnavailable) {
+			b.metrics.BrokerError()
+		}
+		return ssehub.Cursor{}, err
 	}
+	known = known && !slices.Contains(ok, false)
 	head := positions(channels, heads)
 	if !known {
 		return head, fmt.Errorf("%w: %q", ssehub.ErrUnknownID, lastEventID)
@@ -767,7 +804,7 @@ func (b *Broker) replayCluster(ctx context.Context, channels []string, lastEvent
 	if b.size <= 0 {
 		return head, nil
 	}
-	err := b.readPages(ctx, channels, from, heads, fn)
+	err = b.readPages(ctx, channels, from, heads, fn)
 	if errors.Is(err, errTrimmed) {
 		return head, fmt.Errorf("%w: %q: %w", ssehub.ErrUnknownID, lastEventID, err)
 	}
