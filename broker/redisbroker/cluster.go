@@ -936,3 +936,20 @@ func (b *Broker) foreignSession() error {
 		b.mu.Unlock()
 	}
 }
+
+// refused reports whether err is a Redis reply that turned the command
+// away before running it: the cluster is down or the slot is elsewhere
+// (after go-redis's redirections ran out), a node is loading, or a
+// replica refuses writes. Nothing was published then.
+func refused(err error) bool {
+	var re redis.Error
+	if !errors.As(err, &re) {
+		return false
+	}
+	code, _, _ := strings.Cut(re.Error(), " ")
+	switch code {
+	case "CLUSTERDOWN", "TRYAGAIN", "MOVED", "ASK", "LOADING", "READONLY", "MASTERDOWN":
+		return true
+	}
+	return false
+}

@@ -76,7 +76,7 @@ func (b *Broker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Event, 
 		// The master may have failed over: learn the slots again.
 		b.cluster.ReloadState(ctx)
 	}
-	if unreachable(err) {
+	if unreachable(err) || refused(err) {
 		return nil, unavailable(op, err)
 	}
 	// The script may have run, or may still run: settle it.
