@@ -300,4 +300,17 @@ func TestRedisClusterFailover(t *testing.T) {
 	for _, hub := range []*hubProcess{a, b} {
 		waitFor(t, "the hub to be ready", func() bool { return readyz(t, hub.URL).status == http.StatusOK })
 	}
+
+	// The killed master comes back, as a replica of the new one; the hubs
+	// stay on the new master.
+	victim.Start()
+	c.WaitHealthy()
+	if !publish(a.URL, busy[0], 2_000_000) {
+		t.FailNow()
+	}
+	for _, s := range streams[:2] {
+		waitFor(t, s.name+" to get an event after the old master came back", func() bool {
+			return slices.ContainsFunc(s.snapshot(), func(e sse.Event) bool { return e.Data == `{"n":2000000}` })
+		})
+	}
 }
