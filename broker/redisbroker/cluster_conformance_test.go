@@ -59,3 +59,33 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
 }
+
+// TestClusterOptions: on Redis Cluster a prefix with a hash tag, which
+// would put every channel in one slot, and the flask-sse envelope, which
+// no Python reader could read from a sharded channel, are refused.
+func TestClusterOptions(t *testing.T) {
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}})
+	defer cc.Close()
+	for _, opts := range []redisbroker.Options{{Prefix: "{ssehub}:"}, {Prefix: "a}"}, {Envelope: redisbroker.EnvelopeFlaskSSE}} {
+		if b, err := redisbroker.New(cc, opts); err == nil {
+			b.Close(context.Background())
+			t.Errorf("New with %+v on a cluster: no error", opts)
+		}
+	}
+	b, err := redisbroker.New(cc, redisbroker.Options{Prefix: "app:"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(context.Background())
+	if !b.ChannelOrder() {
+		t.Error("ChannelOrder() = false on a cluster")
+	}
+	one, err := redisbroker.New(redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}), redisbroker.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer one.Close(context.Background())
+	if one.ChannelOrder() {
+		t.Error("ChannelOrder() = true on one Redis, whose counter orders all channels")
+	}
+}
