@@ -80,7 +80,9 @@ func TestClusterOptions(t *testing.T) {
 	if !b.ChannelOrder() {
 		t.Error("ChannelOrder() = false on a cluster")
 	}
-	one, err := redisbroker.New(redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}), redisbroker.Options{})
+	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	defer client.Close()
+	one, err := redisbroker.New(client, redisbroker.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
