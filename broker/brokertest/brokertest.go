@@ -16,6 +16,13 @@
 // ssehub.Replayer it also checks replay after an id, across several
 // channels, after a publisher's own id, for an unknown id, for an ambiguous
 // id (a reset, never a guess), and the meaning of the head it returns.
+//
+// For an ssehub.ChannelOrderer whose ChannelOrder reports true, Seq orders
+// the events of each channel only: the suite then compares the order of
+// events per channel, resumes streams over several channels from the
+// position ids of ssehub.FormatPositions (an event's id there is unknown),
+// and lets an idempotency key be used again on another channel, since such
+// a broker keeps each channel's keys apart.
 package brokertest
 
 import (
@@ -248,7 +255,11 @@ func testPublish(t *testing.T, b ssehub.Broker) {
 	if e1.ID == e2.ID {
 		t.Fatalf("two publishes were assigned the same id %q", e1.ID)
 	}
-	if !(e1.Seq < e2.Seq && e2.Seq < e3.Seq) {
+	if channelOrder(b) {
+		if e1.Seq >= e3.Seq {
+			t.Fatalf("seqs %d, %d of one channel do not grow in publish order", e1.Seq, e3.Seq)
+		}
+	} else if !(e1.Seq < e2.Seq && e2.Seq < e3.Seq) {
 		t.Fatalf("seqs %d, %d, %d across channels do not grow in publish order", e1.Seq, e2.Seq, e3.Seq)
 	}
 }
@@ -466,11 +477,83 @@ func testReplayChannels(t *testing.T, b ssehub.Broker) {
 			want = append(want, e)
 		}
 	}
+	if channelOrder(b) {
+		testReplayPositions(t, b, a, bb, c)
+		return
+	}
 	got, _ := mustReplay(t, b, []string{a, bb}, pub[0].ID)
 	checkEvents(t, "replay of two channels", got, want)
 	// The last id the client saw may be from either channel.
 	got, _ = mustReplay(t, b, []string{bb, a}, pub[4].ID)
 	checkEvents(t, "replay after an event of the other channel", got, []*ssehub.Event{pub[5], pub[7]})
+}
+
+// channelOrder reports whether b orders events per channel only.
+func channelOrder(b ssehub.Broker) bool {
+	o, ok := b.(ssehub.ChannelOrderer)
+	return ok && o.ChannelOrder()
+}
+
+// testReplayPositions: for a broker that orders events per channel, a
+// stream over several channels resumes from a position in each: the
+// head's, or one that FormatPositions makes of the last event seen on each
+// channel. An event's own id, or positions for other channels, are
+// unknown.
+func testReplayPositions(t *testing.T, b ssehub.Broker, a, bb, c string) {
+	rp := b.(ssehub.Replayer)
+	head, err := rp.Head(t.Context(), []string{a, bb})
+	if err != nil {
+		t.Fatalf("Head: %v", err)
+	}
+	if len(head.Channels) != 2 || head.ID != ssehub.FormatPositions(head.Channels) {
+		t.Fatalf("Head of two channels = %+v; want a position per channel, as FormatPositions writes it", head)
+	}
+	order := []string{a, bb, a, c, bb, bb, c, a}
+	var pub []*ssehub.Event
+	for i, ch := range order {
+		pub = append(pub, publish(t, b, msg(ch, i)))
+	}
+	var want []*ssehub.Event
+	for _, e := range pub {
+		if e.Channel != c {
+			want = append(want, e)
+		}
+	}
+	got, later := mustReplay(t, b, []string{a, bb}, head.ID)
+	checkPerChannel(t, "replay of two channels from their head", got, want)
+	if later.Channels[a] < pub[7].Seq || later.Channels[bb] < pub[5].Seq {
+		t.Fatalf("head after the replay %+v; want at least %d on %s and %d on %s", later.Channels, pub[7].Seq, a, pub[5].Seq, bb)
+	}
+	// The client saw up to pub[2] on a and pub[4] on bb.
+	pos := ssehub.FormatPositions(map[string]uint64{a: pub[2].Seq, bb: pub[4].Seq})
+	got, _ = mustReplay(t, b, []string{bb, a}, pos)
+	checkPerChannel(t, "replay after a position in each channel", got, []*ssehub.Event{pub[5], pub[7]})
+	for _, id := range []string{pub[0].ID, ssehub.FormatPositions(map[string]uint64{a: pub[2].Seq, c: pub[3].Seq})} {
+		got, _, err := replay(t, b, []string{a, bb}, id)
+		if !errors.Is(err, ssehub.ErrUnknownID) || len(got) != 0 {
+			t.Fatalf("Replay of two channels from %q: %v and %d events; want ErrUnknownID and none", id, err, len(got))
+		}
+	}
+}
+
+// checkPerChannel compares the events of each channel in got and want, in
+// order; the order across channels does not count.
+func checkPerChannel(t *testing.T, what string, got, want []*ssehub.Event) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: got %d events %v, want %d %v", what, len(got), ids(got), len(want), ids(want))
+	}
+	byChannel := func(es []*ssehub.Event) map[string][]*ssehub.Event {
+		m := map[string][]*ssehub.Event{}
+		for _, e := range es {
+			m[e.Channel] = append(m[e.Channel], e)
+		}
+		return m
+	}
+	g := byChannel(got)
+	for ch, w := range byChannel(want) {
+		checkEvents(t, what+" on "+ch, g[ch], w)
+	}
 }
 
 // testReplayPublisherID: an id the publisher chose is found on replay.
@@ -573,7 +656,7 @@ func testHead(t *testing.T, b ssehub.Broker) {
 	want := []*ssehub.Event{publish(t, b, msg(a, 1)), publish(t, b, msg(c, 2)), publish(t, b, msg(a, 3))}
 	publish(t, b, msg(other, 10))
 	got, _ := mustReplay(t, b, []string{a, c}, head.ID)
-	checkEvents(t, "replay after Head", got, want)
+	checkPerChannel(t, "replay after Head", got, want)
 	later, err := rp.Head(t.Context(), []string{a, c})
 	if err != nil || later.Seq < want[2].Seq {
 		t.Fatalf("Head after three more publishes = %+v, %v; want at least the last one's Seq %d", later, err, want[2].Seq)
@@ -661,12 +744,16 @@ func testIdempotencyKey(t *testing.T, b ssehub.Broker) {
 	if d := sameEvent(publish(t, b, withID), second); d != "" {
 		t.Fatalf("publish with an id again with the same key: %s", d)
 	}
-	for _, other := range []ssehub.Message{
+	reused := []ssehub.Message{
 		{Channel: ch, Data: json.RawMessage(`{"n":2}`), IdempotencyKey: key},
-		{Channel: ch + "x", Data: json.RawMessage(`{"n":1}`), IdempotencyKey: key},
 		{Channel: ch, Data: json.RawMessage(`{"n":1}`), Type: "t", IdempotencyKey: key},
 		{Channel: ch, Data: json.RawMessage(`2`), IdempotencyKey: key + "-2"},
-	} {
+	}
+	if !channelOrder(b) {
+		// A broker that orders per channel keeps each channel's keys.
+		reused = append(reused, ssehub.Message{Channel: ch + "x", Data: json.RawMessage(`{"n":1}`), IdempotencyKey: key})
+	}
+	for _, other := range reused {
 		ctx, done := context.WithTimeout(t.Context(), waitTimeout)
 		_, err := b.Publish(ctx, other)
 		done()

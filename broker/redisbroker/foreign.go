@@ -65,6 +65,7 @@ type foreignState struct {
 	held      []foreignMsg
 	heldBytes int          // of the payloads in held
 	gone      []foreignMsg // delivered without a seq when held too long
+	early     []foreignMsg // on Redis Cluster, messages whose notice came first (cluster.go)
 }
 
 type foreignMsg struct {
@@ -82,8 +83,7 @@ const (
 	twinLost   // "L<seq>": the channel lost its events up to seq (rewind.go)
 )
 
-func (b *Broker) twin(name string) string       { return b.prefix + "#" + name }
-func (b *Broker) noticesKey(name string) string { return b.prefix + "notices:" + name }
+func (b *Broker) twin(name string) string { return b.keysOf(name).twin }
 
 // decodeTwin fills h from a message on the twin of h.channel.
 func decodeTwin(h *heldEvent, payload string) {
@@ -157,6 +157,12 @@ func (b *Broker) receiveTwin(ch *channel, h heldEvent) {
 			f.gone = append(f.gone[:i], f.gone[i+1:]...)
 			b.kickIngest(ch)
 			return
+		} else if b.cluster != nil {
+			// The message may still come on the other connection.
+			f.early = append(f.early, foreignMsg{payload: h.payload, at: time.Now()})
+			if len(f.early) > maxGone {
+				f.early = f.early[len(f.early)-maxGone:]
+			}
 		}
 		defer b.kickIngest(ch)
 	}
@@ -211,10 +217,10 @@ func (b *Broker) ingest(ch *channel, m foreignMsg, notices uint64) {
 	}
 	// No idempotency key: the count of notices keeps a message from being
 	// taken in twice.
-	keys := []string{b.stateKey, b.activeKey, b.evictedKey, b.streamKey(ch.name), b.idsKey(ch.name),
-		b.firstKey, b.bytesKey, b.keysKey, b.keyqKey, b.noticesKey(ch.name)}
-	args := []any{ch.name, appendForeignHead(nil, []byte(m.payload)), idJSON, e.ID, b.size, b.ageMicros(), b.prefix,
-		b.bytes, b.chanBytes, "", "", "", 0, b.maxKeys, "i", notices}
+	k := b.keysOf(ch.name)
+	keys := []string{k.state, k.active, k.evicted, k.stream, k.ids, k.first, k.bytes, k.keys, k.keyq, k.notices}
+	args := []any{ch.name, appendForeignHead(nil, []byte(m.payload)), idJSON, e.ID, b.size, b.ageMicros(), k.prefix,
+		b.bytes, b.chanBytes, "", "", "", 0, b.maxKeys, "i", notices, "", b.pubMode()}
 	ctx, cancel := context.WithTimeout(b.ctx, foreignHold)
 	res, err := publishScript.Run(ctx, b.client, keys, args...).Int64Slice()
 	cancel()
@@ -246,7 +252,7 @@ func (b *Broker) ingest(ch *channel, m foreignMsg, notices uint64) {
 func (b *Broker) sync(name string) {
 	ctx, cancel := context.WithTimeout(b.ctx, foreignHold)
 	defer cancel()
-	if err := syncScript.Run(ctx, b.client, []string{b.noticesKey(name)}, b.twin(name)).Err(); err != nil && ctx.Err() == nil {
+	if err := syncScript.Run(ctx, b.client, []string{b.keysOf(name).notices}, b.twin(name), b.pubMode()).Err(); err != nil && ctx.Err() == nil {
 		b.log.LogAttrs(ctx, slog.LevelDebug, "redisbroker: sync of a channel's notices failed",
 			slog.String("channel", name), slog.String("error", err.Error()))
 	}
@@ -295,6 +301,9 @@ func (b *Broker) expireHeld() {
 			}
 			for len(f.gone) > 0 && now.Sub(f.gone[0].at) > time.Minute {
 				f.gone = f.gone[1:]
+			}
+			for len(f.early) > 0 && now.Sub(f.early[0].at) > time.Minute {
+				f.early = f.early[1:]
 			}
 		}
 		b.mu.Unlock()

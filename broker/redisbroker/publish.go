@@ -79,8 +79,13 @@ func (b *Broker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Event, 
 		return nil, fmt.Errorf("%w: %q", ssehub.ErrIdempotencyKeyReused, m.IdempotencyKey)
 	}
 	b.metrics.BrokerError()
-	b.published.freeze()
-	if unreachable(err) {
+	if b.cluster == nil {
+		b.published.freeze()
+	} else {
+		// The master may have failed over: learn the slots again.
+		b.cluster.ReloadState(ctx)
+	}
+	if unreachable(err) || refused(err) {
 		return nil, unavailable(op, err)
 	}
 	// The script may have run, or may still run: settle it.
@@ -90,7 +95,8 @@ func (b *Broker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Event, 
 	}
 	defer cancel()
 	fres, ferr := bounded(fctx, func(ctx context.Context) ([]int64, error) {
-		return fenceScript.Run(ctx, b.client, []string{b.keysKey, b.keyqKey},
+		k := b.keysOf(m.Channel)
+		return fenceScript.Run(ctx, b.client, []string{k.keys, k.keyq},
 			key, attempt, fp, max(window, b.keyWindow).Microseconds()).Int64Slice()
 	})
 	switch {
@@ -114,14 +120,26 @@ func (b *Broker) publishArgs(m ssehub.Message, key string, window time.Duration,
 		idJSON = appendJSONString(nil, m.ID)
 	}
 	fp := fingerprint(m.Channel, head, idJSON)
-	keys := []string{b.stateKey, b.activeKey, b.evictedKey, b.streamKey(m.Channel), b.idsKey(m.Channel),
-		b.firstKey, b.bytesKey, b.keysKey, b.keyqKey}
-	args := []any{m.Channel, head, idJSON, m.ID, b.size, b.ageMicros(), b.prefix, b.bytes, b.chanBytes,
+	k := b.keysOf(m.Channel)
+	keys := []string{k.state, k.active, k.evicted, k.stream, k.ids, k.first, k.bytes, k.keys, k.keyq}
+	args := []any{m.Channel, head, idJSON, m.ID, b.size, b.ageMicros(), k.prefix, b.bytes, b.chanBytes,
 		key, fp, attempt, window.Microseconds(), b.maxKeys}
-	if b.flask {
+	switch {
+	case b.flask:
 		args = append(args, "f", appendFlaskHead(nil, m), appendFlaskTail(nil, m))
+	case b.cluster != nil:
+		args = append(args, "", "", "", "s")
 	}
 	return keys, args, fp
+}
+
+// pubMode is what the scripts take to publish: "s" for SPUBLISH on a
+// cluster, "" for PUBLISH.
+func (b *Broker) pubMode() string {
+	if b.cluster != nil {
+		return "s"
+	}
+	return ""
 }
 
 // ageMicros is the history age as publish.lua takes it: 0 for no limit.

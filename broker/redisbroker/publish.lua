@@ -43,6 +43,10 @@
 --     seen, KEYS 10 (P.."notices:"..channel) counts them; only a caller
 --     that has seen them all takes the message in, and the envelope goes
 --     to the twin as the notice "I<n> <envelope>"
+--  16, 17 see 15
+--  18 (optional) "s" to publish with SPUBLISH (Redis Cluster: sharded
+--     pub/sub, the keys and channels all in the channel's slot), else
+--     PUBLISH
 -- Returns {seq, number of receivers, status}: status 0 published; 1 the
 -- key was published before as seq (receivers 0); 2 this attempt was given
 -- up on by fence.lua (nothing published, seq 0); 3 ("i" only) the caller
@@ -58,6 +62,7 @@ local budget, chbudget = tonumber(ARGV[8]), tonumber(ARGV[9])
 local key, fp, attempt = ARGV[10], ARGV[11], ARGV[12]
 local window, maxkeys = tonumber(ARGV[13]), tonumber(ARGV[14])
 local mode = ARGV[15] or ''
+local pub = ARGV[18] == 's' and 'SPUBLISH' or 'PUBLISH'
 local function num(x) return string.format('%d', x) end
 local function seqof(entryid) return tonumber(string.match(entryid, '^%d+')) end
 local t = redis.call('TIME')
@@ -252,12 +257,12 @@ if key ~= '' then
   end
 end
 if mode == 'f' then
-  redis.call('PUBLISH', prefix .. '#' .. channel, env)
-  return {seq, redis.call('PUBLISH', channel, ARGV[16] .. idjson .. ARGV[17]), 0}
+  redis.call(pub, prefix .. '#' .. channel, env)
+  return {seq, redis.call(pub, channel, ARGV[16] .. idjson .. ARGV[17]), 0}
 elseif mode == 'i' then
   local n = redis.call('INCR', KEYS[10])
   redis.call('EXPIRE', KEYS[10], 86400)
-  redis.call('PUBLISH', prefix .. '#' .. channel, 'I' .. n .. ' ' .. env)
+  redis.call(pub, prefix .. '#' .. channel, 'I' .. n .. ' ' .. env)
   return {seq, n, 0}
 end
-return {seq, redis.call('PUBLISH', channel, env), 0}
+return {seq, redis.call(pub, channel, env), 0}

@@ -4,8 +4,9 @@
 // Last-Event-ID on any hub, also after a hub restarts.
 //
 // Live traffic goes through Redis pub/sub on the plain channel name. Each
-// Broker holds one pub/sub connection, shared by all the channels its hub
-// subscribes; other commands use the client's pool. History lives in one
+// Broker holds one pub/sub connection (on Redis Cluster, one per master;
+// see below), shared by all the channels its hub subscribes; other
+// commands use the client's pool. History lives in one
 // Redis stream per channel, bounded by count, age and bytes. A Lua script
 // assigns each event its sequence number, appends it to the stream and
 // publishes it in one atomic step, so a subscriber never sees an event that
@@ -76,12 +77,25 @@
 // channel's subscribers a reset followed by the events after the loss.
 // It also raises the counter past every seq it saw (rewind.go).
 //
-// # Keys and Redis Cluster
+// # Redis Cluster
 //
-// All keys start with Options.Prefix. The scripts touch the shared
-// sequence counter and the channel's keys together, so on Redis Cluster
-// the prefix must hold a hash tag, as in "{ssehub}:", which keeps all keys
-// on one node.
+// All keys start with Options.Prefix. With a *redis.ClusterClient, the
+// broker spreads channels over the cluster's shards instead of keeping
+// state shared by all channels: every key of a channel is
+// "<prefix>{<channel>}...", in the channel's hash slot, with its own
+// sequence counter (seq = max(last+1, TIME of its master)), history bound
+// and idempotency keys; the publish script runs on the channel's master and
+// publishes with SPUBLISH. The broker holds one sharded pub/sub connection
+// per master that owns channels it subscribes, catches each channel up on
+// its own after a reconnection, follows failovers and moved slots, and
+// reads messages of other publishers, which PUBLISH to every node, on one
+// plain connection (cluster.go). Since channels are numbered on their own,
+// the broker is an ssehub.ChannelOrderer: Replay and Head over several
+// channels take and give a position per channel (ssehub.FormatPositions).
+// A failover that lost events a hub had delivered gives the channel's
+// subscribers a reset (lost.lua). The prefix must not hold a hash tag, and
+// EnvelopeFlaskSSE is refused: Python readers do not subscribe sharded
+// channels.
 package redisbroker
 
 import (
@@ -91,6 +105,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -181,6 +196,7 @@ const (
 // Its methods are safe for concurrent use.
 type Broker struct {
 	client      redis.UniversalClient
+	cluster     *redis.ClusterClient // non-nil on Redis Cluster (cluster.go)
 	prefix      string
 	flask       bool          // Options.Envelope is EnvelopeFlaskSSE
 	size        int           // <= 0: no history
@@ -219,6 +235,8 @@ type Broker struct {
 	channels map[string]*channel
 	holding  map[*channel]struct{} // channels that hold foreign messages (foreign.go)
 	ps       *redis.PubSub         // the current session's connection, or nil
+	shards   map[string]*shard     // on Redis Cluster, the session of each master by address
+	fps      *redis.PubSub         // on Redis Cluster, the plain subscription to other publishers
 	pending  map[string][]*channel // per name, the channels whose SUBSCRIBE (nil: UNSUBSCRIBE) awaits its reply, in order
 	up       bool                  // subscribed and caught up
 	downErr  error                 // why the last attempt to subscribe failed
@@ -251,14 +269,25 @@ type channel struct {
 	told, checked uint64
 
 	foreign foreignState // messages of other publishers (foreign.go)
+
+	// On Redis Cluster (cluster.go): the session of the channel's shard;
+	// the head when first subscribed, from which a catch-up starts until
+	// an event is delivered; whether it is known; and, while the channel
+	// catches up, the messages held back.
+	shard   *shard
+	base    uint64
+	synced  bool
+	syncing bool
+	held    []heldEvent
 }
 
 type sub struct{ deliver func(*ssehub.Event) }
 
 var (
-	_ ssehub.Broker   = (*Broker)(nil)
-	_ ssehub.Replayer = (*Broker)(nil)
-	_ ssehub.Checker  = (*Broker)(nil)
+	_ ssehub.Broker         = (*Broker)(nil)
+	_ ssehub.Replayer       = (*Broker)(nil)
+	_ ssehub.Checker        = (*Broker)(nil)
+	_ ssehub.ChannelOrderer = (*Broker)(nil)
 )
 
 // New returns a Broker that uses client. The Broker does not close client;
@@ -274,8 +303,18 @@ func New(client redis.UniversalClient, opts Options) (*Broker, error) {
 	default:
 		return nil, fmt.Errorf("redisbroker: envelope %q: use %q or %q", opts.Envelope, EnvelopeInvenio, EnvelopeFlaskSSE)
 	}
+	cluster, _ := client.(*redis.ClusterClient)
+	if cluster != nil {
+		if strings.ContainsAny(opts.Prefix, "{}") {
+			return nil, fmt.Errorf("redisbroker: prefix %q: on Redis Cluster the broker puts each channel in its own hash slot, so the prefix must not hold a hash tag ({ or })", opts.Prefix)
+		}
+		if opts.Envelope == EnvelopeFlaskSSE {
+			return nil, errors.New("redisbroker: envelope flask-sse: on Redis Cluster events go out on sharded channels, which flask-sse's readers do not subscribe")
+		}
+	}
 	b := &Broker{
 		client:      client,
+		cluster:     cluster,
 		prefix:      opts.Prefix,
 		size:        opts.HistorySize,
 		age:         opts.HistoryAge,
@@ -346,17 +385,72 @@ func (b *Broker) start() {
 		return
 	}
 	b.started = true
-	b.wg.Add(2)
-	go b.run()
+	b.wg.Add(1)
 	go b.expireHeld()
+	if b.cluster != nil {
+		b.startForeign()
+		if b.canaryEvery > 0 {
+			b.wg.Add(1)
+			go b.watchCluster()
+		}
+		return
+	}
+	b.wg.Add(1)
+	go b.run()
 	if b.canaryEvery > 0 {
 		b.wg.Add(1)
 		go b.watch()
 	}
 }
 
-func (b *Broker) streamKey(channel string) string { return b.prefix + "stream:" + channel }
-func (b *Broker) idsKey(channel string) string    { return b.prefix + "ids:" + channel }
+// keyset names the keys and the twin of one channel.
+type keyset struct {
+	// prefix is the prefix of the channel's keys, as the scripts take it:
+	// Options.Prefix, followed on a cluster by the channel's hash tag.
+	prefix                                           string
+	state, active, evicted, first, bytes, keys, keyq string
+	stream, ids, notices, twin                       string
+}
+
+// keysOf returns the keys of channel. On one Redis the sequence counter,
+// the indexes and the idempotency keys are shared by all channels; on a
+// cluster each channel has its own, all in the channel's hash slot, which
+// the hash tag "{channel}" right after the prefix selects: the slot of the
+// key "P{c}state" is that of c, whose sharded pub/sub channel then lives on
+// the same shard.
+func (b *Broker) keysOf(channel string) keyset {
+	p := b.prefix
+	if b.cluster != nil {
+		p = b.prefix + "{" + channel + "}"
+	}
+	return keyset{
+		prefix: p,
+		state:  p + "state", active: p + "active", evicted: p + "evicted", first: p + "first",
+		bytes: p + "bytes", keys: p + "keys", keyq: p + "keyq",
+		stream: p + "stream:" + channel, ids: p + "ids:" + channel, notices: p + "notices:" + channel,
+		twin: p + "#" + channel,
+	}
+}
+
+// twinOf returns the channel whose twin is the pub/sub channel name.
+func (b *Broker) twinOf(name string) (string, bool) {
+	rest, ok := strings.CutPrefix(name, b.prefix)
+	if !ok {
+		return "", false
+	}
+	if b.cluster == nil {
+		return strings.CutPrefix(rest, "#")
+	}
+	rest, ok = strings.CutPrefix(rest, "{")
+	if !ok {
+		return "", false
+	}
+	tag, channel, ok := strings.Cut(rest, "}#")
+	if !ok || tag != channel {
+		return "", false
+	}
+	return channel, true
+}
 
 // FormatSeq returns the id the broker gives an event with sequence number
 // seq when the publisher set none.
@@ -372,8 +466,15 @@ func unavailable(op string, err error) error {
 func (b *Broker) Check(ctx context.Context) error {
 	b.mu.Lock()
 	closed, started, up, downErr, overdue := b.closed, b.started, b.up, b.downErr, b.canaryOverdue()
+	var clusterErr error
+	if b.cluster != nil && started && !closed {
+		clusterErr = b.checkCluster()
+		up, downErr, overdue = true, nil, false
+	}
 	b.mu.Unlock()
 	switch {
+	case clusterErr != nil:
+		return clusterErr
 	case closed:
 		return ssehub.ErrClosed
 	case !started:
@@ -384,6 +485,9 @@ func (b *Broker) Check(ctx context.Context) error {
 		return fmt.Errorf("%w: not subscribed yet", ssehub.ErrUnavailable)
 	case overdue:
 		return fmt.Errorf("%w: subscription stopped delivering", ssehub.ErrUnavailable)
+	}
+	if b.cluster != nil {
+		return b.pingCluster(ctx)
 	}
 	if err := b.client.Ping(ctx).Err(); err != nil {
 		return unavailable("ping", err)
@@ -400,12 +504,17 @@ func (b *Broker) Close(ctx context.Context) error {
 		return ssehub.ErrClosed
 	}
 	b.closed = true
-	ps := b.ps
+	pss := []*redis.PubSub{b.ps, b.fps}
+	for _, sh := range b.shards {
+		pss = append(pss, sh.ps)
+	}
 	b.mu.Unlock()
 	close(b.done)
 	b.cancelCtx()
-	if ps != nil {
-		ps.Close()
+	for _, ps := range pss {
+		if ps != nil {
+			ps.Close()
+		}
 	}
 	finished := make(chan struct{})
 	go func() { b.wg.Wait(); close(finished) }()

@@ -38,7 +38,11 @@ type bounds struct {
 // from lastEventID; otherwise from[i] is channel i's start.
 func (b *Broker) resolve(ctx context.Context, channels []string, lastEventID string, from []uint64) (bounds, error) {
 	keys := make([]string, 0, 3+2*len(channels))
-	keys = append(keys, b.stateKey, b.activeKey, b.evictedKey)
+	k0 := b.keysOf("")
+	if len(channels) > 0 {
+		k0 = b.keysOf(channels[0])
+	}
+	keys = append(keys, k0.state, k0.active, k0.evicted)
 	args := make([]any, 0, 3+2*len(channels))
 	history := "0"
 	if b.size > 0 {
@@ -50,7 +54,8 @@ func (b *Broker) resolve(ctx context.Context, channels []string, lastEventID str
 	}
 	args = append(args, lastEventID, history, age)
 	for _, name := range channels {
-		keys = append(keys, b.streamKey(name), b.idsKey(name))
+		k := b.keysOf(name)
+		keys = append(keys, k.stream, k.ids)
 		args = append(args, name)
 	}
 	for i := range channels {
@@ -104,6 +109,9 @@ func (b *Broker) Replay(ctx context.Context, channels []string, lastEventID stri
 		return ssehub.Cursor{}, err
 	}
 	defer release()
+	if b.cluster != nil {
+		return b.replayCluster(ctx, channels, lastEventID, fn)
+	}
 	r, err := b.resolve(ctx, channels, lastEventID, nil)
 	if err != nil {
 		if errors.Is(err, ssehub.ErrUnavailable) {
@@ -122,7 +130,11 @@ func (b *Broker) Replay(ctx context.Context, channels []string, lastEventID stri
 	for i := range after {
 		after[i] = r.start
 	}
-	err = b.readPages(ctx, channels, after, r.head, fn)
+	upto := make([]uint64, len(channels))
+	for i := range upto {
+		upto[i] = r.head
+	}
+	err = b.readPages(ctx, channels, after, upto, fn)
 	if errors.Is(err, errTrimmed) {
 		return head, fmt.Errorf("%w: %q: %w", ssehub.ErrUnknownID, lastEventID, err)
 	}
@@ -150,6 +162,16 @@ func (b *Broker) Head(ctx context.Context, channels []string) (ssehub.Cursor, er
 	if b.isClosed() {
 		return ssehub.Cursor{}, ssehub.ErrClosed
 	}
+	if b.cluster != nil {
+		heads, err := b.channelHeads(ctx, channels)
+		if err != nil {
+			if errors.Is(err, ssehub.ErrUnavailable) {
+				b.metrics.BrokerError()
+			}
+			return ssehub.Cursor{}, err
+		}
+		return positions(channels, heads), nil
+	}
 	r, err := b.resolve(ctx, channels, "", nil)
 	if err != nil {
 		if errors.Is(err, ssehub.ErrUnavailable) {
@@ -164,22 +186,24 @@ func (b *Broker) Head(ctx context.Context, channels []string) (ssehub.Cursor, er
 type pager struct {
 	name  string
 	after uint64 // the seq of the last entry read
+	upto  uint64 // the last seq to read
 	buf   []*ssehub.Event
 	more  bool
 }
 
-// readPages passes fn the events of channels after after[i] up to upto, in
-// seq order across channels, reading each channel a page at a time.
-func (b *Broker) readPages(ctx context.Context, channels []string, after []uint64, upto uint64, fn func(*ssehub.Event) error) error {
+// readPages passes fn the events of channels after after[i] up to
+// upto[i], in seq order across channels, reading each channel a page at a
+// time.
+func (b *Broker) readPages(ctx context.Context, channels []string, after, upto []uint64, fn func(*ssehub.Event) error) error {
 	ps := make([]*pager, len(channels))
 	for i, name := range channels {
-		ps[i] = &pager{name: name, after: after[i], more: true}
+		ps[i] = &pager{name: name, after: after[i], upto: upto[i], more: true}
 	}
 	for {
 		var next *pager
 		for _, p := range ps {
 			for len(p.buf) == 0 && p.more {
-				if err := b.page(ctx, p, upto); err != nil {
+				if err := b.page(ctx, p); err != nil {
 					return err
 				}
 			}
@@ -200,9 +224,10 @@ func (b *Broker) readPages(ctx context.Context, channels []string, after []uint6
 }
 
 // page reads p's next page.
-func (b *Broker) page(ctx context.Context, p *pager, upto uint64) error {
-	keys := []string{b.stateKey, b.activeKey, b.evictedKey, b.streamKey(p.name)}
-	res, err := pageScript.Run(ctx, b.client, keys, p.name, p.after, upto, replayPageEvents, replayPageBytes).Slice()
+func (b *Broker) page(ctx context.Context, p *pager) error {
+	k := b.keysOf(p.name)
+	keys := []string{k.state, k.active, k.evicted, k.stream}
+	res, err := pageScript.Run(ctx, b.client, keys, p.name, p.after, p.upto, replayPageEvents, replayPageBytes).Slice()
 	if err != nil {
 		b.metrics.BrokerError()
 		return unavailable("replay", err)

@@ -10,7 +10,8 @@
 -- this Redis issued. An id that names more than one retained event, or one
 -- event and another issued seq, is ambiguous and stands for nothing, so
 -- that a resume from it resets rather than skip events. Per channel, a
--- position given as a number replaces it.
+-- position given as a number replaces it. A position inside a range that
+-- a failover lost (lost.lua) stands for nothing either.
 --
 -- KEYS: state, active, evicted, then stream and ids of each channel.
 -- ARGV: last event id, "1" when history is kept, history age in
@@ -34,7 +35,18 @@ else
   start = tonumber(redis.call('HGET', state, 'start') or '0')
 end
 local forgotten = tonumber(redis.call('HGET', state, 'forgotten') or '0')
-local function valid(p) return p ~= nil and p >= start - 1 and p <= seq end
+-- Positions inside a range a failover lost (lost.lua) stand for nothing.
+local lost = {}
+for lo, hi in string.gmatch(redis.call('HGET', state, 'lost') or '', '(%d+):(%d+)') do
+  lost[#lost + 1] = {tonumber(lo), tonumber(hi)}
+end
+local function valid(p)
+  if p == nil or p < start - 1 or p > seq then return false end
+  for _, r in ipairs(lost) do
+    if p > r[1] and p < r[2] then return false end
+  end
+  return true
+end
 local pos = nil
 if lastid ~= '' then
   local matches = 0

@@ -118,6 +118,9 @@ func (b *Broker) dials() uint32 { return b.client.PoolStats().Misses }
 // one breaks, the publish may have gone to a new master: what was
 // published before is checked at once.
 func (b *Broker) notePublished(ctx context.Context, channel string, seq uint64, dials uint32) {
+	if b.cluster != nil {
+		return // each channel checks its own history (lost.lua)
+	}
 	if b.dials() == dials {
 		b.published.note(channel, seq)
 		return
@@ -133,6 +136,9 @@ func (b *Broker) notePublished(ctx context.Context, channel string, seq uint64, 
 // channel without subscribing it learns that way of its lost publishes.
 // Hubs on the channel hear of the loss on its twin.
 func (b *Broker) checkPublished(ctx context.Context) error {
+	if b.cluster != nil {
+		return nil // each channel checks its own history (lost.lua)
+	}
 	if !b.published.isFrozen() || !b.checking.TryLock() {
 		return nil
 	}
@@ -195,7 +201,7 @@ func (b *Broker) rewind(ctx context.Context, known []knownSeq, hi uint64) (map[s
 		keys := []string{b.stateKey, b.activeKey, b.evictedKey, b.lostKey}
 		args := []any{hi, history, b.prefix, b.ageMicros()}
 		for _, k := range part {
-			keys = append(keys, b.streamKey(k.channel))
+			keys = append(keys, b.keysOf(k.channel).stream)
 			args = append(args, k.channel, k.seq)
 		}
 		res, err := rewindScript.Run(ctx, b.client, keys, args...).Int64Slice()

@@ -24,6 +24,8 @@ var (
 	syncLua string
 	//go:embed rewind.lua
 	rewindLua string
+	//go:embed lost.lua
+	lostLua string
 )
 
 // The keys, under Options.Prefix (P):
@@ -31,7 +33,8 @@ var (
 //	P state          hash: seq (last sequence number issued or reserved),
 //	                 start (the first), forgotten (highest seq of a channel
 //	                 dropped for being idle longer than the history age),
-//	                 bytes (what all streams hold, as publish.lua counts it)
+//	                 bytes (what all streams hold, as publish.lua counts it),
+//	                 lost (ranges of positions a failover lost, lost.lua)
 //	P active         sorted set: channel -> seq of its last event
 //	P evicted        sorted set: channel -> highest seq trimmed from its stream
 //	P first          sorted set: channel -> seq of the oldest event in its stream
@@ -49,6 +52,12 @@ var (
 //	                 Redis lost, as found after a failover (rewind.lua)
 //	P notices:<name> count of foreign messages taken into the channel's
 //	                 history (foreign.go); expires a day after the last
+//
+// On Redis Cluster, P is followed by the hash tag of the channel,
+// "P{<name>}", in every key, so that all of them, and the channel, live in
+// the channel's hash slot: the counter, the indexes and the idempotency
+// keys are then the channel's own, and the history bytes a bound per
+// channel.
 //
 // Besides the channel itself, hubs subscribe its twin, the pub/sub channel
 // "P#<name>", which carries notices and envelopes that the Python readers
@@ -86,3 +95,7 @@ var syncScript = redis.NewScript(syncLua)
 // rewindScript finds events a broker knows of that Redis lost, records
 // the loss and raises the counter past them (rewind.lua).
 var rewindScript = redis.NewScript(rewindLua)
+
+// lostScript finds and records what a failover lost of a channel's
+// history (lost.lua).
+var lostScript = redis.NewScript(lostLua)

@@ -43,6 +43,9 @@ func (b *Broker) Subscribe(ctx context.Context, name string, deliver func(*ssehu
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if b.cluster != nil {
+		return b.subscribeCluster(ctx, name, deliver)
+	}
 	s := &sub{deliver: deliver}
 	b.cmdMu.Lock()
 	b.mu.Lock()
@@ -296,20 +299,23 @@ type heldEvent struct {
 	kind    int
 	notice  uint64
 	payload string
-	// For a canary: its token, and the last seq issued when it was sent.
+	// For a canary: its token, and the last seq issued when it was sent
+	// (on one Redis).
+	canary     bool
 	token, seq uint64
 }
 
 // decode turns a pub/sub message into an event, outside the lock.
 func (b *Broker) decode(m *redis.Message) heldEvent {
 	h := heldEvent{channel: m.Channel}
-	if m.Channel == b.canary {
+	if m.Channel == b.canary || b.isShardCanary(m.Channel) {
+		h.canary = true
 		token, seq, _ := strings.Cut(m.Payload, " ")
 		h.token, _ = strconv.ParseUint(token, 10, 64)
 		h.seq, _ = strconv.ParseUint(seq, 10, 64)
 		return h
 	}
-	if name, ok := strings.CutPrefix(m.Channel, b.prefix+"#"); ok {
+	if name, ok := b.twinOf(m.Channel); ok {
 		h.channel, h.twin = name, true
 		decodeTwin(&h, m.Payload)
 		return h
@@ -437,7 +443,7 @@ func (b *Broker) catchUp(ctx context.Context, behind []*channel, held []heldEven
 			ok := r.ok[j]
 			if ok && b.size > 0 {
 				var missed []*ssehub.Event
-				err := b.readPages(ctx, names[j:j+1], from[i+j:i+j+1], r.heads[j], func(e *ssehub.Event) error {
+				err := b.readPages(ctx, names[j:j+1], from[i+j:i+j+1], r.heads[j:j+1], func(e *ssehub.Event) error {
 					missed = append(missed, e)
 					return nil
 				})
@@ -549,7 +555,7 @@ func (b *Broker) resetEvents(ctx context.Context, channels []string, heads []uin
 		for j, name := range part {
 			var kept []*ssehub.Event
 			if r.ok != nil && r.ok[j] {
-				err := b.readPages(ctx, part[j:j+1], []uint64{from}, r.heads[j], func(e *ssehub.Event) error {
+				err := b.readPages(ctx, part[j:j+1], []uint64{from}, r.heads[j:j+1], func(e *ssehub.Event) error {
 					kept = append(kept, e)
 					return nil
 				})

@@ -39,7 +39,8 @@ func checkRedisEnvelope(v string) error {
 // embedded in-memory broker; redis:// and rediss:// name a Redis server
 // (see openRedisBroker); nats:// and tls:// name NATS servers, several
 // separated by commas (see openNATSBroker); redis-sentinel:// names the
-// sentinels of a Redis master (see openSentinelBroker). The returned close func
+// sentinels of a Redis master (see openSentinelBroker); redis-cluster://
+// names nodes of a Redis Cluster (see openRedisClusterBroker). The returned close func
 // releases what openBroker created.
 func openBroker(ctx context.Context, raw string, opt brokerOptions) (ssehub.Broker, func(context.Context) error, error) {
 	if isNATSURL(raw) {
@@ -47,6 +48,9 @@ func openBroker(ctx context.Context, raw string, opt brokerOptions) (ssehub.Brok
 	}
 	if isSentinelURL(raw) {
 		return openSentinelBroker(raw, opt)
+	}
+	if isRedisClusterURL(raw) {
+		return openRedisClusterBroker(raw, opt)
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -59,7 +63,7 @@ func openBroker(ctx context.Context, raw string, opt brokerOptions) (ssehub.Brok
 	case "redis", "rediss":
 		return openRedisBroker(u, opt)
 	}
-	return nil, nil, fmt.Errorf("broker URL %q: unsupported scheme %q (use memory:, redis://, rediss://, redis-sentinel://, nats:// or tls://)", u.Redacted(), u.Scheme)
+	return nil, nil, fmt.Errorf("broker URL %q: unsupported scheme %q (use memory:, redis://, rediss://, redis-sentinel://, redis-cluster://, nats:// or tls://)", u.Redacted(), u.Scheme)
 }
 
 // redactURL returns raw with any password replaced, for logs.
@@ -73,6 +77,12 @@ func redactURL(raw string) string {
 	if isSentinelURL(raw) {
 		if s, err := parseSentinelURL(raw); err == nil {
 			return s.shown
+		}
+		return "(invalid URL)"
+	}
+	if isRedisClusterURL(raw) {
+		if _, shown, err := parseRedisClusterURL(raw); err == nil {
+			return shown
 		}
 		return "(invalid URL)"
 	}
@@ -140,6 +150,9 @@ func brokerHint(rawURL string) string {
 		return fmt.Sprintf("are the sentinels at %s running, and do they name a master %q that answers? /readyz answers 503 until it answers",
 			strings.Join(s.opt.SentinelAddrs, ","), s.opt.MasterName)
 	}
+	if isRedisClusterURL(rawURL) {
+		return "are the cluster's nodes running and reachable? /readyz answers 503 until the masters of the hub's channels answer"
+	}
 	u, err := url.Parse(rawURL)
 	if err != nil || u.Host == "" {
 		return "check --broker"
@@ -162,6 +175,10 @@ func directBroker(raw string) (bool, error) {
 		_, err := parseSentinelURL(raw)
 		return err == nil, err
 	}
+	if isRedisClusterURL(raw) {
+		_, _, err := parseRedisClusterURL(raw)
+		return err == nil, err
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return false, errors.New("--broker is not a valid URL")
@@ -172,7 +189,7 @@ func directBroker(raw string) (bool, error) {
 	case "redis", "rediss":
 		return true, nil
 	}
-	return false, fmt.Errorf("--broker %q: publish goes straight into redis://, rediss://, redis-sentinel://, nats:// or tls:// only", u.Redacted())
+	return false, fmt.Errorf("--broker %q: publish goes straight into redis://, rediss://, redis-sentinel://, redis-cluster://, nats:// or tls:// only", u.Redacted())
 }
 
 // publishBroker publishes m into the broker at raw, without a hub, and

@@ -44,7 +44,7 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 		// With a Redis or NATS broker the message goes straight into it,
 		// as the hubs' own publishes do; into Redis, trimming history as
 		// they do.
-		brokerURL    = fs.String("broker", "", "publish straight into this broker `URL` (redis://, rediss://, redis-sentinel://, nats:// or tls://) instead of through the hub at --url")
+		brokerURL    = fs.String("broker", "", "publish straight into this broker `URL` (redis://, rediss://, redis-sentinel://, redis-cluster://, nats:// or tls://) instead of through the hub at --url")
 		historySize  = fs.Int("history-size", ssehub.DefaultHistorySize, "with a Redis --broker: events kept per channel; give the hubs' value")
 		historyAge   = fs.Duration("history-age", ssehub.DefaultHistoryAge, "with a Redis --broker: how long events stay replayable; give the hubs' value")
 		historyBytes = fs.Int64("history-bytes", ssehub.DefaultHistoryBytes, "with a Redis --broker: `bytes` the history of all channels may take; give the hubs' value")

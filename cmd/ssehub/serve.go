@@ -29,7 +29,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 	history, limits := fs.group(groupHistory), fs.group(groupLimits)
 	var (
 		addr            = listening.String("addr", "127.0.0.1:8080", "`address` to listen on, host:port; 0.0.0.0:8080 for every interface")
-		brokerURL       = brokers.String("broker", "memory:", "broker `URL`: memory:, redis://[user:password@]host:port/db, rediss://..., redis-sentinel://[user:password@]host:port[,host:port...]/master[?db=N], or nats://host:port[,nats://host:port...] (tls://... for TLS)")
+		brokerURL       = brokers.String("broker", "memory:", "broker `URL`: memory:, redis://[user:password@]host:port/db, rediss://..., redis-sentinel://[user:password@]host:port[,host:port...]/master[?db=N], redis-cluster://[user:password@]host:port[,host:port...], or nats://host:port[,nats://host:port...] (tls://... for TLS)")
 		publishTimeout  = brokers.Duration("publish-timeout", ssehub.DefaultPublishTimeout, "how long a publish waits for the broker before answering 504 (outcome unknown) or 503 (not published)")
 		redisEnvelope   = brokers.String("redis-envelope", "invenio", redisEnvelopeUsage)
 		heartbeat       = streams.Duration("heartbeat", ssehub.DefaultHeartbeat, "interval of heartbeat comments on idle streams; 0s disables them")
