@@ -141,8 +141,11 @@ func (s *Subscription) take(b *batch, e *Event, cur *cursor) {
 	b.add(e)
 }
 
-// replayed reports whether e, found after cur, was in the replay.
-func (cur *cursor) replayed(e *Event) bool { return e.Seq != 0 && e.Seq <= cur.skip }
+// replayed reports whether e, found after cur, was in the replay. A reset
+// never was: it may set the channel's position back (ChannelOrderer).
+func (cur *cursor) replayed(e *Event) bool {
+	return e.Seq != 0 && e.Seq <= cur.skip && e.Type != ResetType
+}
 
 // gather adds to b the events after the cursors, in publish order. It
 // reports whether a feed moved past a cursor.

@@ -25,6 +25,10 @@ import (
 // Replay and Head then return a Cursor whose Channels holds the position of
 // each channel, and whose ID is FormatPositions(Channels) for several
 // channels, or the position of the one channel as an event id.
+// A reset event it delivers live (ResetType, for a channel whose missed
+// events are gone) has as Seq the position the channel resumes from, which
+// may be before the events delivered so far when the channel's history
+// went back.
 type ChannelOrderer interface {
 	Replayer
 	// ChannelOrder reports whether Seq orders events per channel only.

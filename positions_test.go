@@ -28,6 +28,7 @@ type shardBroker struct {
 	events   map[string][]*ssehub.Event
 	ids      map[string]map[string]uint64 // per channel, a publisher's id → seq
 	subs     map[string]map[int]func(*ssehub.Event)
+	floor    map[string]uint64 // per channel: a resume from before it resets
 	nextSub  int
 	onReplay func(channels []string)
 }
@@ -40,6 +41,23 @@ func newShardBroker() *shardBroker {
 		events: map[string][]*ssehub.Event{},
 		ids:    map[string]map[string]uint64{},
 		subs:   map[string]map[int]func(*ssehub.Event){},
+		floor:  map[string]uint64{},
+	}
+}
+
+// lose makes channel lose its history and a few events its subscribers
+// never got, as a trim or a failover would, and tells them with a reset
+// whose Seq is where the channel resumes from.
+func (b *shardBroker) lose(channel string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	pos := max(b.last[channel], b.clock(channel)) + 5
+	b.last[channel] = pos
+	b.floor[channel] = pos
+	b.events[channel] = nil
+	e := ssehub.NewEvent(channel, strconv.FormatUint(pos, 10), ssehub.ResetType, []byte("{}"), 0, pos, time.Now())
+	for _, deliver := range b.subs[channel] {
+		deliver(e)
 	}
 }
 
@@ -139,6 +157,11 @@ func (b *shardBroker) Replay(ctx context.Context, channels []string, lastEventID
 		}
 	} else {
 		from, _ = ssehub.ParsePositions(lastEventID, channels)
+	}
+	for c, seq := range from {
+		if seq < b.floor[c] {
+			from = nil
+		}
 	}
 	if from == nil {
 		b.mu.Unlock()
@@ -419,6 +442,59 @@ func TestPositionGoSubscription(t *testing.T) {
 	}
 	if _, err := hub.Subscribe(ctx, []string{"a", "c"}, last); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPositionAfterLiveReset: a broker's live reset moves its channel's
+// position to where the channel resumes from, so that a stream that
+// reconnects with the reset's id, or a later one, resumes without another
+// reset.
+func TestPositionAfterLiveReset(t *testing.T) {
+	t.Parallel()
+	broker := newShardBroker()
+	hub, err := ssehub.New(ssehub.Config{Broker: broker})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hubtest.Close(t, hub) })
+	ctx := t.Context()
+	channels := []string{"a", "b"}
+	sub, err := hub.Subscribe(ctx, channels, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hubtest.Publish(t, hub, "b", `"b0"`)
+	broker.lose("b")
+	hubtest.Publish(t, hub, "a", `"a0"`)
+	var ids []string
+	for _, want := range []string{`"b0"`, "{}", `"a0"`} {
+		e, err := sub.Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(e.Data) != want {
+			t.Fatalf("got %s %s, want %s", e.Type, e.Data, want)
+		}
+		ids = append(ids, e.ID)
+	}
+	sub.Close()
+	hubtest.Publish(t, hub, "b", `"b1"`)
+	for i, want := range [][]string{{`"a0"`, `"b1"`}, {`"b1"`}} {
+		id := ids[1+i]
+		sub, err := hub.Subscribe(ctx, channels, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range want {
+			e, err := sub.Next(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.Type == ssehub.ResetType || string(e.Data) != w {
+				t.Fatalf("resumed from %s with %s %s, want %s", id, e.Type, e.Data, w)
+			}
+		}
+		sub.Close()
 	}
 }
 

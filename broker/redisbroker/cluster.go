@@ -516,10 +516,13 @@ func (b *Broker) syncChannel(sh *shard, ps *redis.PubSub, ch *channel) {
 	if c.reset != nil {
 		b.log.LogAttrs(ctx, slog.LevelWarn, "redisbroker: events missed on a channel are gone; sending a reset",
 			slog.String("channel", ch.name), slog.Bool("history_went_back", c.lowered))
-		if c.lowered {
-			ch.last = c.from
+		// The reset's Seq is the position the channel resumes from, which
+		// the hub gives the streams over several channels: it goes out
+		// whatever the last seq delivered.
+		ch.last = c.reset.Seq
+		for _, s := range ch.subs {
+			s.deliver(c.reset)
 		}
-		b.deliver(ch, c.reset)
 	}
 	for _, e := range c.events {
 		b.deliver(ch, e)
@@ -584,9 +587,9 @@ func (b *Broker) catchUpChannel(ctx context.Context, name string, from uint64, i
 	case !r.ok[0]:
 		// Trimmed meanwhile: nothing to replay, resume from the head.
 		c.lowered, c.events = false, nil
-		c.reset = ssehub.NewEvent(name, FormatSeq(head), ssehub.ResetType, []byte("{}"), 0, 0, time.Now())
+		c.reset = ssehub.NewEvent(name, FormatSeq(head), ssehub.ResetType, []byte("{}"), 0, head, time.Now())
 	case c.lowered:
-		c.reset = ssehub.NewEvent(name, FormatSeq(c.from), ssehub.ResetType, []byte("{}"), 0, 0, time.Now())
+		c.reset = ssehub.NewEvent(name, FormatSeq(c.from), ssehub.ResetType, []byte("{}"), 0, c.from, time.Now())
 	}
 	return c, nil
 }
