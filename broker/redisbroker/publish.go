@@ -58,13 +58,20 @@ func (b *Broker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Event, 
 	if d, ok := ctx.Deadline(); ok {
 		callCtx, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(d)*(fenceShare-1)/fenceShare))
 	}
-	res, err := bounded(callCtx, func(ctx context.Context) ([]int64, error) {
-		return publishScript.Run(ctx, b.client, keys, args...).Int64Slice()
-	})
+	c := &call{script: publishScript, keys: keys, args: args, bytes: len(m.Data) + len(m.Type) + len(m.ID)}
+	err := b.batch.do(callCtx, c)
 	cancel()
+	var res []int64
+	if err == nil {
+		res, err = c.reply, c.err
+	}
 	op := fmt.Sprintf("publish on %q", m.Channel)
 	switch {
 	case err == nil && len(res) == 3 && res[2] != 2 && res[0] > 0:
+		if err := b.replicated(c, op); err != nil {
+			b.metrics.BrokerError()
+			return nil, err
+		}
 		return b.event(m, uint64(res[0])), nil
 	case err == nil:
 		return nil, fmt.Errorf("redisbroker: publish script returned %v", res)
@@ -88,12 +95,33 @@ func (b *Broker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Event, 
 	switch {
 	case ferr != nil || len(fres) != 2:
 		return nil, fmt.Errorf("%w: %s: %w", ssehub.ErrOutcomeUnknown, op, err)
+	case fres[0] == 1 && b.waitReplicas > 0:
+		// Published, but the WAIT that would confirm it was on the lost
+		// call's connection.
+		return nil, fmt.Errorf("%w: %s: published, but %d replicas did not confirm it in time: %w", ssehub.ErrOutcomeUnknown, op, b.waitReplicas, err)
 	case fres[0] == 1:
 		return b.event(m, uint64(fres[1])), nil
 	case fres[0] == 2:
 		return nil, fmt.Errorf("%w: %q", ssehub.ErrIdempotencyKeyReused, m.IdempotencyKey)
 	}
 	return nil, fmt.Errorf("%w: %s: not published: %w", ssehub.ErrUnavailable, op, err)
+}
+
+// replicated returns nil when the publish of c needs no replica's
+// confirmation or got it (Options.WaitReplicas), else an error wrapping
+// ssehub.ErrOutcomeUnknown: the event is published, and may be lost if
+// the master fails before a replica copies it. Sending it again with the
+// same idempotency key publishes nothing more, and waits again.
+func (b *Broker) replicated(c *call, op string) error {
+	switch {
+	case b.waitReplicas <= 0:
+		return nil
+	case c.waitErr != nil:
+		return fmt.Errorf("%w: %s: published, but the replicas' confirmation did not come: %w", ssehub.ErrOutcomeUnknown, op, c.waitErr)
+	case c.replicas < int64(b.waitReplicas):
+		return fmt.Errorf("%w: %s: published, but only %d of %d replicas confirmed it within %s", ssehub.ErrOutcomeUnknown, op, c.replicas, b.waitReplicas, b.waitTimeout)
+	}
+	return nil
 }
 
 // publishArgs returns the keys and arguments of publish.lua for m, and

@@ -93,6 +93,7 @@ const (
 	DefaultCanaryInterval     = 5 * time.Second
 	DefaultMaxReplays         = 4
 	DefaultMaxIdempotencyKeys = 250_000
+	DefaultWaitTimeout        = time.Second
 )
 
 // Options configures a Broker. The zero value is ready to use.
@@ -149,6 +150,21 @@ type Options struct {
 	// Python readers that share the Redis: EnvelopeInvenio (the default)
 	// or EnvelopeFlaskSSE. Every hub reads both.
 	Envelope string
+	// WaitReplicas is how many replicas must confirm that they hold a
+	// published event before Publish returns it: the publish script is
+	// followed by WAIT on the same connection, one WAIT for all the
+	// publishes that went in one pipeline. When fewer confirm within
+	// WaitTimeout, Publish fails with an error wrapping
+	// ssehub.ErrOutcomeUnknown: the event is published, and sending it
+	// again with the same idempotency key publishes nothing more and waits
+	// again. Zero waits for none: Redis replicates asynchronously, and an
+	// event that a master acknowledged can be lost if it fails before a
+	// replica copied it. A replica that confirmed can still lose it if it
+	// is not the one promoted, or restarts without persistence.
+	WaitReplicas int
+	// WaitTimeout is how long WAIT waits for WaitReplicas; it must be
+	// shorter than the client's ReadTimeout. Zero means DefaultWaitTimeout.
+	WaitTimeout time.Duration
 }
 
 // Envelope shapes (Options.Envelope).
@@ -189,6 +205,11 @@ type Broker struct {
 	bytesKey    string
 	keysKey     string
 	keyqKey     string
+	batch       *batcher
+	// WAIT after the publish script for waitReplicas replicas (none when
+	// 0), waitTimeout at most.
+	waitReplicas int
+	waitTimeout  time.Duration
 
 	// cmdMu keeps the SUBSCRIBE and UNSUBSCRIBE commands on the connection
 	// in the order of the changes to channels they follow. Lock order:
@@ -252,6 +273,33 @@ func New(client redis.UniversalClient, opts Options) (*Broker, error) {
 	default:
 		return nil, fmt.Errorf("redisbroker: envelope %q: use %q or %q", opts.Envelope, EnvelopeInvenio, EnvelopeFlaskSSE)
 	}
+	wait, waitTimeout := opts.WaitReplicas, opts.WaitTimeout
+	if waitTimeout == 0 {
+		waitTimeout = DefaultWaitTimeout
+	}
+	switch {
+	case wait < 0:
+		return nil, fmt.Errorf("redisbroker: WaitReplicas %d: want 0 or more", wait)
+	case waitTimeout < time.Millisecond:
+		// WAIT takes milliseconds, and 0 would wait for ever.
+		return nil, fmt.Errorf("redisbroker: WaitTimeout %s: want 1ms or more", waitTimeout)
+	}
+	if wait > 0 {
+		switch c := client.(type) {
+		case *redis.ClusterClient:
+			return nil, errors.New("redisbroker: WaitReplicas takes a client of one master (or Sentinel's), not a cluster client")
+		case *redis.Client:
+			// A pipeline's reads give up after the client's ReadTimeout,
+			// whatever WAIT's own timeout (0 means 3s, below 0 none).
+			rt := c.Options().ReadTimeout
+			if rt == 0 {
+				rt = 3 * time.Second
+			}
+			if rt > 0 && waitTimeout >= rt {
+				return nil, fmt.Errorf("redisbroker: WaitTimeout %s: want less than the client's read timeout, %s", waitTimeout, rt)
+			}
+		}
+	}
 	b := &Broker{
 		client:      client,
 		prefix:      opts.Prefix,
@@ -302,6 +350,8 @@ func New(client redis.UniversalClient, opts Options) (*Broker, error) {
 	if b.metrics == nil {
 		b.metrics = noMetrics{}
 	}
+	b.waitReplicas, b.waitTimeout = wait, waitTimeout
+	b.batch = &batcher{client: client, replicas: wait, timeout: waitTimeout}
 	b.ctx, b.cancelCtx = context.WithCancel(context.Background())
 	b.stateKey = b.prefix + "state"
 	b.activeKey = b.prefix + "active"
