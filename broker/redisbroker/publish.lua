@@ -77,7 +77,13 @@ if key ~= '' then
     if recfp ~= fp then
       return redis.error_reply('SSEHUB_KEY_REUSED the idempotency key was used for another message')
     end
-    if kind == 'p' then return {tonumber(val), 0, 1} end
+    if kind == 'p' then
+      -- Written again, unchanged: a WAIT that follows on this connection
+      -- then covers the publish, which another connection may have made
+      -- (Redis counts a connection's writes for WAIT).
+      redis.call('HSET', keys, key, rec)
+      return {tonumber(val), 0, 1}
+    end
     if string.find(',' .. val .. ',', ',' .. attempt .. ',', 1, true) then return {0, 0, 2} end
     -- Other attempts were given up on; this one is a new try.
   end

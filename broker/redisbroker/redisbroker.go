@@ -290,13 +290,9 @@ func New(client redis.UniversalClient, opts Options) (*Broker, error) {
 			return nil, errors.New("redisbroker: WaitReplicas takes a client of one master (or Sentinel's), not a cluster client")
 		case *redis.Client:
 			// A pipeline's reads give up after the client's ReadTimeout,
-			// whatever WAIT's own timeout (0 means 3s, below 0 none).
-			rt := c.Options().ReadTimeout
-			if rt == 0 {
-				rt = 3 * time.Second
-			}
-			if rt > 0 && waitTimeout >= rt {
-				return nil, fmt.Errorf("redisbroker: WaitTimeout %s: want less than the client's read timeout, %s", waitTimeout, rt)
+			// whatever WAIT's own timeout (below 0: no timeout).
+			if rt := c.Options().ReadTimeout; rt > 0 && waitTimeout >= rt {
+				return nil, fmt.Errorf("redisbroker: WaitTimeout %s: want less than the client's read timeout, %s", waitTimeout, c.Options().ReadTimeout)
 			}
 		}
 	}
