@@ -98,7 +98,7 @@ func (b *Broker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Event, 
 	case fres[0] == 1 && b.waitReplicas > 0:
 		// Published, but the WAIT that would confirm it was on the lost
 		// call's connection.
-		return nil, fmt.Errorf("%w: %s: published, but %d replicas did not confirm it in time: %w", ssehub.ErrOutcomeUnknown, op, b.waitReplicas, err)
+		return nil, &replicationError{fmt.Sprintf("%s: %s: published, but the replicas' confirmation did not come: %v", ssehub.ErrOutcomeUnknown, op, err), err}
 	case fres[0] == 1:
 		return b.event(m, uint64(fres[1])), nil
 	case fres[0] == 2:
@@ -117,11 +117,32 @@ func (b *Broker) replicated(c *call, op string) error {
 	case b.waitReplicas <= 0:
 		return nil
 	case c.waitErr != nil:
-		return fmt.Errorf("%w: %s: published, but the replicas' confirmation did not come: %w", ssehub.ErrOutcomeUnknown, op, c.waitErr)
+		return &replicationError{fmt.Sprintf("%s: %s: published, but the replicas' confirmation did not come: %v", ssehub.ErrOutcomeUnknown, op, c.waitErr), c.waitErr}
 	case c.replicas < int64(b.waitReplicas):
-		return fmt.Errorf("%w: %s: published, but only %d of %d replicas confirmed it within %s", ssehub.ErrOutcomeUnknown, op, c.replicas, b.waitReplicas, b.waitTimeout)
+		return &replicationError{fmt.Sprintf("%s: %s: published, but only %d of %d replicas confirmed it within %s", ssehub.ErrOutcomeUnknown, op, c.replicas, b.waitReplicas, b.waitTimeout), nil}
 	}
 	return nil
+}
+
+// ErrNotReplicated means that an event was published, but fewer replicas
+// than Options.WaitReplicas confirmed holding it in time. An error that
+// wraps it also wraps ssehub.ErrOutcomeUnknown.
+var ErrNotReplicated = errors.New("redisbroker: published, but not confirmed by enough replicas")
+
+// replicationError is a publish that fewer replicas than asked confirmed.
+type replicationError struct {
+	msg   string
+	cause error // nil, or why WAIT did not answer
+}
+
+func (e *replicationError) Error() string { return e.msg }
+
+func (e *replicationError) Unwrap() []error {
+	errs := []error{ssehub.ErrOutcomeUnknown, ErrNotReplicated}
+	if e.cause != nil {
+		errs = append(errs, e.cause)
+	}
+	return errs
 }
 
 // publishArgs returns the keys and arguments of publish.lua for m, and

@@ -119,7 +119,8 @@ func TestWaitReplicasBroker(t *testing.T) {
 	srv := redistest.Start(t) // no replica
 	b := newBroker(t, srv, redisbroker.Options{Prefix: "wb:", WaitReplicas: 1, WaitTimeout: 50 * time.Millisecond})
 	_, err := b.Publish(t.Context(), ssehub.Message{Channel: "w", Data: json.RawMessage(`1`), IdempotencyKey: "k"})
-	if !errors.Is(err, ssehub.ErrOutcomeUnknown) || !strings.Contains(err.Error(), "published, but only 0 of 1 replicas confirmed it within 50ms") {
+	if !errors.Is(err, ssehub.ErrOutcomeUnknown) || !errors.Is(err, redisbroker.ErrNotReplicated) ||
+		!strings.Contains(err.Error(), "published, but only 0 of 1 replicas confirmed it within 50ms") {
 		t.Fatalf("publish without a replica: %v; want ErrOutcomeUnknown, only 0 of 1 replicas", err)
 	}
 	if n := newClient(t, srv).XLen(t.Context(), "wb:stream:w").Val(); n != 1 {
