@@ -48,25 +48,29 @@ func BenchmarkPublish(b *testing.B) {
 }
 
 // BenchmarkPublishConcurrent measures publishes from many goroutines at
-// once, 64 over 2 cores, as a hub publishing for many clients does: the
-// throughput (ns/op is the time per publish over all goroutines), and
-// Redis's own time per script call and CPU per publish. Concurrent
-// publishes go to Redis together, as one pipeline.
+// once, 64 over 2 cores, as a hub publishing for many clients does, with
+// 1 KB of data over 8 channels whose history is full (100 events each), so
+// that each publish also trims its channel: the throughput (ns/op is the
+// time per publish over all goroutines), and Redis's own time per script
+// call and CPU per publish. Concurrent publishes go to Redis together, as
+// one pipeline.
 //
 //	go test -run '^$' -bench 'PublishConcurrent' -benchtime 20000x ./broker/redisbroker/
 func BenchmarkPublishConcurrent(b *testing.B) {
 	srv := redistest.Start(b)
 	client := redis.NewClient(&redis.Options{Addr: srv.Addr()})
 	defer client.Close()
-	br, err := redisbroker.New(client, redisbroker.Options{})
+	br, err := redisbroker.New(client, redisbroker.Options{HistorySize: 100})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer br.Close(context.Background())
 	data := json.RawMessage(strconv.Quote(strings.Repeat("d", 1000)))
 	ctx := context.Background()
-	if _, err := br.Publish(ctx, ssehub.Message{Channel: "c0", Data: data}); err != nil {
-		b.Fatal(err)
+	for i := range 808 {
+		if _, err := br.Publish(ctx, ssehub.Message{Channel: fmt.Sprint("c", i%8), Data: data}); err != nil {
+			b.Fatal(err)
+		}
 	}
 	client.ConfigResetStat(ctx)
 	cpu0 := redisCPU(b, client)
@@ -76,7 +80,7 @@ func BenchmarkPublishConcurrent(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			i := n.Add(1)
-			if _, err := br.Publish(ctx, ssehub.Message{Channel: fmt.Sprint("c", i%100), Data: data}); err != nil {
+			if _, err := br.Publish(ctx, ssehub.Message{Channel: fmt.Sprint("c", i%8), Data: data}); err != nil {
 				b.Error(err)
 				return
 			}
