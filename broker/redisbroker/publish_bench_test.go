@@ -118,3 +118,55 @@ func redisCPU(b *testing.B, client *redis.Client) float64 {
 	user, _ := strconv.ParseFloat(info["CPU"]["used_cpu_user"], 64)
 	return sys + user
 }
+
+// BenchmarkPublishWait measures what Options.WaitReplicas costs, on a
+// master with one replica: one publish at a time (ns/op is the latency)
+// and 64 goroutines at once (publishes/s), without WAIT and with WAIT for
+// the replica.
+//
+//	go test -run '^$' -bench 'PublishWait' -benchtime 5000x ./broker/redisbroker/
+func BenchmarkPublishWait(b *testing.B) {
+	master := redistest.StartWith(b, redistest.Options{Args: []string{"--repl-diskless-sync-delay", "0"}})
+	replica := redistest.StartWith(b, redistest.Options{Args: []string{"--replicaof", "127.0.0.1", strconv.Itoa(master.Port())}})
+	rc := redis.NewClient(&redis.Options{Addr: replica.Addr()})
+	defer rc.Close()
+	waitFor(b, "the replica to follow its master", func() bool {
+		return strings.Contains(rc.Info(context.Background(), "replication").Val(), "master_link_status:up")
+	})
+	data := json.RawMessage(strconv.Quote(strings.Repeat("d", 1000)))
+	for _, wait := range []int{0, 1} {
+		client := redis.NewClient(&redis.Options{Addr: master.Addr()})
+		defer client.Close()
+		br, err := redisbroker.New(client, redisbroker.Options{HistorySize: 100, WaitReplicas: wait})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer br.Close(context.Background())
+		ctx := context.Background()
+		var n atomic.Int64
+		publish := func() error {
+			i := n.Add(1)
+			_, err := br.Publish(ctx, ssehub.Message{Channel: fmt.Sprint("c", i%8), Data: data})
+			return err
+		}
+		b.Run(fmt.Sprintf("serial/wait=%d", wait), func(b *testing.B) {
+			for b.Loop() {
+				if err := publish(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("concurrent/wait=%d", wait), func(b *testing.B) {
+			b.SetParallelism(32)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := publish(); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "publishes/s")
+		})
+	}
+}
