@@ -9,7 +9,7 @@
 --     highest trimmed seq as the channel's watermark;
 --   * trims the oldest events of any channel while all streams together
 --     hold more than the history bytes;
---   * drops a few channels idle for longer than the age;
+--   * now and then, drops a few channels idle for longer than the age;
 --   * publishes the envelope on the channel, and remembers the key.
 -- The Go broker (broker/redisbroker) runs it, and so may publishers in
 -- other languages that write the same keys: pass every KEYS and ARGV entry.
@@ -189,23 +189,32 @@ if size > 0 then
     redis.call('XADD', stream, num(seq) .. '-0', 'e', env)
   end
   redis.call('ZADD', active, num(seq), channel)
-  local oldest = tonumber(redis.call('ZSCORE', first, channel))
-  if not oldest then
-    oldest = seq
-    redis.call('ZADD', first, num(seq), channel)
-  end
   total = total + n
   local len = redis.call('XLEN', stream)
   local chbytes = tonumber(redis.call('HINCRBY', sizes, channel, num(n)))
+  local over = len > size or (chbudget > 0 and chbytes > chbudget)
+  local oldest = seq
+  if not over then
+    -- The seq of the channel's oldest event, for the age. When the
+    -- channel is over its size or bytes, the trim checks the age of each
+    -- event it reads, and records the oldest left.
+    oldest = tonumber(redis.call('ZSCORE', first, channel))
+    if not oldest then
+      oldest = seq
+      redis.call('ZADD', first, num(seq), channel)
+    end
+  end
   -- Reading entries is the costly part: only when something is over.
-  if len > size or (age > 0 and oldest < now - age) or (chbudget > 0 and chbytes > chbudget) then
-    local dropped = trim(channel, function(s, e)
+  if over or (age > 0 and oldest < now - age) then
+    local dropped, any = trim(channel, function(s, e)
       if len > size or (age > 0 and s < now - age) or (chbudget > 0 and chbytes > chbudget) then
         len, chbytes = len - 1, chbytes - esize(e)
         return true
       end
       return false
     end)
+    -- Nothing dropped: a new channel's oldest event is the one just added.
+    if not any then redis.call('ZADD', first, 'NX', num(seq), channel) end
     total = total - dropped
   end
   if total < 0 then
@@ -227,7 +236,8 @@ if size > 0 then
     end)
     if not any then break end
   end
-  if age > 0 then
+  -- Every 8th publish, drop up to 8 channels idle for longer than the age.
+  if age > 0 and seq % 8 == 0 then
     local idle = redis.call('ZRANGEBYSCORE', active, '-inf', '(' .. num(now - age), 'WITHSCORES', 'LIMIT', 0, 8)
     if #idle > 0 then
       local forgotten = tonumber(redis.call('HGET', state, 'forgotten') or '0')

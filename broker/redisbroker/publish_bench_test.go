@@ -73,7 +73,7 @@ func BenchmarkPublishConcurrent(b *testing.B) {
 		}
 	}
 	client.ConfigResetStat(ctx)
-	cpu0 := redisCPU(b, client)
+	cpu0, pool0 := redisCPU(b, client), client.PoolStats()
 	var n atomic.Int64
 	b.SetParallelism(32)
 	b.ResetTimer()
@@ -89,6 +89,12 @@ func BenchmarkPublishConcurrent(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "publishes/s")
 	b.ReportMetric((redisCPU(b, client)-cpu0)*1e6/float64(b.N), "redis-cpu-µs/op")
+	// Connections in use, and how often and long a publish waited for
+	// one.
+	pool := client.PoolStats()
+	b.ReportMetric(float64(pool.TotalConns), "conns")
+	b.ReportMetric(float64(pool.WaitCount-pool0.WaitCount)/float64(b.N), "pool-waits/op")
+	b.ReportMetric(float64(pool.WaitDurationNs-pool0.WaitDurationNs)/1e3/float64(b.N), "pool-wait-µs/op")
 	reportRedisTime(b, client)
 }
 
