@@ -279,3 +279,38 @@ func TestPipelineScriptMissing(t *testing.T) {
 		t.Fatalf("the stream holds %d events, want %d", got, total)
 	}
 }
+
+// TestPipelineAnswerLostWaiting: with WaitReplicas, a publish whose
+// answer is lost learns from Redis that it was published, but not
+// whether the replicas have it: ErrOutcomeUnknown and ErrNotReplicated.
+// Sent again once the answers come, it answers with the same event.
+func TestPipelineAnswerLostWaiting(t *testing.T) {
+	t.Parallel()
+	master := redistest.StartWith(t, redistest.Options{Args: quickSync})
+	startReplica(t, master)
+	var lose atomic.Bool
+	b := pipelinedBroker(t, master, redisbroker.Options{Prefix: "lw:", WaitReplicas: 1}, func(ctx context.Context, cmds []redis.Cmder, next redis.ProcessPipelineHook) error {
+		err := next(ctx, cmds)
+		if publishCalls(cmds) > 0 && lose.CompareAndSwap(true, false) {
+			for _, c := range cmds {
+				c.SetErr(errLost)
+			}
+			return errLost
+		}
+		return err
+	})
+	pub(t, b, "lw", "", 0) // loads the script
+	m := ssehub.Message{Channel: "lw", Data: json.RawMessage(`1`), IdempotencyKey: "lw-1"}
+	lose.Store(true)
+	_, err := b.Publish(t.Context(), m)
+	if !errors.Is(err, ssehub.ErrOutcomeUnknown) || !errors.Is(err, redisbroker.ErrNotReplicated) {
+		t.Fatalf("publish whose answer was lost: %v; want ErrOutcomeUnknown and ErrNotReplicated", err)
+	}
+	e, err := b.Publish(t.Context(), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := newClient(t, master).XLen(t.Context(), "lw:stream:lw").Val(); n != 2 {
+		t.Fatalf("the stream holds %d events, want 2 (%s published once)", n, e.ID)
+	}
+}
