@@ -40,6 +40,11 @@ const (
 // Only when Redis cannot answer that either does it return an error
 // wrapping ssehub.ErrOutcomeUnknown. An error wrapping ErrUnavailable also
 // means Redis could not be reached at all.
+//
+// Publishes made at once go to Redis together, in one pipeline (batch.go).
+// With Options.WaitReplicas, a publish that fewer replicas confirmed in
+// time returns an error wrapping both ssehub.ErrOutcomeUnknown and
+// ErrNotReplicated.
 func (b *Broker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Event, error) {
 	if b.isClosed() {
 		return nil, ssehub.ErrClosed
@@ -65,9 +70,13 @@ func (b *Broker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Event, 
 	if err == nil {
 		res, err = c.reply, c.err
 	}
+	published := err == nil && len(res) == 3 && res[2] != 2 && res[0] > 0
+	if published && b.waitReplicas <= 0 {
+		return b.event(m, uint64(res[0])), nil
+	}
 	op := fmt.Sprintf("publish on %q", m.Channel)
 	switch {
-	case err == nil && len(res) == 3 && res[2] != 2 && res[0] > 0:
+	case published:
 		if err := b.replicated(c, op); err != nil {
 			b.metrics.BrokerError()
 			return nil, err

@@ -52,6 +52,11 @@
 // be reached, or confirms that a publish whose answer was lost did not
 // happen, Publish fails with an error wrapping ssehub.ErrUnavailable; when
 // Redis does not answer in time, with one wrapping ssehub.ErrOutcomeUnknown.
+// Publishes made at once share a round trip: their script calls go to
+// Redis as one pipeline. Redis replicates asynchronously; with
+// Options.WaitReplicas a publish also waits until that many replicas hold
+// the event (WAIT), and fails with an error wrapping ssehub.ErrOutcomeUnknown
+// and ErrNotReplicated when they do not confirm it in time.
 // Check reports an unreachable Redis, and the broker reconnects with
 // backoff and subscribes all its channels again by itself. Events
 // published while its subscription was down are then read from the
