@@ -223,3 +223,57 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDecodeOwnFast checks that the fast path reads an envelope only when
+// decodeOwn reads it to the same event, and that it reads the envelopes
+// the broker writes.
+func FuzzDecodeOwnFast(f *testing.F) {
+	for _, p := range []string{
+		`{"data":{"a":1},"event":null,"retry":null,"id":"0001795238353220689","ssehub_seq":1795238353220689}`,
+		`{"data":"s","event":"t\u00e9","retry":1500,"id":"x","ssehub_seq":17}`,
+		`{"data":[1, 2],"event":"t","retry":7,"id":"é","ssehub_seq":17}`,
+		`{"data":1,"event":2,"event":null,"retry":null,"id":"x","ssehub_seq":17}`,
+		`{"data":"a\",\"event\":\"b","event":null,"retry":null,"id":"x","ssehub_seq":17}`,
+		`{"data":1,"event":"a\"b","retry":null,"id":"x","ssehub_seq":17}`,
+		`{"data":1,"event":null,"retry":007,"id":"x","ssehub_seq":17}`,
+		`{"data":1,"event":null,"retry":null,"id":"x","ssehub_seq":0}`,
+		`{"data":1,"event":null,"retry":null,"id":"","ssehub_seq":17}`,
+		`{"data":1,"event":"ssehub.x","retry":null,"id":"x","ssehub_seq":17}`,
+		`{"data":1,"event":null,"retry":null,"id":"a` + "\xff" + `","ssehub_seq":17}`,
+		`{"foreign":"{}","id":"x","ssehub_seq":17}`,
+	} {
+		f.Add([]byte(p))
+	}
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		got, ok := decodeOwnFast("c", payload)
+		if !ok {
+			return
+		}
+		want, err := decodeOwn("c", payload)
+		if err != nil {
+			t.Fatalf("%s: the fast path read it, decodeOwn says %v", payload, err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s: fast path %+v, decodeOwn %+v", payload, got, want)
+		}
+	})
+}
+
+// TestDecodeOwnFastTakesOwn: the envelopes Publish writes, with and without
+// type, retry and a publisher's id, go through the fast path.
+func TestDecodeOwnFastTakesOwn(t *testing.T) {
+	t.Parallel()
+	for _, m := range []ssehub.Message{
+		{Channel: "c", Data: json.RawMessage(`{"a":"<b>&"}`), Type: "t\u00e9", Retry: 1500, ID: "x y"},
+		{Channel: "c", Data: json.RawMessage(`"s"`)},
+	} {
+		id := m.ID
+		if id == "" {
+			id = FormatSeq(17)
+		}
+		payload := string(appendEnvelopeHead(nil, m)) + string(appendJSONString(nil, id)) + `,"ssehub_seq":17}`
+		if _, ok := decodeOwnFast("c", []byte(payload)); !ok {
+			t.Errorf("%s: not read by the fast path", payload)
+		}
+	}
+}

@@ -40,6 +40,11 @@ const (
 // Only when Redis cannot answer that either does it return an error
 // wrapping ssehub.ErrOutcomeUnknown. An error wrapping ErrUnavailable also
 // means Redis could not be reached at all.
+//
+// Publishes made at once go to Redis together, in one pipeline (batch.go).
+// With Options.WaitReplicas, a publish that fewer replicas confirmed in
+// time returns an error wrapping both ssehub.ErrOutcomeUnknown and
+// ErrNotReplicated.
 func (b *Broker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Event, error) {
 	if b.isClosed() {
 		return nil, ssehub.ErrClosed
@@ -64,13 +69,25 @@ func (b *Broker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Event, 
 		callCtx, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(d)*(fenceShare-1)/fenceShare))
 	}
 	dials := b.dials()
-	res, err := bounded(callCtx, func(ctx context.Context) ([]int64, error) {
-		return publishScript.Run(ctx, b.client, keys, args...).Int64Slice()
-	})
+	c := &call{script: publishScript, keys: keys, args: args, bytes: len(m.Data) + len(m.Type) + len(m.ID)}
+	err := b.batch.do(callCtx, c)
 	cancel()
+	var res []int64
+	if err == nil {
+		res, err = c.reply, c.err
+	}
+	published := err == nil && len(res) == 3 && res[2] != 2 && res[0] > 0
+	if published && b.waitReplicas <= 0 {
+		b.notePublished(ctx, m.Channel, uint64(res[0]), dials)
+		return b.event(m, uint64(res[0])), nil
+	}
 	op := fmt.Sprintf("publish on %q", m.Channel)
 	switch {
-	case err == nil && len(res) == 3 && res[2] != 2 && res[0] > 0:
+	case published:
+		if err := b.replicated(c, op); err != nil {
+			b.metrics.BrokerError()
+			return nil, err
+		}
 		b.notePublished(ctx, m.Channel, uint64(res[0]), dials)
 		return b.event(m, uint64(res[0])), nil
 	case err == nil:
@@ -102,6 +119,10 @@ func (b *Broker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Event, 
 	switch {
 	case ferr != nil || len(fres) != 2:
 		return nil, fmt.Errorf("%w: %s: %w", ssehub.ErrOutcomeUnknown, op, err)
+	case fres[0] == 1 && b.waitReplicas > 0:
+		// Published, but the WAIT that would confirm it was on the lost
+		// call's connection.
+		return nil, &replicationError{fmt.Sprintf("%s: %s: published, but the replicas' confirmation did not come: %v", ssehub.ErrOutcomeUnknown, op, err), err}
 	case fres[0] == 1:
 		b.notePublished(ctx, m.Channel, uint64(fres[1]), dials)
 		return b.event(m, uint64(fres[1])), nil
@@ -109,6 +130,44 @@ func (b *Broker) Publish(ctx context.Context, m ssehub.Message) (*ssehub.Event, 
 		return nil, fmt.Errorf("%w: %q", ssehub.ErrIdempotencyKeyReused, m.IdempotencyKey)
 	}
 	return nil, fmt.Errorf("%w: %s: not published: %w", ssehub.ErrUnavailable, op, err)
+}
+
+// replicated returns nil when the publish of c needs no replica's
+// confirmation or got it (Options.WaitReplicas), else an error wrapping
+// ssehub.ErrOutcomeUnknown: the event is published, and may be lost if
+// the master fails before a replica copies it. Sending it again with the
+// same idempotency key publishes nothing more, and waits again.
+func (b *Broker) replicated(c *call, op string) error {
+	switch {
+	case b.waitReplicas <= 0:
+		return nil
+	case c.waitErr != nil:
+		return &replicationError{fmt.Sprintf("%s: %s: published, but the replicas' confirmation did not come: %v", ssehub.ErrOutcomeUnknown, op, c.waitErr), c.waitErr}
+	case c.replicas < int64(b.waitReplicas):
+		return &replicationError{fmt.Sprintf("%s: %s: published, but only %d of %d replicas confirmed it within %s", ssehub.ErrOutcomeUnknown, op, c.replicas, b.waitReplicas, b.waitTimeout), nil}
+	}
+	return nil
+}
+
+// ErrNotReplicated means that an event was published, but fewer replicas
+// than Options.WaitReplicas confirmed holding it in time. An error that
+// wraps it also wraps ssehub.ErrOutcomeUnknown.
+var ErrNotReplicated = errors.New("redisbroker: published, but not confirmed by enough replicas")
+
+// replicationError is a publish that fewer replicas than asked confirmed.
+type replicationError struct {
+	msg   string
+	cause error // nil, or why WAIT did not answer
+}
+
+func (e *replicationError) Error() string { return e.msg }
+
+func (e *replicationError) Unwrap() []error {
+	errs := []error{ssehub.ErrOutcomeUnknown, ErrNotReplicated}
+	if e.cause != nil {
+		errs = append(errs, e.cause)
+	}
+	return errs
 }
 
 // publishArgs returns the keys and arguments of publish.lua for m, and

@@ -9,7 +9,7 @@
 --     highest trimmed seq as the channel's watermark;
 --   * trims the oldest events of any channel while all streams together
 --     hold more than the history bytes;
---   * drops a few channels idle for longer than the age;
+--   * now and then, drops a few channels idle for longer than the age;
 --   * publishes the envelope on the channel, and remembers the key.
 -- The Go broker (broker/redisbroker) runs it, and so may publishers in
 -- other languages that write the same keys: pass every KEYS and ARGV entry.
@@ -82,20 +82,32 @@ if key ~= '' then
     if recfp ~= fp then
       return redis.error_reply('SSEHUB_KEY_REUSED the idempotency key was used for another message')
     end
-    if kind == 'p' then return {tonumber(val), 0, 1} end
+    if kind == 'p' then
+      -- Written again, unchanged: a WAIT that follows on this connection
+      -- then covers the publish, which another connection may have made
+      -- (Redis counts a connection's writes for WAIT).
+      redis.call('HSET', keys, key, rec)
+      return {tonumber(val), 0, 1}
+    end
     if string.find(',' .. val .. ',', ',' .. attempt .. ',', 1, true) then return {0, 0, 2} end
     -- Other attempts were given up on; this one is a new try.
   end
 end
 
-local last = tonumber(redis.call('HGET', state, 'seq') or '0')
+-- Every call to Redis costs about as much as what it does, so state's
+-- fields are read in one call and written in one at the end, and numbers
+-- go as text made here: Redis would turn a Lua number into text with
+-- 17 significant digits, a slow conversion for sequence numbers.
+local st = redis.call('HMGET', state, 'seq', 'bytes')
+local last = tonumber(st[1] or '0')
 local seq = math.max(last + 1, now)
 if last == 0 then
   local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
   if top[1] then seq = math.max(seq, seqof(top[1][1]) + 1) end
   redis.call('HSET', state, 'start', num(seq))
 end
-redis.call('HSET', state, 'seq', num(seq))
+-- What all streams hold; written with seq below.
+local total = tonumber(st[2] or '0')
 if idjson == '' then idjson = '"' .. string.format('%016d', seq) .. '"' end
 local env = head .. idjson .. ',"ssehub_seq":' .. num(seq) .. '}'
 
@@ -138,30 +150,31 @@ end
 -- so, and returns the bytes dropped and whether it dropped any.
 local function trim(c, drop)
   local cs, cids = prefix .. 'stream:' .. c, prefix .. 'ids:' .. c
-  local dropped, wm, from, count = 0, nil, '-', 1
-  -- Mostly one entry goes, or none: read one first, then more at a time.
+  local dropped, wm, kept, from, count = 0, nil, nil, '-', 2
+  -- Mostly one entry goes, or none: read two first, the one to drop and
+  -- the one that is then the oldest, then more at a time.
   while true do
     local batch = redis.call('XRANGE', cs, from, '+', 'COUNT', count)
-    local stop = false
     for _, e in ipairs(batch) do
       local s = seqof(e[1])
-      if s == seq or not drop(s, e) then stop = true break end
+      if s == seq or not drop(s, e) then kept = s break end
       local n = esize(e)
       dropped = dropped + n
       unindex(cids, e)
       wm = s
     end
-    if stop or #batch < count then break end
+    if kept or #batch < count then break end
     from = '(' .. batch[#batch][1]
     count = math.min(2 * count, 64)
   end
   if wm then
     redis.call('XTRIM', cs, 'MINID', num(wm + 1) .. '-0')
-    redis.call('ZADD', evicted, 'GT', wm, c)
-    local left = tonumber(redis.call('HINCRBY', sizes, c, -dropped))
+    redis.call('ZADD', evicted, 'GT', num(wm), c)
+    local left = tonumber(redis.call('HINCRBY', sizes, c, num(-dropped)))
     if left < 0 then redis.call('HSET', sizes, c, '0') end
-    local top = redis.call('XRANGE', cs, '-', '+', 'COUNT', 1)
-    if top[1] then redis.call('ZADD', first, seqof(top[1][1]), c) else redis.call('ZREM', first, c) end
+    -- The entry that stopped the trim is now the oldest; none stopped
+    -- it: the stream is empty.
+    if kept then redis.call('ZADD', first, num(kept), c) else redis.call('ZREM', first, c) end
   end
   return dropped, wm ~= nil
 end
@@ -180,28 +193,37 @@ if size > 0 then
   else
     redis.call('XADD', stream, num(seq) .. '-0', 'e', env)
   end
-  redis.call('ZADD', active, seq, channel)
-  local oldest = seq
-  if redis.call('ZADD', first, 'NX', seq, channel) == 0 then
-    oldest = tonumber(redis.call('ZSCORE', first, channel))
-  end
-  local total = tonumber(redis.call('HINCRBY', state, 'bytes', n))
+  redis.call('ZADD', active, num(seq), channel)
+  total = total + n
   local len = redis.call('XLEN', stream)
-  local chbytes = tonumber(redis.call('HINCRBY', sizes, channel, n))
+  local chbytes = tonumber(redis.call('HINCRBY', sizes, channel, num(n)))
+  local over = len > size or (chbudget > 0 and chbytes > chbudget)
+  local oldest = seq
+  if not over then
+    -- The seq of the channel's oldest event, for the age. When the
+    -- channel is over its size or bytes, the trim checks the age of each
+    -- event it reads, and records the oldest left.
+    oldest = tonumber(redis.call('ZSCORE', first, channel))
+    if not oldest then
+      oldest = seq
+      redis.call('ZADD', first, num(seq), channel)
+    end
+  end
   -- Reading entries is the costly part: only when something is over.
-  if len > size or (age > 0 and oldest < now - age) or (chbudget > 0 and chbytes > chbudget) then
-    local dropped = trim(channel, function(s, e)
+  if over or (age > 0 and oldest < now - age) then
+    local dropped, any = trim(channel, function(s, e)
       if len > size or (age > 0 and s < now - age) or (chbudget > 0 and chbytes > chbudget) then
         len, chbytes = len - 1, chbytes - esize(e)
         return true
       end
       return false
     end)
-    total = tonumber(redis.call('HINCRBY', state, 'bytes', -dropped))
+    -- Nothing dropped: a new channel's oldest event is the one just added.
+    if not any then redis.call('ZADD', first, 'NX', num(seq), channel) end
+    total = total - dropped
   end
   if total < 0 then
     -- Streams written before bytes were counted.
-    redis.call('HSET', state, 'bytes', '0')
     total = 0
   end
   -- Over the budget of all channels: the oldest events go first, whatever
@@ -212,21 +234,21 @@ if size > 0 then
     local limit = math.huge
     if two[4] then limit = tonumber(two[4]) end
     local took = false
-    local dropped, any = trim(two[1], function(s, e)
+    local _, any = trim(two[1], function(s, e)
       if total <= budget or (took and s > limit) then return false end
       total, took = total - esize(e), true
       return true
     end)
     if not any then break end
-    redis.call('HINCRBY', state, 'bytes', -dropped)
   end
-  if age > 0 then
+  -- Every 8th publish, drop up to 8 channels idle for longer than the age.
+  if age > 0 and seq % 8 == 0 then
     local idle = redis.call('ZRANGEBYSCORE', active, '-inf', '(' .. num(now - age), 'WITHSCORES', 'LIMIT', 0, 8)
     if #idle > 0 then
       local forgotten = tonumber(redis.call('HGET', state, 'forgotten') or '0')
       for i = 1, #idle, 2 do
         local c = idle[i]
-        redis.call('HINCRBY', state, 'bytes', -tonumber(redis.call('HGET', sizes, c) or '0'))
+        total = total - tonumber(redis.call('HGET', sizes, c) or '0')
         redis.call('DEL', prefix .. 'stream:' .. c, prefix .. 'ids:' .. c)
         redis.call('ZREM', active, c)
         redis.call('ZREM', evicted, c)
@@ -237,15 +259,18 @@ if size > 0 then
       redis.call('HSET', state, 'forgotten', num(forgotten))
     end
   end
+  redis.call('HSET', state, 'seq', num(seq), 'bytes', num(total))
+else
+  redis.call('HSET', state, 'seq', num(seq))
 end
 
 if key ~= '' then
   redis.call('HSET', keys, key, 'p ' .. num(seq) .. ' ' .. fp)
-  redis.call('ZADD', keyq, now + window, key)
+  redis.call('ZADD', keyq, num(now + window), key)
   -- Every 16th publish, forget up to 64 expired keys, and the oldest
   -- over the limit.
   if seq % 16 == 0 then
-    local old = redis.call('ZRANGEBYSCORE', keyq, '-inf', now, 'LIMIT', 0, 64)
+    local old = redis.call('ZRANGEBYSCORE', keyq, '-inf', num(now), 'LIMIT', 0, 64)
     local over = redis.call('ZCARD', keyq) - maxkeys
     if over > 0 then
       for _, k in ipairs(redis.call('ZRANGE', keyq, 0, math.min(over, 64) - 1)) do old[#old + 1] = k end

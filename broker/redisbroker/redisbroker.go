@@ -53,6 +53,11 @@
 // be reached, or confirms that a publish whose answer was lost did not
 // happen, Publish fails with an error wrapping ssehub.ErrUnavailable; when
 // Redis does not answer in time, with one wrapping ssehub.ErrOutcomeUnknown.
+// Publishes made at once share a round trip: their script calls go to
+// Redis as one pipeline. Redis replicates asynchronously; with
+// Options.WaitReplicas a publish also waits until that many replicas hold
+// the event (WAIT), and fails with an error wrapping ssehub.ErrOutcomeUnknown
+// and ErrNotReplicated when they do not confirm it in time.
 // Check reports an unreachable Redis, and the broker reconnects with
 // backoff and subscribes all its channels again by itself. Events
 // published while its subscription was down are then read from the
@@ -120,6 +125,7 @@ const (
 	DefaultCanaryInterval     = 5 * time.Second
 	DefaultMaxReplays         = 4
 	DefaultMaxIdempotencyKeys = 250_000
+	DefaultWaitTimeout        = time.Second
 )
 
 // Options configures a Broker. The zero value is ready to use.
@@ -176,6 +182,21 @@ type Options struct {
 	// Python readers that share the Redis: EnvelopeInvenio (the default)
 	// or EnvelopeFlaskSSE. Every hub reads both.
 	Envelope string
+	// WaitReplicas is how many replicas must confirm that they hold a
+	// published event before Publish returns it: the publish script is
+	// followed by WAIT on the same connection, one WAIT for all the
+	// publishes that went in one pipeline. When fewer confirm within
+	// WaitTimeout, Publish fails with an error wrapping
+	// ssehub.ErrOutcomeUnknown: the event is published, and sending it
+	// again with the same idempotency key publishes nothing more and waits
+	// again. Zero waits for none: Redis replicates asynchronously, and an
+	// event that a master acknowledged can be lost if it fails before a
+	// replica copied it. A replica that confirmed can still lose it if it
+	// is not the one promoted, or restarts without persistence.
+	WaitReplicas int
+	// WaitTimeout is how long WAIT waits for WaitReplicas; it must be
+	// shorter than the client's ReadTimeout. Zero means DefaultWaitTimeout.
+	WaitTimeout time.Duration
 }
 
 // Envelope shapes (Options.Envelope).
@@ -223,6 +244,12 @@ type Broker struct {
 	// failover (rewind.go); checking allows one such check at a time.
 	published publishedRecord
 	checking  sync.Mutex
+
+	batch *batcher
+	// WAIT after the publish script for waitReplicas replicas (none when
+	// 0), waitTimeout at most.
+	waitReplicas int
+	waitTimeout  time.Duration
 
 	// cmdMu keeps the SUBSCRIBE and UNSUBSCRIBE commands on the connection
 	// in the order of the changes to channels they follow. Lock order:
@@ -312,6 +339,29 @@ func New(client redis.UniversalClient, opts Options) (*Broker, error) {
 			return nil, errors.New("redisbroker: envelope flask-sse: on Redis Cluster events go out on sharded channels, which flask-sse's readers do not subscribe")
 		}
 	}
+	wait, waitTimeout := opts.WaitReplicas, opts.WaitTimeout
+	if waitTimeout == 0 {
+		waitTimeout = DefaultWaitTimeout
+	}
+	switch {
+	case wait < 0:
+		return nil, fmt.Errorf("redisbroker: WaitReplicas %d: want 0 or more", wait)
+	case waitTimeout < time.Millisecond:
+		// WAIT takes milliseconds, and 0 would wait for ever.
+		return nil, fmt.Errorf("redisbroker: WaitTimeout %s: want 1ms or more", waitTimeout)
+	}
+	if wait > 0 {
+		switch c := client.(type) {
+		case *redis.ClusterClient:
+			return nil, errors.New("redisbroker: WaitReplicas takes a client of one master (or Sentinel's), not a cluster client")
+		case *redis.Client:
+			// A pipeline's reads give up after the client's ReadTimeout,
+			// whatever WAIT's own timeout (below 0: no timeout).
+			if rt := c.Options().ReadTimeout; rt > 0 && waitTimeout >= rt {
+				return nil, fmt.Errorf("redisbroker: WaitTimeout %s: want less than the client's read timeout, %s", waitTimeout, c.Options().ReadTimeout)
+			}
+		}
+	}
 	b := &Broker{
 		client:      client,
 		cluster:     cluster,
@@ -363,6 +413,8 @@ func New(client redis.UniversalClient, opts Options) (*Broker, error) {
 	if b.metrics == nil {
 		b.metrics = noMetrics{}
 	}
+	b.waitReplicas, b.waitTimeout = wait, waitTimeout
+	b.batch = &batcher{client: client, replicas: wait, timeout: waitTimeout}
 	b.ctx, b.cancelCtx = context.WithCancel(context.Background())
 	b.stateKey = b.prefix + "state"
 	b.activeKey = b.prefix + "active"

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ssehub/ssehub"
+	"github.com/ssehub/ssehub/broker/redisbroker"
 )
 
 // brokerOptions are the settings a broker URL leaves to flags.
@@ -20,11 +21,32 @@ type brokerOptions struct {
 	logger       *slog.Logger
 	metrics      ssehub.BrokerMetrics // nil counts nothing
 	envelope     string               // Redis: the shape of what is published (--redis-envelope)
+	waitReplicas int                  // Redis: replicas that confirm each publish (--redis-wait-replicas)
+	waitTimeout  time.Duration        // Redis: how long to wait for them (--redis-wait-timeout)
 	nats         natsOptions
 }
 
 // redisEnvelopeUsage documents --redis-envelope for serve and publish.
 const redisEnvelopeUsage = "with a Redis broker, the `shape` of what is published on a channel for Python readers on the same Redis: invenio (invenio-sse's reader) or flask-sse (flask-sse's reader, which fails on other keys)"
+
+// Usage of --redis-wait-replicas and --redis-wait-timeout, for serve and
+// publish.
+const (
+	redisWaitReplicasUsage = "with a Redis broker: `replicas` that must confirm each publish (Redis WAIT) before it answers; when fewer do in time it answers 504, and sending it again with the same Idempotency-Key is safe. 0 waits for none"
+	redisWaitTimeoutUsage  = "with --redis-wait-replicas: how long a publish waits for the replicas; less than the Redis client's read timeout (5s, or ?read_timeout= in the broker URL)"
+)
+
+// checkRedisWait refuses values of --redis-wait-replicas and
+// --redis-wait-timeout that Redis cannot take.
+func checkRedisWait(fs *flagSet, replicas int, timeout time.Duration) error {
+	switch {
+	case replicas < 0:
+		return fmt.Errorf("%s: %q must be 0 or more", fs.source("redis-wait-replicas"), fs.Lookup("redis-wait-replicas").Value)
+	case timeout < time.Millisecond:
+		return fmt.Errorf("%s: %q must be 1ms or more", fs.source("redis-wait-timeout"), fs.Lookup("redis-wait-timeout").Value)
+	}
+	return nil
+}
 
 // checkRedisEnvelope refuses an unknown --redis-envelope at once.
 func checkRedisEnvelope(v string) error {
@@ -204,6 +226,8 @@ func publishBroker(ctx context.Context, raw string, m ssehub.Message, opt broker
 	if err != nil {
 		msg := strings.TrimPrefix(err.Error(), "ssehub: ")
 		switch {
+		case errors.Is(err, redisbroker.ErrNotReplicated):
+			return "", fmt.Errorf("%w: %s", errNotReplicated, msg)
 		case errors.Is(err, ssehub.ErrOutcomeUnknown):
 			return "", fmt.Errorf("%w: %s", errOutcomeUnknown, msg)
 		case errors.Is(err, ssehub.ErrUnavailable):

@@ -17,6 +17,7 @@ import (
 
 	"github.com/ssehub/ssehub"
 	"github.com/ssehub/ssehub/auth"
+	"github.com/ssehub/ssehub/broker/redisbroker"
 )
 
 // maxStdin bounds the message publish reads from stdin.
@@ -50,6 +51,8 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 		historyBytes = fs.Int64("history-bytes", ssehub.DefaultHistoryBytes, "with a Redis --broker: `bytes` the history of all channels may take; give the hubs' value")
 		key          = fs.String("idempotency-key", "", "`key` naming this message: sent again with the same key, it is published once (default: a new random key)")
 		envelope     = fs.String("redis-envelope", "invenio", redisEnvelopeUsage)
+		waitReplicas = fs.Int("redis-wait-replicas", 0, redisWaitReplicasUsage)
+		waitTimeout  = fs.Duration("redis-wait-timeout", redisbroker.DefaultWaitTimeout, redisWaitTimeoutUsage)
 		natsFlags    = addNATSFlags(fs, true) // nats.go
 	)
 	// The deployment's settings: what serve reads, publish reads too.
@@ -61,6 +64,8 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 	fs.env("history-age", "SSEHUB_HISTORY_AGE")
 	fs.env("history-bytes", "SSEHUB_HISTORY_BYTES")
 	fs.env("redis-envelope", "SSEHUB_REDIS_ENVELOPE")
+	fs.env("redis-wait-replicas", "SSEHUB_REDIS_WAIT_REPLICAS")
+	fs.env("redis-wait-timeout", "SSEHUB_REDIS_WAIT_TIMEOUT")
 	fs.oneOf("token", "token-file")
 	if err := fs.parse(args); err != nil {
 		return err
@@ -79,6 +84,9 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 		*token = tok
 	}
 	if err := checkRedisEnvelope(*envelope); err != nil {
+		return err
+	}
+	if err := checkRedisWait(fs, *waitReplicas, *waitTimeout); err != nil {
 		return err
 	}
 	data, err := readData(stdin, *format)
@@ -106,11 +114,13 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, _ i
 		if *historyBytes <= 0 {
 			return fmt.Errorf("%s: %q must be 1 or more", fs.source("history-bytes"), fs.Lookup("history-bytes").Value)
 		}
-		assigned, err = publishBroker(ctx, *brokerURL, m, brokerOptions{historySize: *historySize, historyAge: *historyAge, historyBytes: *historyBytes, envelope: *envelope, nats: natsFlags.options()})
+		assigned, err = publishBroker(ctx, *brokerURL, m, brokerOptions{historySize: *historySize, historyAge: *historyAge, historyBytes: *historyBytes, envelope: *envelope, waitReplicas: *waitReplicas, waitTimeout: *waitTimeout, nats: natsFlags.options()})
 	} else {
 		assigned, err = publishHTTP(ctx, *hubURL, *token, m)
 	}
 	switch {
+	case errors.Is(err, errNotReplicated):
+		return fmt.Errorf("%w; send it again with --idempotency-key %s to wait for the replicas again: it will not be published twice", err, m.IdempotencyKey)
 	case errors.Is(err, errNotPublished):
 		return fmt.Errorf("%w; nothing was published, it is safe to send it again", err)
 	case errors.Is(err, errOutcomeUnknown):
@@ -203,6 +213,9 @@ func readMessage(body []byte) (json.RawMessage, error) {
 var (
 	errNotPublished   = errors.New("not published")
 	errOutcomeUnknown = errors.New("outcome unknown")
+	// errNotReplicated: published, but fewer replicas than
+	// --redis-wait-replicas confirmed it in time.
+	errNotReplicated = errors.New("not confirmed")
 )
 
 // newIdempotencyKey returns a random idempotency key.

@@ -43,6 +43,8 @@ func openRedisBroker(u *url.URL, opt brokerOptions) (ssehub.Broker, func(context
 		Logger:       opt.logger,
 		Metrics:      opt.metrics,
 		Envelope:     opt.envelope,
+		WaitReplicas: opt.waitReplicas,
+		WaitTimeout:  opt.waitTimeout,
 	})
 	if err != nil {
 		client.Close()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -244,5 +245,46 @@ func TestRedisEnvelopeFlag(t *testing.T) {
 	_, errOut, code := runCLI(t, `{}`, "publish", "--broker", srv.URL(), "--redis-envelope", "nope")
 	if code == 0 || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, "--redis-envelope") {
 		t.Fatalf("bad --redis-envelope: exit %d, stderr %q", code, errOut)
+	}
+}
+
+// TestRedisWaitReplicasFlag: serve --redis-wait-replicas 1 on a master
+// with one replica answers 200 once the replica holds the event; publish
+// --broker with SSEHUB_REDIS_WAIT_REPLICAS=2 finds one replica only and
+// fails with one line saying so, exit 1, the event published; bad values
+// are one-line errors.
+func TestRedisWaitReplicasFlag(t *testing.T) {
+	master := redistest.StartWith(t, redistest.Options{Args: []string{"--repl-diskless-sync-delay", "0"}})
+	replica := redistest.StartWith(t, redistest.Options{Args: []string{"--replicaof", "127.0.0.1", strconv.Itoa(master.Port())}})
+	rc := redis.NewClient(&redis.Options{Addr: replica.Addr()})
+	defer rc.Close()
+	waitFor(t, "the replica to follow its master", func() bool {
+		return strings.Contains(rc.Info(t.Context(), "replication").Val(), "master_link_status:up")
+	})
+	hub := startHub(t, "--broker", master.URL(), "--redis-wait-replicas", "1")
+	if id, status, msg := postPublish(http.DefaultClient, hub.URL, "wr", `{"n":1}`); status != http.StatusOK {
+		t.Fatalf("publish with one replica to wait for: %d %s", status, msg)
+	} else if n := rc.XLen(t.Context(), "ssehub:stream:wr").Val(); n != 1 {
+		t.Fatalf("the replica holds %d events once publish %s answered, want 1", n, id)
+	}
+
+	_, errOut, code := runCLIEnv(t, []string{"SSEHUB_REDIS_WAIT_REPLICAS=2"}, `{"n":2}`,
+		"publish", "--channel", "wr", "--broker", master.URL(), "--redis-wait-timeout", "100ms", "--idempotency-key", "k2")
+	if code != 1 || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, "only 1 of 2 replicas confirmed it within 100ms") {
+		t.Fatalf("publish waiting for 2 replicas of 1: exit %d, stderr %q", code, errOut)
+	}
+	if n := rc.XLen(t.Context(), "ssehub:stream:wr").Val(); n != 2 {
+		t.Fatalf("the replica holds %d events, want 2: the unconfirmed publish happened", n)
+	}
+
+	for _, args := range [][]string{
+		{"--redis-wait-replicas", "-1"},
+		{"--redis-wait-replicas", "1", "--redis-wait-timeout", "0s"},
+		{"--redis-wait-replicas", "1", "--redis-wait-timeout", "1m"},
+	} {
+		_, errOut, code := runCLI(t, `{}`, append([]string{"publish", "--broker", master.URL()}, args...)...)
+		if code == 0 || strings.Count(errOut, "\n") != 1 || !strings.Contains(strings.ToLower(errOut), "wait") {
+			t.Errorf("publish %v: exit %d, stderr %q", args, code, errOut)
+		}
 	}
 }

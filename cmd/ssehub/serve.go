@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ssehub/ssehub"
+	"github.com/ssehub/ssehub/broker/redisbroker"
 )
 
 func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
@@ -32,6 +33,8 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		brokerURL       = brokers.String("broker", "memory:", "broker `URL`: memory:, redis://[user:password@]host:port/db, rediss://..., redis-sentinel://[user:password@]host:port[,host:port...]/master[?db=N], redis-cluster://[user:password@]host:port[,host:port...], or nats://host:port[,nats://host:port...] (tls://... for TLS)")
 		publishTimeout  = brokers.Duration("publish-timeout", ssehub.DefaultPublishTimeout, "how long a publish waits for the broker before answering 504 (outcome unknown) or 503 (not published)")
 		redisEnvelope   = brokers.String("redis-envelope", "invenio", redisEnvelopeUsage)
+		redisWait       = brokers.Int("redis-wait-replicas", 0, redisWaitReplicasUsage)
+		redisWaitFor    = brokers.Duration("redis-wait-timeout", redisbroker.DefaultWaitTimeout, redisWaitTimeoutUsage)
 		heartbeat       = streams.Duration("heartbeat", ssehub.DefaultHeartbeat, "interval of heartbeat comments on idle streams; 0s disables them")
 		retry           = streams.Duration("retry", ssehub.DefaultRetry, "reconnection delay told to clients when a stream opens")
 		detach          = streams.Bool("detach", true, "take each HTTP/1.1 stream over from net/http once its headers are sent: a few KB per idle stream, and writes from a small pool")
@@ -52,6 +55,9 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		return err
 	}
 	if err := checkRedisEnvelope(*redisEnvelope); err != nil {
+		return err
+	}
+	if err := checkRedisWait(fs, *redisWait, *redisWaitFor); err != nil {
 		return err
 	}
 	if err := ops.check(); err != nil {
@@ -97,6 +103,8 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, stderr io
 		logger:       logger,
 		metrics:      ops.brokerMetrics(),
 		envelope:     *redisEnvelope,
+		waitReplicas: *redisWait,
+		waitTimeout:  *redisWaitFor,
 		nats:         natsFlags.options(),
 	})
 	if err != nil {
