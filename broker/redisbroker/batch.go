@@ -2,6 +2,7 @@ package redisbroker
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -49,8 +50,9 @@ type call struct {
 // batcher gathers calls into pipelines.
 type batcher struct {
 	client   redis.UniversalClient
-	replicas int           // WAIT for this many replicas after the calls; 0: no WAIT
-	timeout  time.Duration // WAIT's timeout
+	cluster  *redis.ClusterClient // when client is one: a WAIT goes to each master of the batch
+	replicas int                  // WAIT for this many replicas after the calls; 0: no WAIT
+	timeout  time.Duration        // WAIT's timeout
 
 	mu      sync.Mutex
 	queue   []*call
@@ -135,11 +137,52 @@ func (q *batcher) run(batch []*call) {
 		close(c.done)
 		return
 	}
+	if q.cluster != nil && q.replicas > 0 {
+		q.runPerMaster(ctx, batch)
+		return
+	}
+	q.runOn(ctx, q.client, batch)
+}
+
+// runPerMaster runs the calls of a batch on a cluster with WAIT: each
+// master's calls go in a pipeline of their own on a connection to that
+// master, followed by the WAIT that covers them, since WAIT counts the
+// replicas of the connection's node. A call whose slot moved meanwhile
+// gets MOVED, which says it ran nothing.
+func (q *batcher) runPerMaster(ctx context.Context, batch []*call) {
+	var (
+		nodes  []*redis.Client
+		groups [][]*call
+	)
+	for _, c := range batch {
+		node, err := q.cluster.MasterForKey(ctx, c.keys[0])
+		if err != nil {
+			c.err = err
+			close(c.done)
+			continue
+		}
+		i := slices.Index(nodes, node)
+		if i < 0 {
+			i = len(nodes)
+			nodes, groups = append(nodes, node), append(groups, nil)
+		}
+		groups[i] = append(groups[i], c)
+	}
+	var wg sync.WaitGroup
+	for i, node := range nodes {
+		wg.Go(func() { q.runOn(ctx, node, groups[i]) })
+	}
+	wg.Wait()
+}
+
+// runOn sends the calls of batch in a pipeline of client's, with a WAIT
+// after them when the batcher waits for replicas.
+func (q *batcher) runOn(ctx context.Context, client interface{ Pipeline() redis.Pipeliner }, batch []*call) {
 	// EVALSHA first; the calls that find the script missing (NOSCRIPT:
 	// Redis restarted, or SCRIPT FLUSH) ran nothing, and go again with
 	// EVAL, which loads it, and a WAIT of their own.
 	for try := 0; len(batch) > 0; try++ {
-		pipe := q.client.Pipeline()
+		pipe := client.Pipeline()
 		cmds := make([]*redis.Cmd, len(batch))
 		for i, c := range batch {
 			if try == 0 {

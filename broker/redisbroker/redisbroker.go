@@ -351,15 +351,17 @@ func New(client redis.UniversalClient, opts Options) (*Broker, error) {
 		return nil, fmt.Errorf("redisbroker: WaitTimeout %s: want 1ms or more", waitTimeout)
 	}
 	if wait > 0 {
+		// A pipeline's reads give up after the client's ReadTimeout,
+		// whatever WAIT's own timeout (below 0: no timeout).
+		var rt time.Duration
 		switch c := client.(type) {
 		case *redis.ClusterClient:
-			return nil, errors.New("redisbroker: WaitReplicas takes a client of one master (or Sentinel's), not a cluster client")
+			rt = c.Options().ReadTimeout
 		case *redis.Client:
-			// A pipeline's reads give up after the client's ReadTimeout,
-			// whatever WAIT's own timeout (below 0: no timeout).
-			if rt := c.Options().ReadTimeout; rt > 0 && waitTimeout >= rt {
-				return nil, fmt.Errorf("redisbroker: WaitTimeout %s: want less than the client's read timeout, %s", waitTimeout, c.Options().ReadTimeout)
-			}
+			rt = c.Options().ReadTimeout
+		}
+		if rt > 0 && waitTimeout >= rt {
+			return nil, fmt.Errorf("redisbroker: WaitTimeout %s: want less than the client's read timeout, %s", waitTimeout, rt)
 		}
 	}
 	b := &Broker{
@@ -414,7 +416,7 @@ func New(client redis.UniversalClient, opts Options) (*Broker, error) {
 		b.metrics = noMetrics{}
 	}
 	b.waitReplicas, b.waitTimeout = wait, waitTimeout
-	b.batch = &batcher{client: client, replicas: wait, timeout: waitTimeout}
+	b.batch = &batcher{client: client, cluster: cluster, replicas: wait, timeout: waitTimeout}
 	b.ctx, b.cancelCtx = context.WithCancel(context.Background())
 	b.stateKey = b.prefix + "state"
 	b.activeKey = b.prefix + "active"

@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -141,13 +143,80 @@ func TestWaitReplicasBroker(t *testing.T) {
 			t.Errorf("New(%+v): %v; want an error with %q", c.opts, err, c.want)
 		}
 	}
-	cluster := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{srv.Addr()}})
+	cluster := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{srv.Addr()}, ReadTimeout: time.Second})
 	defer cluster.Close()
-	if _, err := redisbroker.New(cluster, redisbroker.Options{WaitReplicas: 1}); err == nil {
-		t.Errorf("New with a cluster client and WaitReplicas: no error")
+	if _, err := redisbroker.New(cluster, redisbroker.Options{WaitReplicas: 1, WaitTimeout: time.Second}); err == nil || !strings.Contains(err.Error(), "less than the client's read timeout") {
+		t.Errorf("New with a cluster client whose read timeout is WaitTimeout: %v; want an error", err)
 	}
 	// The same options without waiting are fine.
 	if _, err := redisbroker.New(client, redisbroker.Options{WaitTimeout: time.Minute}); err != nil {
 		t.Errorf("New with WaitTimeout alone: %v", err)
+	}
+}
+
+// TestClusterWaitReplicas publishes with WaitReplicas on a 3+3 cluster,
+// on channels of every master at once, so that pipelines span masters:
+// each master's calls are followed by a WAIT of their own. With one
+// master's replica frozen, only that master's publishes answer
+// ErrNotReplicated; thawed, sending them again with their keys publishes
+// nothing more.
+func TestClusterWaitReplicas(t *testing.T) {
+	t.Parallel()
+	c := redistest.StartCluster(t)
+	b := newClusterBroker(t, c, redisbroker.Options{WaitReplicas: 1, WaitTimeout: 500 * time.Millisecond})
+	byMaster := map[*redistest.Server][]string{}
+	var channels []string
+	for i := 0; len(byMaster) < 3 || i < 30; i++ {
+		ch := "w" + strconv.Itoa(i)
+		m := c.MasterOf(ch)
+		byMaster[m] = append(byMaster[m], ch)
+		channels = append(channels, ch)
+	}
+	frozen := c.MasterOf(channels[0])
+	publishAll := func(round string) (map[string]string, map[string]error) {
+		var mu sync.Mutex
+		ids, errs := map[string]string{}, map[string]error{}
+		var wg sync.WaitGroup
+		for _, ch := range channels {
+			wg.Go(func() {
+				e, err := b.Publish(t.Context(), ssehub.Message{Channel: ch, Data: json.RawMessage(`1`), IdempotencyKey: round + ch})
+				mu.Lock()
+				defer mu.Unlock()
+				if errs[ch] = err; err == nil {
+					ids[ch] = e.ID
+				}
+			})
+		}
+		wg.Wait()
+		return ids, errs
+	}
+	first, errs := publishAll("a-")
+	for ch, err := range errs {
+		if err != nil {
+			t.Fatalf("publish on %s with every replica up: %v", ch, err)
+		}
+	}
+	replica := c.ReplicaOf(frozen)
+	replica.Freeze()
+	_, errs = publishAll("b-")
+	for ch, err := range errs {
+		want := slices.Contains(byMaster[frozen], ch)
+		if want && !(errors.Is(err, redisbroker.ErrNotReplicated) && errors.Is(err, ssehub.ErrOutcomeUnknown)) || !want && err != nil {
+			t.Errorf("publish on %s (its master's replica frozen: %v): %v", ch, want, err)
+		}
+	}
+	replica.Thaw()
+	for _, ch := range byMaster[frozen] {
+		m := ssehub.Message{Channel: ch, Data: json.RawMessage(`1`), IdempotencyKey: "b-" + ch}
+		var e *ssehub.Event
+		waitFor(t, "the thawed replica to confirm "+ch, func() bool {
+			var err error
+			e, err = b.Publish(t.Context(), m)
+			return err == nil
+		})
+		events, err := replayAll(t, b, []string{ch}, first[ch])
+		if err != nil || len(events) != 1 || events[0].ID != e.ID {
+			t.Errorf("%s after %s: %v, %v; want the one event %s, published once", ch, first[ch], eventIDs(events), err, e.ID)
+		}
 	}
 }

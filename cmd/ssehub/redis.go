@@ -36,16 +36,7 @@ func openRedisBroker(u *url.URL, opt brokerOptions) (ssehub.Broker, func(context
 	// from Redis too, instead of go-redis's own read timeout alone.
 	ro.ContextTimeoutEnabled = true
 	client := redis.NewClient(ro)
-	b, err := redisbroker.New(client, redisbroker.Options{
-		HistorySize:  opt.historySize,
-		HistoryAge:   opt.historyAge,
-		HistoryBytes: opt.historyBytes,
-		Logger:       opt.logger,
-		Metrics:      opt.metrics,
-		Envelope:     opt.envelope,
-		WaitReplicas: opt.waitReplicas,
-		WaitTimeout:  opt.waitTimeout,
-	})
+	b, err := redisbroker.New(client, opt.redisOptions())
 	if err != nil {
 		client.Close()
 		return nil, nil, err
@@ -55,6 +46,21 @@ func openRedisBroker(u *url.URL, opt brokerOptions) (ssehub.Broker, func(context
 		return errors.Join(err, client.Close())
 	}
 	return b, closeAll, nil
+}
+
+// redisOptions returns the options of a Redis broker, whatever the
+// topology.
+func (opt brokerOptions) redisOptions() redisbroker.Options {
+	return redisbroker.Options{
+		HistorySize:  opt.historySize,
+		HistoryAge:   opt.historyAge,
+		HistoryBytes: opt.historyBytes,
+		Logger:       opt.logger,
+		Metrics:      opt.metrics,
+		Envelope:     opt.envelope,
+		WaitReplicas: opt.waitReplicas,
+		WaitTimeout:  opt.waitTimeout,
+	}
 }
 
 // redisLogger passes go-redis's log messages to slog at the debug level.

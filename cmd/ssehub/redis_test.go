@@ -288,3 +288,31 @@ func TestRedisWaitReplicasFlag(t *testing.T) {
 		}
 	}
 }
+
+// TestRedisWaitReplicasTopologies: --redis-wait-replicas reaches the broker
+// whatever the topology: through Sentinel and on a cluster, a publish
+// waiting for more replicas than a master has answers that only its
+// replicas confirmed it.
+func TestRedisWaitReplicasTopologies(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name string
+		url  func(t *testing.T) string
+	}{
+		{"sentinel", func(t *testing.T) string { return redistest.StartSentinel(t).URL() }},
+		{"cluster", func(t *testing.T) string { return redistest.StartCluster(t).URL() }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			url := tt.url(t)
+			if _, errOut, code := runCLI(t, `{"n":1}`, "publish", "--channel", "wt", "--broker", url, "--redis-wait-replicas", "1"); code != 0 {
+				t.Fatalf("publish waiting for the one replica: exit %d, stderr %q", code, errOut)
+			}
+			_, errOut, code := runCLI(t, `{"n":2}`, "publish", "--channel", "wt", "--broker", url,
+				"--redis-wait-replicas", "2", "--redis-wait-timeout", "100ms", "--idempotency-key", "k2")
+			if code != 1 || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, "only 1 of 2 replicas confirmed it within 100ms") {
+				t.Fatalf("publish waiting for 2 replicas of 1: exit %d, stderr %q", code, errOut)
+			}
+		})
+	}
+}

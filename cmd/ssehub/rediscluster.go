@@ -105,14 +105,7 @@ func openRedisClusterBroker(raw string, opt brokerOptions) (ssehub.Broker, func(
 		co.DialerRetries = 1
 	}
 	client := redis.NewClusterClient(co)
-	b, err := redisbroker.New(client, redisbroker.Options{
-		HistorySize:  opt.historySize,
-		HistoryAge:   opt.historyAge,
-		HistoryBytes: opt.historyBytes,
-		Logger:       opt.logger,
-		Metrics:      opt.metrics,
-		Envelope:     opt.envelope,
-	})
+	b, err := redisbroker.New(client, opt.redisOptions())
 	if err != nil {
 		client.Close()
 		return nil, nil, err

@@ -153,14 +153,7 @@ func openSentinelBroker(raw string, opt brokerOptions) (ssehub.Broker, func(cont
 	// hub's clients retry by themselves.
 	fo.DialerRetries = 1
 	client := redis.NewFailoverClient(&fo)
-	b, err := redisbroker.New(client, redisbroker.Options{
-		HistorySize:  opt.historySize,
-		HistoryAge:   opt.historyAge,
-		HistoryBytes: opt.historyBytes,
-		Logger:       opt.logger,
-		Metrics:      opt.metrics,
-		Envelope:     opt.envelope,
-	})
+	b, err := redisbroker.New(client, opt.redisOptions())
 	if err != nil {
 		client.Close()
 		return nil, nil, err
