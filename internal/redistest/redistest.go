@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -44,6 +45,8 @@ type Server struct {
 	dir  string
 	opts Options
 	port int
+	// busPort is a cluster node's cluster bus port, 0 for other servers.
+	busPort int
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -92,6 +95,13 @@ func StartWith(tb testing.TB, opts Options) *Server {
 	for range 5 {
 		if s.port, err = freePort(); err != nil {
 			tb.Fatalf("redistest: %v", err)
+		}
+		// A cluster node's bus port is its port + 10000 by default, which
+		// may be taken, or past 65535: it gets a free port of its own.
+		if slices.Contains(opts.Args, "--cluster-enabled") {
+			if s.busPort, err = freePort(); err != nil {
+				tb.Fatalf("redistest: %v", err)
+			}
 		}
 		if err = s.start(); err == nil {
 			return s
@@ -161,6 +171,9 @@ func (s *Server) start() error {
 		"--logfile", s.logPath(),
 	}
 	args = append(args, s.opts.Args...)
+	if s.busPort != 0 {
+		args = append(args, "--cluster-port", strconv.Itoa(s.busPort))
+	}
 	cmd := exec.Command(s.bin, args...)
 	cmd.SysProcAttr = sysProcAttr()
 	if err := cmd.Start(); err != nil {
