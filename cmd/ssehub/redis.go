@@ -36,14 +36,20 @@ func openRedisBroker(u *url.URL, opt brokerOptions) (ssehub.Broker, func(context
 	// from Redis too, instead of go-redis's own read timeout alone.
 	ro.ContextTimeoutEnabled = true
 	client := redis.NewClient(ro)
+	return newRedisBroker(client, opt)
+}
+
+// newRedisBroker returns a Redis broker on client, whatever the topology,
+// and a func that closes both; it closes client when the broker cannot be
+// made.
+func newRedisBroker(client redis.UniversalClient, opt brokerOptions) (ssehub.Broker, func(context.Context) error, error) {
 	b, err := redisbroker.New(client, opt.redisOptions())
 	if err != nil {
 		client.Close()
 		return nil, nil, err
 	}
 	closeAll := func(ctx context.Context) error {
-		err := b.Close(ctx)
-		return errors.Join(err, client.Close())
+		return errors.Join(b.Close(ctx), client.Close())
 	}
 	return b, closeAll, nil
 }

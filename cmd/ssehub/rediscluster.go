@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -11,7 +10,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ssehub/ssehub"
-	"github.com/ssehub/ssehub/broker/redisbroker"
 )
 
 // redisClusterScheme starts a URL naming the nodes of a Redis Cluster.
@@ -105,13 +103,5 @@ func openRedisClusterBroker(raw string, opt brokerOptions) (ssehub.Broker, func(
 		co.DialerRetries = 1
 	}
 	client := redis.NewClusterClient(co)
-	b, err := redisbroker.New(client, opt.redisOptions())
-	if err != nil {
-		client.Close()
-		return nil, nil, err
-	}
-	closeAll := func(ctx context.Context) error {
-		return errors.Join(b.Close(ctx), client.Close())
-	}
-	return b, closeAll, nil
+	return newRedisBroker(client, opt)
 }

@@ -13,7 +13,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ssehub/ssehub"
-	"github.com/ssehub/ssehub/broker/redisbroker"
 )
 
 // sentinelScheme starts a broker URL that names Redis Sentinel.
@@ -153,14 +152,5 @@ func openSentinelBroker(raw string, opt brokerOptions) (ssehub.Broker, func(cont
 	// hub's clients retry by themselves.
 	fo.DialerRetries = 1
 	client := redis.NewFailoverClient(&fo)
-	b, err := redisbroker.New(client, opt.redisOptions())
-	if err != nil {
-		client.Close()
-		return nil, nil, err
-	}
-	closeAll := func(ctx context.Context) error {
-		err := b.Close(ctx)
-		return errors.Join(err, client.Close())
-	}
-	return b, closeAll, nil
+	return newRedisBroker(client, opt)
 }
