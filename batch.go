@@ -88,21 +88,24 @@ func (s *Subscription) next(b *batch) batchState {
 		}
 	}
 	for len(s.pending) > 0 && !b.full() {
-		s.take(b, s.pending[0], nil)
+		if s.positions != nil {
+			s.takeStamped(b, s.pending[0], nil)
+		} else {
+			s.take(b, s.pending[0])
+		}
 		s.pending[0] = nil
 		s.pending = s.pending[1:]
 		b.replayed++
 	}
 	if len(s.pending) == 0 {
 		s.pending = nil
-		if s.settle {
+		if p := s.positions; p != nil && p.settle {
 			// What the replay covered has been sent: each channel is at
 			// the head the replay reached, or later.
 			for i := range s.cursors {
-				cur := &s.cursors[i]
-				cur.at = max(cur.at, cur.skip)
+				p.at[i] = max(p.at[i], s.cursors[i].skip)
 			}
-			s.settle = false
+			p.settle = false
 		}
 	}
 	b.lagging = s.lagging()
@@ -129,16 +132,22 @@ func (s *Subscription) next(b *batch) batchState {
 	}
 }
 
-// take adds e to b, noting its id as the subscription's last. cur is the
-// cursor e was found after, or nil for a pending frame.
-func (s *Subscription) take(b *batch, e *Event, cur *cursor) {
-	if s.positions && e.Channel != "" {
-		e = s.stamp(e, cur)
-	}
+// take adds e to b, noting its id as the subscription's last. A stream
+// whose ids are its positions takes with takeStamped instead.
+func (s *Subscription) take(b *batch, e *Event) {
 	if e.ID != "" {
 		s.lastID = e.ID
 	}
 	b.add(e)
+}
+
+// takeStamped is take for a stream whose ids are its positions:
+// cur is the cursor e was found after, or nil for a pending frame.
+func (s *Subscription) takeStamped(b *batch, e *Event, cur *cursor) {
+	if e.Channel != "" {
+		e = s.stamp(e, cur)
+	}
+	s.take(b, e)
 }
 
 // replayed reports whether e, found after cur, was in the replay. A reset
@@ -169,7 +178,7 @@ func (s *Subscription) gather(b *batch) (behind bool) {
 			b.frames = frames[:n]
 			for _, e := range frames[n:] {
 				if !cur.replayed(e) {
-					s.take(b, e, cur)
+					s.take(b, e) // streams over one channel keep the events' ids
 				}
 			}
 			clear(frames[len(b.frames):])
@@ -204,8 +213,12 @@ func (s *Subscription) gather(b *batch) (behind bool) {
 			return false
 		}
 		best.pos++
-		if !best.replayed(next) {
-			s.take(b, next, best)
+		switch {
+		case best.replayed(next):
+		case s.positions != nil:
+			s.takeStamped(b, next, best)
+		default:
+			s.take(b, next)
 		}
 	}
 	return false

@@ -263,15 +263,11 @@ type Subscription struct {
 	hub     *Hub
 	cursors []cursor // one per channel
 	pending []*Event // replayed events, and position and reset frames: sent before the cursors' events
-	lastID  string   // id of the last frame taken: where a resume after falling behind starts
-	// For a stream over several channels of a ChannelOrderer broker, the
-	// events' ids are made of the cursors' positions (positions.go).
-	positions bool
-	order     []int  // indices of the cursors, in the order of their channel names
-	sum       string // checksum of the channel names
-	idBuf     []byte
-	settle    bool // once pending is sent, the cursors' positions move to their skip
-	final     bool // the subscription is finishing: each cursor stops at its end
+	// For a stream over several channels of a ChannelOrderer broker,
+	// whose events' ids are made of its positions; nil otherwise.
+	positions *positionState
+	lastID    string // id of the last frame taken: where a resume after falling behind starts
+	final     bool   // the subscription is finishing: each cursor stops at its end
 	one       [1]*Event
 
 	signal  chan struct{}          // notify's wake-up for Next and handler streams
@@ -294,7 +290,6 @@ type cursor struct {
 	pos   uint64 // position of the next event to take
 	end   uint64 // when the subscription is finishing, the position to stop at
 	skip  uint64 // events with 0 < Seq <= skip were in the replay
-	at    uint64 // with positions: Seq of the last event taken on the channel, or the replay's start or head
 	index int    // in c.subs; guarded by c.mu
 }
 
@@ -423,7 +418,9 @@ func (s *Subscription) setHead(head Cursor) {
 			cur.skip = head.Channels[cur.c.name]
 		}
 	}
-	s.settle = s.positions
+	if s.positions != nil {
+		s.positions.settle = true
+	}
 }
 
 // positionEvent is a frame with only an id field: it sets the client's last

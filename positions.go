@@ -102,51 +102,60 @@ func channelsSum(sorted []string) string {
 	return strconv.FormatUint(uint64(h.Sum32()), 36)
 }
 
+// positionState is what a stream whose events' ids are its positions
+// keeps: the Seq of each channel's last event taken, or the replay's start
+// or head.
+type positionState struct {
+	at     []uint64 // per cursor
+	order  []int    // indices of the cursors, in the order of their channel names
+	sum    string   // checksum of the channel names
+	idBuf  []byte
+	settle bool // once pending is sent, the positions move to the cursors' skip
+}
+
 // orderPositions makes s a stream whose events carry its position in each
 // channel as their id.
 func (s *Subscription) orderPositions() {
-	s.positions = true
-	s.order = make([]int, len(s.cursors))
-	for i := range s.order {
-		s.order[i] = i
+	p := &positionState{at: make([]uint64, len(s.cursors)), order: make([]int, len(s.cursors))}
+	for i := range p.order {
+		p.order[i] = i
 	}
-	slices.SortFunc(s.order, func(i, j int) int { return strings.Compare(s.cursors[i].c.name, s.cursors[j].c.name) })
-	names := make([]string, len(s.order))
-	for k, i := range s.order {
+	slices.SortFunc(p.order, func(i, j int) int { return strings.Compare(s.cursors[i].c.name, s.cursors[j].c.name) })
+	names := make([]string, len(p.order))
+	for k, i := range p.order {
 		names[k] = s.cursors[i].c.name
 	}
-	s.sum = channelsSum(names)
+	p.sum = channelsSum(names)
+	s.positions = p
 }
 
-// setPositions sets the cursors' positions from pos, a broker's cursor.
+// setPositions sets the positions from pos, a broker's cursor.
 func (s *Subscription) setPositions(pos map[string]uint64) {
-	if !s.positions || pos == nil {
+	if s.positions == nil || pos == nil {
 		return
 	}
 	for i := range s.cursors {
-		s.cursors[i].at = pos[s.cursors[i].c.name]
+		s.positions.at[i] = pos[s.cursors[i].c.name]
 	}
 }
 
 // stamp returns e with the stream's positions as its id, once e is taken:
 // cur is the cursor e was found after, or nil when e comes from a replay.
 func (s *Subscription) stamp(e *Event, cur *cursor) *Event {
-	if cur == nil {
+	p := s.positions
+	if e.Seq != 0 {
 		for i := range s.cursors {
-			if s.cursors[i].c.name == e.Channel {
-				cur = &s.cursors[i]
+			if c := &s.cursors[i]; c == cur || cur == nil && c.c.name == e.Channel {
+				p.at[i] = e.Seq
 				break
 			}
 		}
 	}
-	if cur != nil && e.Seq != 0 {
-		cur.at = e.Seq
-	}
-	b := append(s.idBuf[:0], positionsPrefix...)
-	for _, i := range s.order {
-		b = strconv.AppendUint(b, s.cursors[i].at, 36)
+	b := append(p.idBuf[:0], positionsPrefix...)
+	for _, i := range p.order {
+		b = strconv.AppendUint(b, p.at[i], 36)
 		b = append(b, '.')
 	}
-	s.idBuf = append(b, s.sum...)
-	return e.withID(string(s.idBuf))
+	p.idBuf = append(b, p.sum...)
+	return e.withID(string(p.idBuf))
 }
