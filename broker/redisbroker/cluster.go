@@ -155,7 +155,8 @@ func (b *Broker) place(ch *channel, node *redis.Client) *redis.PubSub {
 		go b.runShard(sh)
 	}
 	sh.chans[ch] = struct{}{}
-	ch.shard, ch.confirmed, ch.syncing, ch.held = sh, false, false, nil
+	b.dropHeld(ch)
+	ch.shard, ch.confirmed, ch.syncing = sh, false, false
 	if sh.ps == nil {
 		return nil // the session subscribes it when it starts
 	}
@@ -179,6 +180,7 @@ func (b *Broker) unsubscribeCluster(ch *channel, s *sub) {
 	empty := false
 	if len(ch.subs) == 0 && b.channels[ch.name] == ch {
 		delete(b.channels, ch.name)
+		b.dropHeld(ch)
 		fps = b.fps
 		sh := ch.shard
 		delete(sh.chans, ch)
@@ -354,7 +356,8 @@ func (b *Broker) shardSession(sh *shard) (up bool, err error) {
 			expect[sh.canary] = true
 			groups = append(groups, []string{sh.canary})
 		}
-		ch.confirmed, ch.syncing, ch.held = false, false, nil
+		b.dropHeld(ch)
+		ch.confirmed, ch.syncing = false, false
 		ch.foreign = foreignState{ingesting: ch.foreign.ingesting, gone: ch.foreign.gone}
 		delete(b.holding, ch)
 		sh.pending[ch.name] = []*channel{ch}
@@ -413,7 +416,8 @@ func (b *Broker) endShardSession(sh *shard, ps *redis.PubSub) {
 	if sh.ps == ps {
 		sh.ps, sh.pending, sh.up = nil, nil, false
 		for ch := range sh.chans {
-			ch.confirmed, ch.syncing, ch.held = false, false, nil
+			b.dropHeld(ch)
+			ch.confirmed, ch.syncing = false, false
 		}
 	}
 	b.mu.Unlock()
@@ -442,10 +446,17 @@ func (b *Broker) confirmShard(sh *shard, ps *redis.PubSub, m *redis.Subscription
 	if ch == nil || ch == asked || b.channels[ch.name] != ch || ch.shard != sh {
 		return true
 	}
-	ch.confirmed, ch.syncing, ch.held = true, true, nil
+	b.dropHeld(ch)
+	ch.confirmed, ch.syncing = true, true
 	go b.sync(ch.name)
 	go b.syncChannel(sh, ps, ch)
 	return true
+}
+
+// dropHeld forgets the messages ch holds back. b.mu must be held.
+func (b *Broker) dropHeld(ch *channel) {
+	b.heldBytes -= ch.heldBytes
+	ch.held, ch.heldBytes = nil, 0
 }
 
 // receiveShard delivers a live message of sh's session. b.mu must be held.
@@ -460,12 +471,17 @@ func (b *Broker) receiveShard(sh *shard, h heldEvent) {
 		return
 	}
 	if ch := b.channels[h.channel]; ch != nil && ch.syncing {
-		if len(ch.held) >= maxHeld {
+		n := h.size()
+		if len(ch.held) >= maxHeld || b.heldBytes+n > maxHeldBytes {
 			// Too far behind: catch up again on a new connection.
+			b.log.LogAttrs(context.Background(), slog.LevelWarn, "redisbroker: too many messages while catching up; reconnecting",
+				slog.String("shard", sh.addr), slog.String("channel", ch.name))
 			go sh.ps.Close()
 			return
 		}
 		ch.held = append(ch.held, h)
+		ch.heldBytes += n
+		b.heldBytes += n
 		return
 	}
 	b.receive(h)
@@ -528,7 +544,8 @@ func (b *Broker) syncChannel(sh *shard, ps *redis.PubSub, ch *channel) {
 		b.deliver(ch, e)
 	}
 	held := ch.held
-	ch.syncing, ch.held = false, nil
+	b.dropHeld(ch)
+	ch.syncing = false
 	for _, h := range held {
 		b.receive(h)
 	}

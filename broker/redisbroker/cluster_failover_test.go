@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -509,4 +511,87 @@ func TestClusterOneConnectionPerShard(t *testing.T) {
 	if plain != 1 {
 		t.Errorf("%d plain pub/sub connections; want 1", plain)
 	}
+}
+
+// TestClusterHeldBytesBound kills the hub's sharded pub/sub connection
+// while events of 1 KB are published without pause, with the bound of what
+// channels hold back while they catch up set below one event (notices on
+// the channel's twin still fit): a catch-up that meets a live event starts
+// over on a new connection, and reads the stream again, until publishing
+// stops. Every event still reaches the
+// stream once and in order. Not parallel: it sets the bound of the
+// package.
+func TestClusterHeldBytesBound(t *testing.T) {
+	defer redisbroker.SetMaxHeldBytes(600)()
+	c := redistest.StartCluster(t)
+	logs := &lockedLog{}
+	// History enough for every event: a reset would hide the check.
+	const history = 100_000
+	h := newHubOn(t, newClusterBroker(t, c, redisbroker.Options{HistorySize: history, Logger: slog.New(slog.NewTextHandler(logs, nil))}), ssehub.Config{})
+	s := openStream(t, h.srv.URL, []string{"k"}, "")
+	publisher := newClusterBroker(t, c, redisbroker.Options{HistorySize: history})
+	big := strings.Repeat("x", 1000)
+
+	var (
+		ids  []string
+		stop = make(chan struct{})
+		done = make(chan error, 1)
+	)
+	go func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			e, err := publisher.Publish(t.Context(), ssehub.Message{Channel: "k", Data: json.RawMessage(`"` + big + strconv.Itoa(i) + `"`)})
+			if err != nil {
+				done <- err
+				return
+			}
+			ids = append(ids, e.ID)
+		}
+	}()
+	admin := redis.NewClient(&redis.Options{Addr: c.MasterOf("k").Addr()})
+	defer admin.Close()
+	for range 5 {
+		// As soon as the broker has a pub/sub connection again, maybe
+		// still catching up.
+		waitFor(t, "a pub/sub connection to kill", func() bool {
+			n, err := admin.ClientKillByFilter(t.Context(), "TYPE", "pubsub").Result()
+			return err == nil && n > 0
+		})
+	}
+	close(stop)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("log:\n%s", logs.String())
+		}
+	})
+	s.expect(ids...)
+	if !strings.Contains(logs.String(), "too many messages while catching up") {
+		t.Errorf("no catch-up met the bound of held bytes; log:\n%s", logs.String())
+	}
+}
+
+// lockedLog is a log buffer that the broker's goroutines write to.
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

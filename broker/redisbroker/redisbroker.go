@@ -269,6 +269,9 @@ type Broker struct {
 	downErr  error                 // why the last attempt to subscribe failed
 	lost     bool                  // a session failed since the subscription was last up
 	seen     uint64                // every event up to seen on live channels has been delivered
+	// heldBytes is the size of the messages all channels hold back while
+	// they catch up, on Redis Cluster (cluster.go).
+	heldBytes int
 	// Watchdog state: the last canary token sent, when, and the last one
 	// received.
 	canaryWant, canaryGot uint64
@@ -301,11 +304,12 @@ type channel struct {
 	// the head when first subscribed, from which a catch-up starts until
 	// an event is delivered; whether it is known; and, while the channel
 	// catches up, the messages held back.
-	shard   *shard
-	base    uint64
-	synced  bool
-	syncing bool
-	held    []heldEvent
+	shard     *shard
+	base      uint64
+	synced    bool
+	syncing   bool
+	held      []heldEvent
+	heldBytes int // the size of held
 }
 
 type sub struct{ deliver func(*ssehub.Event) }

@@ -25,12 +25,17 @@ const (
 	// A session that lasted less than this did not prove the connection
 	// healthy, so the next attempt still backs off.
 	stableSession = 5 * time.Second
-	// maxHeld bounds the messages kept back while a new connection catches
-	// up with what the old one missed.
+	// maxHeld and maxHeldBytes bound the messages one broker keeps back
+	// while a new connection catches up with what the old one missed;
+	// past either, the connection starts over, and its catch-up reads the
+	// streams again.
 	maxHeld = 100_000
 	// syncBatch is how many channels one catch-up script reads.
 	syncBatch = 100
 )
+
+// maxHeldBytes: see maxHeld. A variable for tests.
+var maxHeldBytes = 64 << 20
 
 // Subscribe implements ssehub.Broker. All channels share the broker's one
 // pub/sub connection; the first subscription of a channel subscribes it in
@@ -206,7 +211,10 @@ func (b *Broker) session() (up bool, err error) {
 		return false, err
 	}
 
-	var held []heldEvent
+	var (
+		held      []heldEvent
+		heldBytes int
+	)
 	syncing := true
 	for {
 		msg, err := ps.Receive(ctx)
@@ -226,12 +234,13 @@ func (b *Broker) session() (up bool, err error) {
 				if err := b.catchUp(ctx, behind, held); err != nil {
 					return false, err
 				}
-				held, behind, syncing = nil, nil, false
+				held, heldBytes, behind, syncing = nil, 0, nil, false
 			}
 		case *redis.Message:
 			h := b.decode(m)
 			if syncing {
-				if len(held) >= maxHeld {
+				heldBytes += h.size()
+				if len(held) >= maxHeld || heldBytes > maxHeldBytes {
 					return false, errors.New("too many messages while catching up")
 				}
 				held = append(held, h)
@@ -286,6 +295,15 @@ func (b *Broker) confirm(m *redis.Subscription) {
 		ch.readyDone = true
 		close(ch.ready)
 	}
+}
+
+// size is about how many bytes h holds, for maxHeldBytes.
+func (h heldEvent) size() int {
+	n := len(h.channel) + len(h.payload) + 128
+	if h.event != nil {
+		n += len(h.event.Frame())
+	}
+	return n
 }
 
 // heldEvent is a message received on a channel, decoded.
