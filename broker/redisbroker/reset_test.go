@@ -18,30 +18,7 @@ import (
 // Redis still has is skipped.
 func TestResetThenRemaining(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t)
-	client := redis.NewClient(&redis.Options{Addr: srv.Addr()})
-	t.Cleanup(func() { client.Close() })
-	b, err := New(client, Options{CanaryInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close(t.Context()) })
-	got := make(chan *ssehub.Event, 16)
-	cancel, err := b.Subscribe(t.Context(), "d", func(e *ssehub.Event) { got <- e })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cancel()
-	next := func() *ssehub.Event {
-		t.Helper()
-		select {
-		case e := <-got:
-			return e
-		case <-time.After(20 * time.Second):
-			t.Fatal("no event after 20s")
-		}
-		return nil
-	}
+	client, b, next := subscribed(t, "d")
 	msg := func(n string) ssehub.Message {
 		return ssehub.Message{Channel: "d", Data: json.RawMessage(n)}
 	}
@@ -91,4 +68,36 @@ func TestResetThenRemaining(t *testing.T) {
 	if e := next(); e.ID != live.ID {
 		t.Fatalf("live after the catch-up: %q, want %q", e.ID, live.ID)
 	}
+}
+
+// subscribed returns a broker without watchdog on a redis-server of its
+// own, subscribed to channel, with its client, and what
+// returns the next event it delivers.
+func subscribed(t *testing.T, channel string) (*redis.Client, *Broker, func() *ssehub.Event) {
+	t.Helper()
+	srv := redistest.Start(t)
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { client.Close() })
+	b, err := New(client, Options{CanaryInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close(t.Context()) })
+	got := make(chan *ssehub.Event, 16)
+	cancel, err := b.Subscribe(t.Context(), channel, func(e *ssehub.Event) { got <- e })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cancel)
+	next := func() *ssehub.Event {
+		t.Helper()
+		select {
+		case e := <-got:
+			return e
+		case <-time.After(20 * time.Second):
+			t.Fatal("no event after 20s")
+		}
+		return nil
+	}
+	return client, b, next
 }

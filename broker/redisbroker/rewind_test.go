@@ -6,10 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/ssehub/ssehub"
-	"github.com/ssehub/ssehub/internal/redistest"
 )
 
 // TestLostNotice: another hub's notice that a channel lost its events up
@@ -18,30 +15,7 @@ import (
 // had.
 func TestLostNotice(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t)
-	client := redis.NewClient(&redis.Options{Addr: srv.Addr()})
-	t.Cleanup(func() { client.Close() })
-	b, err := New(client, Options{CanaryInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close(t.Context()) })
-	got := make(chan *ssehub.Event, 16)
-	cancel, err := b.Subscribe(t.Context(), "n", func(e *ssehub.Event) { got <- e })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cancel()
-	next := func() *ssehub.Event {
-		t.Helper()
-		select {
-		case e := <-got:
-			return e
-		case <-time.After(20 * time.Second):
-			t.Fatal("no event after 20s")
-		}
-		return nil
-	}
+	client, b, next := subscribed(t, "n")
 	publish := func(n string) *ssehub.Event {
 		t.Helper()
 		e, err := b.Publish(t.Context(), ssehub.Message{Channel: "n", Data: json.RawMessage(n)})
