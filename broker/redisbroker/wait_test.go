@@ -163,7 +163,7 @@ func TestWaitReplicasBroker(t *testing.T) {
 func TestClusterWaitReplicas(t *testing.T) {
 	t.Parallel()
 	c := redistest.StartCluster(t)
-	b := newClusterBroker(t, c, redisbroker.Options{WaitReplicas: 1, WaitTimeout: 500 * time.Millisecond})
+	b := newClusterBroker(t, c, redisbroker.Options{WaitReplicas: 1, WaitTimeout: 2 * time.Second})
 	byMaster := map[*redistest.Server][]string{}
 	var channels []string
 	for i := 0; len(byMaster) < 3 || i < 30; i++ {
@@ -190,15 +190,16 @@ func TestClusterWaitReplicas(t *testing.T) {
 		wg.Wait()
 		return ids, errs
 	}
-	first, errs := publishAll("a-")
-	for ch, err := range errs {
-		if err != nil {
-			t.Fatalf("publish on %s with every replica up: %v", ch, err)
-		}
-	}
+	// A replica just attached may still be copying its master: send
+	// again, with the same keys, until every replica confirms.
+	var first map[string]string
+	waitFor(t, "every replica to confirm", func() bool {
+		first, _ = publishAll("a-")
+		return len(first) == len(channels)
+	})
 	replica := c.ReplicaOf(frozen)
 	replica.Freeze()
-	_, errs = publishAll("b-")
+	_, errs := publishAll("b-")
 	for ch, err := range errs {
 		want := slices.Contains(byMaster[frozen], ch)
 		if want && !(errors.Is(err, redisbroker.ErrNotReplicated) && errors.Is(err, ssehub.ErrOutcomeUnknown)) || !want && err != nil {
