@@ -87,7 +87,7 @@ func StartWith(tb testing.TB, opts Options) *Server {
 		}
 		tb.Skip(msg)
 	}
-	s := &Server{tb: tb, bin: bin, dir: tb.TempDir(), opts: opts}
+	s := &Server{tb: tb, bin: bin, dir: tempDir(tb), opts: opts}
 	tb.Cleanup(s.shutdown)
 	// Another process may take the port between choosing and binding it;
 	// try a few.
@@ -109,6 +109,20 @@ func StartWith(tb testing.TB, opts Options) *Server {
 	}
 	tb.Fatalf("redistest: %v", err)
 	return nil
+}
+
+// tempDir returns a new directory for a process's files, removed when the
+// test ends. It lies in /dev/shm when that is a writable directory: Redis
+// and redis-sentinel fsync their configuration files as they change, and
+// on a busy disk one fsync can stall them for seconds, long enough for a
+// sentinel to stop acting (TILT mode) or a cluster node to be called
+// failed.
+func tempDir(tb testing.TB) string {
+	if d, err := os.MkdirTemp("/dev/shm", "redistest-"); err == nil {
+		tb.Cleanup(func() { os.RemoveAll(d) })
+		return d
+	}
+	return tb.TempDir()
 }
 
 func freePort() (int, error) {

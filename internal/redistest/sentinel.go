@@ -31,6 +31,12 @@ const (
 	// discoverTimeout bounds how long the sentinels may take to find each
 	// other and the replica when they start.
 	discoverTimeout = 20 * time.Second
+	// tiltPeriod is how long a sentinel stops acting after it finds it
+	// was not scheduled for over two seconds, as happens on a loaded
+	// test machine: 30 s by default, longer than a test waits for a
+	// failover. Two down-after periods give it fresh replies from every
+	// node.
+	tiltPeriod = 2 * downAfter
 	// pollInterval is how often the waits below ask again.
 	pollInterval = 50 * time.Millisecond
 )
@@ -91,7 +97,7 @@ func StartSentinel(tb testing.TB) *Sentinel {
 	s := &Sentinel{tb: tb, nodes: []*Server{master, replica}}
 	s.waitSynced(replica, master)
 	for range 3 {
-		p := &sentinelProc{dir: tb.TempDir()}
+		p := &sentinelProc{dir: tempDir(tb)}
 		tb.Cleanup(p.stop)
 		var err error
 		for range 5 {
@@ -148,6 +154,15 @@ sentinel parallel-syncs %[4]s 1
 		b, _ := os.ReadFile(p.logPath())
 		return fmt.Errorf("redis-sentinel on port %d: %w\n%s", p.port, err, b)
 	}
+	c := redis.NewSentinelClient(&redis.Options{Addr: p.addr(), MaxRetries: -1})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	if err := c.Process(ctx, redis.NewStatusCmd(ctx, "sentinel", "debug", "tilt-period", tiltPeriod.Milliseconds())); err != nil {
+		cmd.Process.Kill()
+		<-exited
+		return fmt.Errorf("redis-sentinel on port %d: SENTINEL DEBUG tilt-period: %w", p.port, err)
+	}
 	p.mu.Lock()
 	p.cmd, p.exited = cmd, exited
 	p.mu.Unlock()
@@ -168,6 +183,28 @@ func (p *sentinelProc) stop() {
 		<-p.exited
 	}
 	p.cmd = nil
+}
+
+// Stall stops every sentinel process for d and then lets them go on, as
+// a machine too busy to schedule them would. A stall of over two seconds
+// puts a sentinel in TILT mode, where it stops acting for a while.
+func (s *Sentinel) Stall(d time.Duration) {
+	s.tb.Helper()
+	for _, p := range s.sentinels {
+		p.signal(syscall.SIGSTOP)
+	}
+	<-time.After(d)
+	for _, p := range s.sentinels {
+		p.signal(syscall.SIGCONT)
+	}
+}
+
+func (p *sentinelProc) signal(sig syscall.Signal) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil {
+		p.cmd.Process.Signal(sig)
+	}
 }
 
 // waitDiscovered waits until every sentinel knows one replica and two

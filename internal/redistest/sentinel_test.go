@@ -61,3 +61,19 @@ func TestSentinelFailover(t *testing.T) {
 		t.Fatalf("URL %q, want %q", set.URL(), want)
 	}
 }
+
+// TestSentinelFailoverAfterStall kills the master while the sentinels are
+// not scheduled for longer than their TILT trigger, as on a loaded test
+// machine, and checks that they still promote the replica within the
+// time the failover tests wait: they leave TILT mode after seconds, not
+// Redis's default 30.
+func TestSentinelFailoverAfterStall(t *testing.T) {
+	t.Parallel()
+	set := redistest.StartSentinel(t)
+	old := set.Master()
+	old.Kill()
+	set.Stall(2500 * time.Millisecond)
+	if promoted := set.WaitFailover(old, 20*time.Second); promoted != set.Nodes()[1] {
+		t.Fatalf("promoted %s, want the replica %s", promoted.Addr(), set.Nodes()[1].Addr())
+	}
+}
