@@ -257,15 +257,23 @@ func (c *Cluster) Start() {
 		}
 		stopped = append(stopped, s)
 	}
+	// The servers wait together: one that exits at once must be launched
+	// again while the others wait for it to elect a leader.
 	deadline := time.Now().Add(startTimeout)
-	for _, s := range stopped {
-		err := s.waitReady(deadline)
-		if errors.Is(err, errExited) {
-			err = s.relaunch(deadline)
-		}
-		if err != nil {
-			s.tb.Fatalf("natstest: %v", err)
-		}
+	errs := make([]error, len(stopped))
+	var wg sync.WaitGroup
+	for i, s := range stopped {
+		wg.Go(func() {
+			err := s.waitReady(deadline)
+			if errors.Is(err, errExited) {
+				err = s.relaunch(deadline)
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		c.Servers[0].tb.Fatalf("natstest: %v", err)
 	}
 }
 
@@ -524,10 +532,39 @@ func ping(addr string) error {
 }
 
 // logTail returns the end of the server's log, for error messages.
+// logTail returns the end of the server's log, for error messages. A
+// message repeated on consecutive lines, such as a failing health check
+// polled every few milliseconds, shows once with its count, so that the
+// lines before it still fit.
 func (s *Server) logTail() string {
 	b, _ := os.ReadFile(s.logPath())
-	if len(b) > 3000 {
-		b = b[len(b)-3000:]
+	var out []string
+	var last string
+	repeats := 0
+	flush := func() {
+		if repeats > 0 {
+			out = append(out, fmt.Sprintf("    (%d more times)", repeats))
+		}
+		repeats = 0
 	}
-	return string(b)
+	for line := range strings.Lines(string(b)) {
+		// A line is "[pid] date time [LVL] message".
+		msg := line
+		if f := strings.SplitN(line, " ", 4); len(f) == 4 {
+			msg = f[3]
+		}
+		if msg == last {
+			repeats++
+			continue
+		}
+		flush()
+		last = msg
+		out = append(out, strings.TrimRight(line, "\n"))
+	}
+	flush()
+	tail := strings.Join(out, "\n")
+	if len(tail) > 3000 {
+		tail = tail[len(tail)-3000:]
+	}
+	return tail
 }
