@@ -38,7 +38,7 @@ func (b *batch) full() bool { return len(b.frames) >= b.maxEvents || b.bytes >= 
 // add appends e to b.
 func (b *batch) add(e *Event) {
 	b.frames = append(b.frames, e)
-	b.bytes += len(e.frame)
+	b.bytes += e.frameLen()
 	if !e.position {
 		b.events++
 	}

@@ -28,7 +28,11 @@ type Event struct {
 	// Time is when the event was published.
 	Time time.Time
 
-	frame     []byte
+	frame []byte
+	// idLine is, in a copy of an event made by withID for one subscriber,
+	// the id line that goes out before frame, which is the original's
+	// frame without its own id line and shared with it.
+	idLine    []byte
 	dataApart bool // Data is not within frame
 	position  bool // only sets the client's last event id (see positionEvent)
 }
@@ -64,7 +68,7 @@ const eventOverhead = 256
 
 // size is about how many bytes of memory e holds.
 func (e *Event) size() int64 {
-	n := cap(e.frame) + len(e.ID) + len(e.Type) + len(e.Channel) + eventOverhead
+	n := cap(e.frame) + cap(e.idLine) + len(e.ID) + len(e.Type) + len(e.Channel) + eventOverhead
 	if e.dataApart {
 		n += cap(e.Data)
 	}
@@ -73,17 +77,36 @@ func (e *Event) size() int64 {
 
 // Frame returns the event in text/event-stream form, ending with the blank
 // line that dispatches it. The slice is shared and must not be modified.
-func (e *Event) Frame() []byte { return e.frame }
+func (e *Event) Frame() []byte {
+	if e.idLine != nil {
+		return append(append(make([]byte, 0, e.frameLen()), e.idLine...), e.frame...)
+	}
+	return e.frame
+}
 
-// withID returns a copy of e whose frame carries id instead of e's own id,
-// for one subscriber. The copy shares e's data.
+// frameLen is the length of the event's text/event-stream form.
+func (e *Event) frameLen() int { return len(e.idLine) + len(e.frame) }
+
+// withID returns a copy of e that goes out with id instead of e's own
+// id, for one subscriber. The copy shares e's data and, since NewEvent
+// writes the id line first, the rest of e's frame: a stream over many
+// channels costs an id line per event, not a copy of each event.
 func (e *Event) withID(id string) *Event {
 	c := *e
 	c.ID = id
-	frame := make([]byte, 0, len(e.frame)+len(id)+5)
-	frame = append(frame, "id: "...)
-	frame = append(frame, id...)
-	frame = append(frame, '\n')
+	line := make([]byte, 0, len(id)+5)
+	line = append(line, "id: "...)
+	line = append(line, id...)
+	c.idLine = append(line, '\n')
+	if e.idLine != nil {
+		return &c // e.frame has no id line already
+	}
+	if rest, ok := cutIDLine(e.frame, e.ID); ok {
+		c.frame = rest
+		return &c
+	}
+	// A frame of another shape: copied without its id fields.
+	frame := make([]byte, 0, len(e.frame))
 	for rest := e.frame; len(rest) > 0; {
 		line := rest
 		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
@@ -98,4 +121,18 @@ func (e *Event) withID(id string) *Event {
 	}
 	c.frame = frame
 	return &c
+}
+
+// cutIDLine returns frame without its first line when that line is the
+// id field NewEvent writes for id, and reports whether it was. An event
+// without an id has no id line: its frame is returned whole.
+func cutIDLine(frame []byte, id string) ([]byte, bool) {
+	if id == "" {
+		return frame, true
+	}
+	n := len("id: ") + len(id)
+	if len(frame) <= n || string(frame[:4]) != "id: " || string(frame[4:n]) != id || frame[n] != '\n' {
+		return nil, false
+	}
+	return frame[n+1:], true
 }

@@ -156,22 +156,31 @@ func TestFeedBudget(t *testing.T) {
 // TestWithID checks that a copy of an event for one subscriber carries its
 // id in place of the event's own, whatever the shape of the frame: the
 // encoder's, or a foreign library's with the id after the type and no
-// space after the colon.
+// space after the colon. A frame of the encoder's, id line first, is
+// shared with the copy, not copied.
 func TestWithID(t *testing.T) {
 	own := NewEvent("c", "17", "cool", []byte(`{"a":1}`), 3000, 17, time.Now())
-	legacy := &Event{Channel: "c", ID: "5", Seq: 9, frame: []byte("event:x\nid:5\ndata:y\ndata:z\n\n")}
+	legacy := &Event{Channel: "c", ID: "5", Seq: 9, frame: []byte("event:x\nid:5\nid\ndata:y\ndata:z\n\n")}
 	none := NewEvent("c", "", "", []byte(`"n"`), 0, 0, time.Now())
+	lines := NewEvent("c", "8", "", []byte("a\nb"), 0, 8, time.Now())
 	for _, tt := range []struct {
-		e    *Event
-		want string
+		e      *Event
+		want   string
+		shared bool
 	}{
-		{own, "id: ~p\nevent: cool\nretry: 3000\ndata: {\"a\":1}\n\n"},
-		{legacy, "id: ~p\nevent:x\ndata:y\ndata:z\n\n"},
-		{none, "id: ~p\ndata: \"n\"\n\n"},
+		{own, "id: ~p\nevent: cool\nretry: 3000\ndata: {\"a\":1}\n\n", true},
+		{legacy, "id: ~p\nevent:x\ndata:y\ndata:z\n\n", false},
+		{none, "id: ~p\ndata: \"n\"\n\n", true},
+		{lines, "id: ~p\ndata: a\ndata: b\n\n", true},
+		{own.withID("~q"), "id: ~p\nevent: cool\nretry: 3000\ndata: {\"a\":1}\n\n", true},
+		{positionEvent(Cursor{ID: "5", Seq: 5}), "id: ~p\n\n", true},
 	} {
 		c := tt.e.withID("~p")
-		if string(c.Frame()) != tt.want || c.ID != "~p" || c.Seq != tt.e.Seq {
-			t.Errorf("withID of %q = %q (id %q), want %q", tt.e.Frame(), c.Frame(), c.ID, tt.want)
+		if string(c.Frame()) != tt.want || c.ID != "~p" || c.Seq != tt.e.Seq || c.frameLen() != len(tt.want) {
+			t.Errorf("withID of %q = %q (id %q, length %d), want %q", tt.e.Frame(), c.Frame(), c.ID, c.frameLen(), tt.want)
+		}
+		if shared := &c.frame[len(c.frame)-1] == &tt.e.frame[len(tt.e.frame)-1]; shared != tt.shared {
+			t.Errorf("withID of %q: frame shared %v, want %v", tt.e.Frame(), shared, tt.shared)
 		}
 	}
 	if string(own.Frame()) != "id: 17\nevent: cool\nretry: 3000\ndata: {\"a\":1}\n\n" {

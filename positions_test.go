@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -519,3 +522,113 @@ func TestParsePositions(t *testing.T) {
 }
 
 var _ = errors.Is
+
+// TestPositionLargeEvents: on a stream over several channels, each event
+// goes out as the channel's event with the stream's positions as its id,
+// also when it is larger than a batch and the socket takes it in parts,
+// whether the hub writes the stream itself (Detach) or through net/http.
+func TestPositionLargeEvents(t *testing.T) {
+	t.Parallel()
+	for _, detach := range []bool{true, false} {
+		t.Run(fmt.Sprintf("detach=%v", detach), func(t *testing.T) {
+			t.Parallel()
+			b := newShardBroker()
+			hub, err := ssehub.New(ssehub.Config{Broker: b, Detach: detach, WriteTimeout: -1, Heartbeat: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A small socket buffer, so that writes stop part way.
+			ts := httptest.NewUnstartedServer(hub)
+			ts.Listener = &firstConnSmallBuffer{Listener: ts.Listener, first: make(chan *net.TCPConn, 1)}
+			ts.Start()
+			t.Cleanup(ts.Close)
+			t.Cleanup(func() { hubtest.Close(t, hub) })
+			s := hubtest.Open(t, ts.Client(), ts.URL+"/sse?channel=a&channel=b", nil)
+			big := `"` + strings.Repeat("x", 100<<10) + `"`
+			type sent struct {
+				m   ssehub.Message
+				seq uint64
+			}
+			var all []sent
+			// All are published before the client reads: the socket fills,
+			// and batches of the smaller events go out in parts too.
+			for i := range 40 {
+				m := ssehub.Message{Channel: "b", Data: json.RawMessage(`"` + strconv.Itoa(i) + strings.Repeat("y", 20<<10) + `"`), ID: "b-" + strconv.Itoa(i)}
+				if i%10 == 0 {
+					m = ssehub.Message{Channel: "a", Data: json.RawMessage(big), Type: "big", Retry: 1000 + i}
+				}
+				if _, err := hub.Publish(t.Context(), m); err != nil {
+					t.Fatal(err)
+				}
+				b.mu.Lock()
+				all = append(all, sent{m, b.last[m.Channel]})
+				b.mu.Unlock()
+			}
+			// Channels are in order each, not with each other.
+			queue := map[string][]sent{}
+			for _, w := range all {
+				queue[w.m.Channel] = append(queue[w.m.Channel], w)
+			}
+			pos := map[string]uint64{}
+			for i := range all {
+				e := s.Next(t)
+				c := "b"
+				if e.Type == "big" {
+					c = "a"
+				}
+				if len(queue[c]) == 0 {
+					t.Fatalf("event %d: one more on %s than published: %d bytes, id %q", i, c, len(e.Data), e.LastEventID)
+				}
+				w := queue[c][0]
+				queue[c] = queue[c][1:]
+				pos[c] = w.seq
+				got, ok := ssehub.ParsePositions(e.LastEventID, []string{"a", "b"})
+				for c, seq := range pos {
+					ok = ok && got[c] == seq
+				}
+				if e.Data != string(w.m.Data) || !ok || c == "a" && e.Retry != w.m.Retry {
+					t.Fatalf("event %d on %s: %d bytes of data, retry %d, id %q (%v); want %d bytes, retry %d, positions %v",
+						i, c, len(e.Data), e.Retry, e.LastEventID, got, len(w.m.Data), w.m.Retry, pos)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkPositionStreams publishes events of 1 KiB on one channel to Go
+// subscriptions over three channels of a broker that orders events per
+// channel, so that each delivery carries the subscription's positions as
+// its id. B/op and allocs/op are per event to all subscriptions.
+func BenchmarkPositionStreams(b *testing.B) {
+	const subs = 100
+	hub, err := ssehub.New(ssehub.Config{Broker: newShardBroker(), Heartbeat: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer hubtest.Close(b, hub)
+	data := json.RawMessage(`"` + strings.Repeat("x", 1<<10) + `"`)
+	var wg sync.WaitGroup
+	for range subs {
+		sub, err := hub.Subscribe(b.Context(), []string{"a", "b", "c"}, "")
+		if err != nil {
+			b.Fatal(err)
+		}
+		wg.Go(func() {
+			defer sub.Close()
+			for range b.N {
+				if _, err := sub.Next(b.Context()); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := hub.Publish(b.Context(), ssehub.Message{Channel: "a", Data: data}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	wg.Wait()
+}

@@ -171,6 +171,11 @@ func (st *stream) writeResponse(w http.ResponseWriter, rc *http.ResponseControll
 		}
 	}
 	for _, e := range b.frames {
+		if e.idLine != nil {
+			if _, err := w.Write(e.idLine); err != nil {
+				return err
+			}
+		}
 		if _, err := w.Write(e.frame); err != nil {
 			return err
 		}

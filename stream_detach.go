@@ -449,7 +449,7 @@ func (st *detached) step(sc *scratch) (handedOff bool) {
 			blocked bool
 			err     error
 		)
-		if len(b.frames) == 1 && len(b.frames[0].frame) > maxBatchBytes {
+		if len(b.frames) == 1 && b.frames[0].frameLen() > maxBatchBytes {
 			// A large event goes out from its own memory.
 			blocked, err = st.writeLarge(sc, b, act == actEnd)
 		} else {
@@ -486,6 +486,7 @@ func (st *detached) encode(sc *scratch, last bool) (p []byte, prefix int) {
 	}
 	buf = append(buf, b.head...)
 	for _, e := range b.frames {
+		buf = append(buf, e.idLine...)
 		buf = append(buf, e.frame...)
 	}
 	buf = append(buf, b.tail...)
@@ -542,21 +543,21 @@ func (st *detached) write(p []byte, prefix int, b *batch) (blocked bool, err err
 
 // writeLarge is write for a batch of one event larger than a batch may
 // be, which it sends as it is rather than copy it: the chunk size line
-// from sc.buf, the frame, then the chunk's end, each with one non-blocking
-// write. What the socket does not take goes to writeRest, the frame as a
-// reference.
+// from sc.buf, the event's id line when it has one of its own, the frame,
+// then the chunk's end, each with one non-blocking write. What the socket
+// does not take goes to writeRest, the event's pieces as references.
 func (st *detached) writeLarge(sc *scratch, b *batch, last bool) (blocked bool, err error) {
-	frame := b.frames[0].frame
-	pieces := [3][]byte{nil, frame, nil}
+	e := b.frames[0]
+	pieces := [4][]byte{nil, e.idLine, e.frame, nil}
 	if st.chunked {
-		sc.buf = strconv.AppendUint(sc.buf[:0], uint64(len(frame)), 16)
+		sc.buf = strconv.AppendUint(sc.buf[:0], uint64(e.frameLen()), 16)
 		sc.buf = append(sc.buf, "\r\n"...)
 		end := len(sc.buf)
 		sc.buf = append(sc.buf, "\r\n"...)
 		if last {
 			sc.buf = append(sc.buf, lastChunk...)
 		}
-		pieces[0], pieces[2] = sc.buf[:end], sc.buf[end:]
+		pieces[0], pieces[3] = sc.buf[:end], sc.buf[end:]
 	}
 	for i, p := range pieces {
 		n := 0
@@ -569,7 +570,7 @@ func (st *detached) writeLarge(sc *scratch, b *batch, last bool) (blocked bool, 
 		if n == len(p) {
 			continue
 		}
-		// The framing is sc's: copied. The frame is shared.
+		// The framing is sc's: copied. The event's pieces are shared.
 		st.rest = st.rest[:0]
 		for j, q := range pieces[i:] {
 			if j == 0 {
@@ -578,7 +579,7 @@ func (st *detached) writeLarge(sc *scratch, b *batch, last bool) (blocked bool, 
 			if len(q) == 0 {
 				continue
 			}
-			if i+j != 1 {
+			if k := i + j; k == 0 || k == len(pieces)-1 {
 				q = bytes.Clone(q)
 			}
 			st.rest = append(st.rest, q)
@@ -617,6 +618,7 @@ func unsent(p []byte, prefix int, b *batch, n int) net.Buffers {
 	piece(p[:prefix], false)
 	piece(b.head, true)
 	for _, e := range b.frames {
+		piece(e.idLine, true)
 		piece(e.frame, true)
 	}
 	piece(b.tail, !b.tailOwned)
