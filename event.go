@@ -77,6 +77,8 @@ func (e *Event) size() int64 {
 
 // Frame returns the event in text/event-stream form, ending with the blank
 // line that dispatches it. The slice is shared and must not be modified.
+// An event a subscription got with an id of its own (see ChannelOrderer)
+// builds it anew.
 func (e *Event) Frame() []byte {
 	if e.idLine != nil {
 		return append(append(make([]byte, 0, e.frameLen()), e.idLine...), e.frame...)
