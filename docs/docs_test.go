@@ -473,6 +473,34 @@ func freePort(t *testing.T) int {
 	return 0
 }
 
+// freePorts returns the first of n consecutive ports that are free and
+// given to no other page, as freePort chooses them.
+func freePorts(t *testing.T, n int) int {
+	t.Helper()
+	for range 100 {
+		base := freePort(t)
+		portsMu.Lock()
+		ok := true
+		for p := base + 1; p < base+n && ok; p++ {
+			ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+			if ok = err == nil && !portsGiven[p]; err == nil {
+				ln.Close()
+			}
+		}
+		if ok {
+			for p := base + 1; p < base+n; p++ {
+				portsGiven[p] = true
+			}
+		}
+		portsMu.Unlock()
+		if ok {
+			return base
+		}
+	}
+	t.Fatalf("no %d free ports in a row", n)
+	return 0
+}
+
 // runPage runs the runnable blocks of one page.
 func runPage(t *testing.T, root, bin, rel string, blocks []block) {
 	var runnable []block
@@ -543,10 +571,13 @@ func runPage(t *testing.T, root, bin, rel string, blocks []block) {
 		"GOBIN=" + binDir,
 		"SSEHUB_ADDR=" + hubAddr,
 		"SSEHUB_URL=http://" + hubAddr,
+		// scripts/bench-scenarios puts its hubs and servers on PORT and
+		// the 60 ports after it.
+		"PORT=" + strconv.Itoa(freePorts(t, 60)),
 	}
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
-		if !strings.HasPrefix(name, "SSEHUB_") && name != "PATH" && name != "GOBIN" {
+		if !strings.HasPrefix(name, "SSEHUB_") && name != "PATH" && name != "GOBIN" && name != "PORT" {
 			env = append(env, kv)
 		}
 	}
