@@ -1,11 +1,16 @@
 package redisbroker_test
 
 import (
+	"bufio"
 	"encoding/json"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -18,6 +23,17 @@ import (
 // path and returns what it prints. It needs Debian's python3 with redis-py;
 // without them a local run skips, and a CI run fails.
 func runPython(t *testing.T, program string, args ...string) string {
+	t.Helper()
+	out, err := pythonCmd(t, program, args...).Output()
+	if err != nil {
+		t.Fatalf("python: %v\n%s", err, exitStderr(err))
+	}
+	return string(out)
+}
+
+// pythonCmd returns the command that runs a Python program as runPython
+// does, for a test that talks with it while it runs.
+func pythonCmd(t *testing.T, program string, args ...string) *exec.Cmd {
 	t.Helper()
 	const python = "/usr/bin/python3"
 	if err := exec.Command(python, "-c", "import redis").Run(); err != nil {
@@ -32,11 +48,7 @@ func runPython(t *testing.T, program string, args ...string) string {
 	}
 	cmd := exec.CommandContext(t.Context(), python, append([]string{"-c", program}, args...)...)
 	cmd.Env = append(os.Environ(), "PYTHONPATH="+root, "PYTHONDONTWRITEBYTECODE=1")
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("python: %v\n%s", err, exitStderr(err))
-	}
-	return string(out)
+	return cmd
 }
 
 func exitStderr(err error) string {
@@ -122,5 +134,235 @@ pub.publish(True, type_="t", id_="i3\t", channel="env")
 		if seq.ReplaceAllString(goEnv, "") != seq.ReplaceAllString(pyEnv, "") || !strings.Contains(pyEnv, `"ssehub_seq":`) {
 			t.Errorf("message %d:\nGo     %s\nPython %s", i, goEnv, pyEnv)
 		}
+	}
+}
+
+// TestPythonPublisherCluster: the Python package's
+// Publisher("redis-cluster://...") publishes into a Redis Cluster as the
+// Go cluster broker does: on channels of three shards, a hub on the
+// cluster streams its events live with the ids publish() returned, a
+// stream resumed from one of them gets exactly the later events, an
+// idempotency key publishes once, Go and Python events on one channel
+// take increasing ids in the order published, and every key is in the
+// channel's slot, none under the one-Redis layout.
+func TestPythonPublisherCluster(t *testing.T) {
+	t.Parallel()
+	c := redistest.StartCluster(t)
+	// Channels whose slots have three different masters.
+	var channels []string
+	masters := map[string]bool{}
+	for i := 0; len(channels) < 3; i++ {
+		if i == 100 {
+			t.Fatalf("channels of 3 masters: found %v", channels)
+		}
+		ch := fmt.Sprint("py", i)
+		if m := c.MasterOf("ssehub:{" + ch + "}state").Addr(); !masters[m] {
+			masters[m] = true
+			channels = append(channels, ch)
+		}
+	}
+	th := newHubOn(t, newClusterBroker(t, c, redisbroker.Options{}), ssehub.Config{})
+	live := map[string]*stream{}
+	for _, ch := range channels {
+		live[ch] = openStream(t, th.srv.URL, []string{ch}, "")
+	}
+	list, _ := json.Marshal(channels)
+
+	// Three events on each channel, then one with an idempotency key, sent
+	// twice.
+	out := runPython(t, `
+import json, sys
+from ssehub import Publisher
+with Publisher(sys.argv[1]) as pub:
+    ids = {}
+    for ch in json.loads(sys.argv[2]):
+        ids[ch] = [pub.publish({"n": 1}, channel=ch),
+                   pub.publish("two", type_="cool", channel=ch),
+                   pub.publish([3], retry=6000, channel=ch)]
+    ch = json.loads(sys.argv[2])[0]
+    ids["once"] = [pub.publish({"job": 1}, channel=ch, idempotency_key="job-1"),
+                   pub.publish({"job": 1}, channel=ch, idempotency_key="job-1")]
+print(json.dumps(ids))
+`, c.URL(), string(list))
+	var ids map[string][]string
+	if err := json.Unmarshal([]byte(out), &ids); err != nil {
+		t.Fatalf("python printed %q", out)
+	}
+	once := ids["once"]
+	if len(once) != 2 || once[0] != once[1] {
+		t.Fatalf("the same idempotency key twice returned %q; want one id twice", once)
+	}
+	want := []struct{ typ, data string }{{"message", `{"n":1}`}, {"cool", `"two"`}, {"message", "[3]"}}
+	for _, ch := range channels {
+		if len(ids[ch]) != len(want) {
+			t.Fatalf("python printed %q", out)
+		}
+		for i, id := range ids[ch] {
+			e := live[ch].next()
+			if !regexp.MustCompile(`^\d{16}$`).MatchString(id) || e.LastEventID != id || e.Type != want[i].typ || e.Data != want[i].data {
+				t.Fatalf("channel %s: live event %+v; want id %s %+v", ch, e, id, want[i])
+			}
+		}
+	}
+
+	// On the first channel: Go, Python, Go again; the key once more, and
+	// with another message.
+	ch := channels[0]
+	order := append(ids[ch], once[0], th.publish(t, ch, 4))
+	out = runPython(t, `
+import json, sys
+from ssehub import Publisher, PublishError
+pub = Publisher(sys.argv[1])
+ids = [pub.publish({"n": 5}, channel=sys.argv[2]), pub.publish({"job": 1}, channel=sys.argv[2], idempotency_key="job-1")]
+try:
+    pub.publish({"job": 2}, channel=sys.argv[2], idempotency_key="job-1")
+    ids.append("published")
+except PublishError as e:
+    ids.append(e.code)
+print(json.dumps(ids))
+`, c.URL(), ch)
+	var more []string
+	if err := json.Unmarshal([]byte(out), &more); err != nil || len(more) != 3 {
+		t.Fatalf("python printed %q", out)
+	}
+	if more[1] != once[0] || more[2] != "idempotency_key_reused" {
+		t.Fatalf("the key once more returned %q, then with another message %q; want %s, then idempotency_key_reused", more[1], more[2], once[0])
+	}
+	order = append(order, more[0], th.publish(t, ch, 6))
+	live[ch].expect(order[len(ids[ch]):]...)
+	if !slices.IsSorted(order) || len(slices.Compact(slices.Clone(order))) != len(order) {
+		t.Fatalf("ids on %s in publish order: %q; want increasing", ch, order)
+	}
+
+	// Resumed from each id: exactly the later events, then a live one.
+	for from := range order[:len(order)-1] {
+		s := openStream(t, th.srv.URL, []string{ch}, order[from])
+		s.expect(order[from+1:]...)
+		s.close()
+	}
+	last := th.publish(t, ch, 7)
+	live[ch].expect(last)
+	order = append(order, last)
+
+	// The keys: each channel's in its slot, on its own counter; nothing
+	// under the one-Redis layout.
+	cc := newClusterClient(t, c)
+	ctx := t.Context()
+	for _, name := range channels {
+		stream := "ssehub:{" + name + "}stream:" + name
+		n, err := cc.XLen(ctx, stream).Result()
+		wantN := int64(len(want))
+		if name == ch {
+			wantN = int64(len(order))
+		}
+		if err != nil || n != wantN {
+			t.Errorf("%s holds %d entries, %v; want %d", stream, n, err, wantN)
+		}
+		for _, key := range []string{"state", "keys", "keyq", "active", "stream:" + name} {
+			k := "ssehub:{" + name + "}" + key
+			if c.Slot(k) != c.Slot(name) {
+				t.Errorf("key %s is in slot %d, channel %s in slot %d", k, c.Slot(k), name, c.Slot(name))
+			}
+			if n, err := cc.Exists(ctx, k).Result(); err != nil || n != 1 {
+				t.Errorf("key %s: exists %d, %v", k, n, err)
+			}
+		}
+		for _, k := range []string{"ssehub:state", "ssehub:active", "ssehub:keys", "ssehub:stream:" + name, "ssehub:ids:" + name} {
+			if n, err := cc.Exists(ctx, k).Result(); err != nil || n != 0 {
+				t.Errorf("one-Redis key %s: exists %d, %v", k, n, err)
+			}
+		}
+	}
+}
+
+// TestPythonPublisherClusterFrozen: the master of a channel stops
+// answering while the Python Publisher("redis-cluster://...") publishes on
+// it. The publish's answer and fence.lua's are lost, so publish() says
+// the outcome is unknown; once the master answers again (or its replica
+// took over), the message sent again with its idempotency key is published
+// once, and the same id comes back for it.
+func TestPythonPublisherClusterFrozen(t *testing.T) {
+	t.Parallel()
+	c := redistest.StartCluster(t)
+	const ch = "frozen"
+	cmd := pythonCmd(t, `
+import sys, time
+from ssehub import Publisher, PublishError
+pub = Publisher(sys.argv[1], timeout=0.5)
+def step(answer):
+    print(answer, flush=True)
+    sys.stdin.readline()
+step(pub.publish("warm-up", channel="frozen"))  # the connection is made
+try:
+    pub.publish({"n": 1}, channel="frozen", idempotency_key="k-frozen")
+    step("published")
+except PublishError as e:
+    step(e.code)
+# Until the master answers again, or its replica took over.
+deadline = time.monotonic() + 20
+while True:
+    try:
+        first = pub.publish({"n": 1}, channel="frozen", idempotency_key="k-frozen")
+        break
+    except PublishError as e:
+        if e.code not in ("unavailable", "publish_outcome_unknown") or time.monotonic() > deadline:
+            raise
+        time.sleep(0.05)
+print(first, pub.publish({"n": 1}, channel="frozen", idempotency_key="k-frozen"), flush=True)
+`, c.URL())
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := bufio.NewScanner(stdout)
+	answer := func() string {
+		t.Helper()
+		if !lines.Scan() {
+			cmd.Wait()
+			t.Fatalf("python ended: %s", stderr.String())
+		}
+		return lines.Text()
+	}
+	warm := answer()
+	master := c.MasterOf("ssehub:{" + ch + "}state")
+	master.Freeze()
+	io.WriteString(stdin, "\n")
+	code := answer()
+	master.Thaw()
+	io.WriteString(stdin, "\n")
+	last := strings.Fields(answer())
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("python: %v\n%s", err, stderr.String())
+	}
+	if code != "publish_outcome_unknown" {
+		t.Fatalf("publish on a frozen master: %q; want publish_outcome_unknown", code)
+	}
+	if len(last) != 2 || last[0] != last[1] || last[0] <= warm {
+		t.Fatalf("sent again with its key: ids %q after %s; want one id twice, after it", last, warm)
+	}
+	// The history holds the message once, under that id.
+	entries, err := newClusterClient(t, c).XRange(t.Context(), "ssehub:{"+ch+"}stream:"+ch, "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range entries {
+		env, _ := e.Values["e"].(string)
+		if strings.HasPrefix(env, `{"data":{"n":1},`) {
+			got = append(got, env)
+		}
+	}
+	seq, _ := strconv.ParseUint(last[0], 10, 64)
+	if len(got) != 1 || !strings.HasSuffix(got[0], fmt.Sprintf(`"ssehub_seq":%d}`, seq)) {
+		t.Fatalf("the history holds the message %d times: %q; want once, as %s", len(got), got, last[0])
 	}
 }

@@ -3,6 +3,7 @@
 import base64
 import hashlib
 import json
+import logging
 import os
 import re
 import threading
@@ -230,7 +231,7 @@ class _NotRun(Exception):
     """The script did not run: no connection, or the cluster refused it."""
 
     def __init__(self, cause):
-        super().__init__(str(cause))
+        super().__init__(str(cause).strip())
         self.cause = cause
 
 
@@ -266,6 +267,12 @@ class _Cluster:
         with self._lock:
             try:
                 if self._client is None:
+                    # redis-py logs every node it cannot reach, with a
+                    # traceback; with no logging set up, Python would print
+                    # them on stderr. An app that sets up logging sees them.
+                    log = logging.getLogger("redis.cluster")
+                    if not any(isinstance(h, logging.NullHandler) for h in log.handlers):
+                        log.addHandler(logging.NullHandler())
                     self._client = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in self._nodes],
                                                 cluster_error_retry_attempts=1, **self._options)
                 elif self._stale:
