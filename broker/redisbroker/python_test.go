@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/ssehub/ssehub"
 	"github.com/ssehub/ssehub/broker/redisbroker"
 	"github.com/ssehub/ssehub/internal/redistest"
@@ -275,24 +277,26 @@ print(json.dumps(ids))
 	}
 }
 
-// TestPythonPublisherClusterFrozen: the master of a channel stops
-// answering while the Python Publisher("redis-cluster://...") publishes on
-// it. The publish's answer and fence.lua's are lost, so publish() says
-// the outcome is unknown; once the master answers again (or its replica
-// took over), the message sent again with its idempotency key is published
-// once, and the same id comes back for it.
-func TestPythonPublisherClusterFrozen(t *testing.T) {
+// TestPythonPublisherClusterFollows: the Python
+// Publisher("redis-cluster://...") follows a slot moved to another master,
+// and settles a publish whose answer is lost. When the master of a channel
+// stops answering, the publish's answer and fence.lua's are lost, so
+// publish() says the outcome is unknown; once the master answers again (or
+// its replica took over), the message sent again with its idempotency key
+// is published once, and the same id comes back for it.
+func TestPythonPublisherClusterFollows(t *testing.T) {
 	t.Parallel()
 	c := redistest.StartCluster(t)
-	const ch = "frozen"
 	cmd := pythonCmd(t, `
 import sys, time
 from ssehub import Publisher, PublishError
 pub = Publisher(sys.argv[1], timeout=0.5)
-def step(answer):
-    print(answer, flush=True)
+def step(*answer):
+    print(*answer, flush=True)
     sys.stdin.readline()
-step(pub.publish("warm-up", channel="frozen"))  # the connection is made
+# The slot map is read and the connections made.
+step(pub.publish("warm-up", channel="moved"), pub.publish("warm-up", channel="frozen"))
+step(pub.publish({"n": 1}, channel="moved"))
 try:
     pub.publish({"n": 1}, channel="frozen", idempotency_key="k-frozen")
     step("published")
@@ -324,45 +328,81 @@ print(first, pub.publish({"n": 1}, channel="frozen", idempotency_key="k-frozen")
 		t.Fatal(err)
 	}
 	lines := bufio.NewScanner(stdout)
-	answer := func() string {
+	answer := func() []string {
 		t.Helper()
 		if !lines.Scan() {
 			cmd.Wait()
 			t.Fatalf("python ended: %s", stderr.String())
 		}
-		return lines.Text()
+		return strings.Fields(lines.Text())
 	}
 	warm := answer()
-	master := c.MasterOf("ssehub:{" + ch + "}state")
+
+	// The slot of "moved" goes to another master: the Publisher's map is
+	// out of date, and the old master answers MOVED.
+	from := c.MasterOf("ssehub:{moved}state")
+	to := c.Masters()[0]
+	if to == from {
+		to = c.Masters()[1]
+	}
+	movedReplies := func() int {
+		node := redis.NewClient(&redis.Options{Addr: from.Addr()})
+		defer node.Close()
+		info, err := node.Info(t.Context(), "errorstats").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := regexp.MustCompile(`errorstat_MOVED:count=(\d+)`).FindStringSubmatch(info)
+		if m == nil {
+			return 0
+		}
+		n, _ := strconv.Atoi(m[1])
+		return n
+	}
+	c.MoveSlot("ssehub:{moved}state", to)
+	before := movedReplies()
+	io.WriteString(stdin, "\n")
+	moved := answer()
+	if movedReplies() == before {
+		t.Errorf("the old master of the moved slot answered no MOVED: the Publisher did not use its old map")
+	}
+
+	master := c.MasterOf("ssehub:{frozen}state")
 	master.Freeze()
 	io.WriteString(stdin, "\n")
 	code := answer()
 	master.Thaw()
 	io.WriteString(stdin, "\n")
-	last := strings.Fields(answer())
+	last := answer()
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("python: %v\n%s", err, stderr.String())
 	}
-	if code != "publish_outcome_unknown" {
+	if len(warm) != 2 || len(moved) != 1 || moved[0] <= warm[0] {
+		t.Fatalf("warm-up ids %q, then after the move %q; want a later id", warm, moved)
+	}
+	if len(code) != 1 || code[0] != "publish_outcome_unknown" {
 		t.Fatalf("publish on a frozen master: %q; want publish_outcome_unknown", code)
 	}
-	if len(last) != 2 || last[0] != last[1] || last[0] <= warm {
-		t.Fatalf("sent again with its key: ids %q after %s; want one id twice, after it", last, warm)
+	if len(last) != 2 || last[0] != last[1] || last[0] <= warm[1] {
+		t.Fatalf("sent again with its key: ids %q after %s; want one id twice, after it", last, warm[1])
 	}
-	// The history holds the message once, under that id.
-	entries, err := newClusterClient(t, c).XRange(t.Context(), "ssehub:{"+ch+"}stream:"+ch, "-", "+").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, e := range entries {
-		env, _ := e.Values["e"].(string)
-		if strings.HasPrefix(env, `{"data":{"n":1},`) {
-			got = append(got, env)
+	// Each history holds the message once, under its id.
+	cc := newClusterClient(t, c)
+	for ch, id := range map[string]string{"moved": moved[0], "frozen": last[0]} {
+		entries, err := cc.XRange(t.Context(), "ssehub:{"+ch+"}stream:"+ch, "-", "+").Result()
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	seq, _ := strconv.ParseUint(last[0], 10, 64)
-	if len(got) != 1 || !strings.HasSuffix(got[0], fmt.Sprintf(`"ssehub_seq":%d}`, seq)) {
-		t.Fatalf("the history holds the message %d times: %q; want once, as %s", len(got), got, last[0])
+		var got []string
+		for _, e := range entries {
+			env, _ := e.Values["e"].(string)
+			if strings.HasPrefix(env, `{"data":{"n":1},`) {
+				got = append(got, env)
+			}
+		}
+		seq, _ := strconv.ParseUint(id, 10, 64)
+		if len(got) != 1 || !strings.HasSuffix(got[0], fmt.Sprintf(`"ssehub_seq":%d}`, seq)) {
+			t.Errorf("the history of %s holds the message %d times: %q; want once, as %s", ch, len(got), got, id)
+		}
 	}
 }

@@ -227,11 +227,26 @@ def _refused(err):
     return code in ("CLUSTERDOWN", "TRYAGAIN", "MOVED", "ASK", "LOADING", "READONLY", "MASTERDOWN")
 
 
+def _error_text(err):
+    """err as Redis said it: redis-py leaves the code out of the message of
+    the errors it has a class for."""
+    import redis.exceptions as rx
+
+    codes = [(rx.MovedError, "MOVED"), (rx.AskError, "ASK"), (rx.TryAgainError, "TRYAGAIN"),
+             (rx.MasterDownError, "MASTERDOWN"), (rx.ClusterDownError, "CLUSTERDOWN"),
+             (rx.ReadOnlyError, "READONLY"), (rx.BusyLoadingError, "LOADING"), (rx.ClusterCrossSlotError, "CROSSSLOT")]
+    text = str(err).strip()
+    for cls, code in codes:
+        if isinstance(err, cls):
+            return text if text.startswith(code) else "%s %s" % (code, text)
+    return text
+
+
 class _NotRun(Exception):
     """The script did not run: no connection, or the cluster refused it."""
 
     def __init__(self, cause):
-        super().__init__(str(cause).strip())
+        super().__init__(_error_text(cause))
         self.cause = cause
 
 
@@ -281,10 +296,6 @@ class _Cluster:
             except Exception as e:  # redis-py raises RedisClusterException, ConnectionError, ...
                 raise _NotRun(e) from None
             return self._client
-
-    def forget_slots(self):
-        """Read the slot map again before the next script."""
-        self._stale = True
 
     def run(self, script, keys, args):
         """Run script on the master of keys[0]'s slot and return its answer.
