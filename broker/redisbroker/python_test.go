@@ -1,13 +1,20 @@
 package redisbroker_test
 
 import (
+	"bufio"
 	"encoding/json"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/ssehub/ssehub"
 	"github.com/ssehub/ssehub/broker/redisbroker"
@@ -18,6 +25,17 @@ import (
 // path and returns what it prints. It needs Debian's python3 with redis-py;
 // without them a local run skips, and a CI run fails.
 func runPython(t *testing.T, program string, args ...string) string {
+	t.Helper()
+	out, err := pythonCmd(t, program, args...).Output()
+	if err != nil {
+		t.Fatalf("python: %v\n%s", err, exitStderr(err))
+	}
+	return string(out)
+}
+
+// pythonCmd returns the command that runs a Python program as runPython
+// does, for a test that talks with it while it runs.
+func pythonCmd(t *testing.T, program string, args ...string) *exec.Cmd {
 	t.Helper()
 	const python = "/usr/bin/python3"
 	if err := exec.Command(python, "-c", "import redis").Run(); err != nil {
@@ -32,11 +50,7 @@ func runPython(t *testing.T, program string, args ...string) string {
 	}
 	cmd := exec.CommandContext(t.Context(), python, append([]string{"-c", program}, args...)...)
 	cmd.Env = append(os.Environ(), "PYTHONPATH="+root, "PYTHONDONTWRITEBYTECODE=1")
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("python: %v\n%s", err, exitStderr(err))
-	}
-	return string(out)
+	return cmd
 }
 
 func exitStderr(err error) string {
@@ -121,6 +135,279 @@ pub.publish(True, type_="t", id_="i3\t", channel="env")
 		pyEnv, _ := entries[len(msgs)+i].Values["e"].(string)
 		if seq.ReplaceAllString(goEnv, "") != seq.ReplaceAllString(pyEnv, "") || !strings.Contains(pyEnv, `"ssehub_seq":`) {
 			t.Errorf("message %d:\nGo     %s\nPython %s", i, goEnv, pyEnv)
+		}
+	}
+}
+
+// TestPythonPublisherCluster: the Python package's
+// Publisher("redis-cluster://...") publishes into a Redis Cluster as the
+// Go cluster broker does: on channels of three shards, a hub on the
+// cluster streams its events live with the ids publish() returned, a
+// stream resumed from one of them gets exactly the later events, an
+// idempotency key publishes once, Go and Python events on one channel
+// take increasing ids in the order published, and every key is in the
+// channel's slot, none under the one-Redis layout.
+func TestPythonPublisherCluster(t *testing.T) {
+	t.Parallel()
+	c := redistest.StartCluster(t)
+	// Channels whose slots have three different masters.
+	var channels []string
+	masters := map[string]bool{}
+	for i := 0; len(channels) < 3; i++ {
+		if i == 100 {
+			t.Fatalf("channels of 3 masters: found %v", channels)
+		}
+		ch := fmt.Sprint("py", i)
+		if m := c.MasterOf("ssehub:{" + ch + "}state").Addr(); !masters[m] {
+			masters[m] = true
+			channels = append(channels, ch)
+		}
+	}
+	th := newHubOn(t, newClusterBroker(t, c, redisbroker.Options{}), ssehub.Config{})
+	live := map[string]*stream{}
+	for _, ch := range channels {
+		live[ch] = openStream(t, th.srv.URL, []string{ch}, "")
+	}
+	list, _ := json.Marshal(channels)
+
+	// Three events on each channel, then one with an idempotency key, sent
+	// twice.
+	out := runPython(t, `
+import json, sys
+from ssehub import Publisher
+with Publisher(sys.argv[1]) as pub:
+    ids = {}
+    for ch in json.loads(sys.argv[2]):
+        ids[ch] = [pub.publish({"n": 1}, channel=ch),
+                   pub.publish("two", type_="cool", channel=ch),
+                   pub.publish([3], retry=6000, channel=ch)]
+    ch = json.loads(sys.argv[2])[0]
+    ids["once"] = [pub.publish({"job": 1}, channel=ch, idempotency_key="job-1"),
+                   pub.publish({"job": 1}, channel=ch, idempotency_key="job-1")]
+print(json.dumps(ids))
+`, c.URL(), string(list))
+	var ids map[string][]string
+	if err := json.Unmarshal([]byte(out), &ids); err != nil {
+		t.Fatalf("python printed %q", out)
+	}
+	once := ids["once"]
+	if len(once) != 2 || once[0] != once[1] {
+		t.Fatalf("the same idempotency key twice returned %q; want one id twice", once)
+	}
+	want := []struct{ typ, data string }{{"message", `{"n":1}`}, {"cool", `"two"`}, {"message", "[3]"}}
+	for _, ch := range channels {
+		if len(ids[ch]) != len(want) {
+			t.Fatalf("python printed %q", out)
+		}
+		for i, id := range ids[ch] {
+			e := live[ch].next()
+			if !regexp.MustCompile(`^\d{16}$`).MatchString(id) || e.LastEventID != id || e.Type != want[i].typ || e.Data != want[i].data {
+				t.Fatalf("channel %s: live event %+v; want id %s %+v", ch, e, id, want[i])
+			}
+		}
+	}
+
+	// On the first channel: Go, Python, Go again; the key once more, and
+	// with another message.
+	ch := channels[0]
+	order := append(ids[ch], once[0], th.publish(t, ch, 4))
+	out = runPython(t, `
+import json, sys
+from ssehub import Publisher, PublishError
+pub = Publisher(sys.argv[1])
+ids = [pub.publish({"n": 5}, channel=sys.argv[2]), pub.publish({"job": 1}, channel=sys.argv[2], idempotency_key="job-1")]
+try:
+    pub.publish({"job": 2}, channel=sys.argv[2], idempotency_key="job-1")
+    ids.append("published")
+except PublishError as e:
+    ids.append(e.code)
+print(json.dumps(ids))
+`, c.URL(), ch)
+	var more []string
+	if err := json.Unmarshal([]byte(out), &more); err != nil || len(more) != 3 {
+		t.Fatalf("python printed %q", out)
+	}
+	if more[1] != once[0] || more[2] != "idempotency_key_reused" {
+		t.Fatalf("the key once more returned %q, then with another message %q; want %s, then idempotency_key_reused", more[1], more[2], once[0])
+	}
+	order = append(order, more[0], th.publish(t, ch, 6))
+	live[ch].expect(order[len(ids[ch]):]...)
+	if !slices.IsSorted(order) || len(slices.Compact(slices.Clone(order))) != len(order) {
+		t.Fatalf("ids on %s in publish order: %q; want increasing", ch, order)
+	}
+
+	// Resumed from each id: exactly the later events, then a live one.
+	for from := range order[:len(order)-1] {
+		s := openStream(t, th.srv.URL, []string{ch}, order[from])
+		s.expect(order[from+1:]...)
+		s.close()
+	}
+	last := th.publish(t, ch, 7)
+	live[ch].expect(last)
+	order = append(order, last)
+
+	// The keys: each channel's in its slot, on its own counter; nothing
+	// under the one-Redis layout.
+	cc := newClusterClient(t, c)
+	ctx := t.Context()
+	for _, name := range channels {
+		stream := "ssehub:{" + name + "}stream:" + name
+		n, err := cc.XLen(ctx, stream).Result()
+		wantN := int64(len(want))
+		if name == ch {
+			wantN = int64(len(order))
+		}
+		if err != nil || n != wantN {
+			t.Errorf("%s holds %d entries, %v; want %d", stream, n, err, wantN)
+		}
+		for _, key := range []string{"state", "keys", "keyq", "active", "stream:" + name} {
+			k := "ssehub:{" + name + "}" + key
+			if c.Slot(k) != c.Slot(name) {
+				t.Errorf("key %s is in slot %d, channel %s in slot %d", k, c.Slot(k), name, c.Slot(name))
+			}
+			if n, err := cc.Exists(ctx, k).Result(); err != nil || n != 1 {
+				t.Errorf("key %s: exists %d, %v", k, n, err)
+			}
+		}
+		for _, k := range []string{"ssehub:state", "ssehub:active", "ssehub:keys", "ssehub:stream:" + name, "ssehub:ids:" + name} {
+			if n, err := cc.Exists(ctx, k).Result(); err != nil || n != 0 {
+				t.Errorf("one-Redis key %s: exists %d, %v", k, n, err)
+			}
+		}
+	}
+}
+
+// TestPythonPublisherClusterFollows: the Python
+// Publisher("redis-cluster://...") follows a slot moved to another master,
+// and settles a publish whose answer is lost. When the master of a channel
+// stops answering, the publish's answer and fence.lua's are lost, so
+// publish() says the outcome is unknown; once the master answers again (or
+// its replica took over), the message sent again with its idempotency key
+// is published once, and the same id comes back for it.
+func TestPythonPublisherClusterFollows(t *testing.T) {
+	t.Parallel()
+	c := redistest.StartCluster(t)
+	cmd := pythonCmd(t, `
+import sys, time
+from ssehub import Publisher, PublishError
+# pub waits long enough for any answer under load: an error would make it
+# read the slot map again before the next publish. frozen gives up soon.
+pub = Publisher(sys.argv[1])
+frozen = Publisher(sys.argv[1], timeout=0.5)
+def step(*answer):
+    print(*answer, flush=True)
+    sys.stdin.readline()
+# The slot map is read and the connections made.
+step(pub.publish("warm-up", channel="moved"), frozen.publish("warm-up", channel="frozen"))
+step(pub.publish({"n": 1}, channel="moved"))
+try:
+    frozen.publish({"n": 1}, channel="frozen", idempotency_key="k-frozen")
+    step("published")
+except PublishError as e:
+    step(e.code)
+# Until the master answers again, or its replica took over.
+deadline = time.monotonic() + 20
+while True:
+    try:
+        first = pub.publish({"n": 1}, channel="frozen", idempotency_key="k-frozen")
+        break
+    except PublishError as e:
+        if e.code not in ("unavailable", "publish_outcome_unknown") or time.monotonic() > deadline:
+            raise
+        time.sleep(0.05)
+print(first, pub.publish({"n": 1}, channel="frozen", idempotency_key="k-frozen"), flush=True)
+`, c.URL())
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := bufio.NewScanner(stdout)
+	answer := func() []string {
+		t.Helper()
+		if !lines.Scan() {
+			cmd.Wait()
+			t.Fatalf("python ended: %s", stderr.String())
+		}
+		return strings.Fields(lines.Text())
+	}
+	warm := answer()
+
+	// The slot of "moved" goes to another master: the Publisher's map is
+	// out of date, and the old master answers MOVED.
+	from := c.MasterOf("ssehub:{moved}state")
+	var to *redistest.Server
+	for _, m := range c.Masters() {
+		if m != from {
+			to = m
+		}
+	}
+	movedReplies := func() int {
+		node := redis.NewClient(&redis.Options{Addr: from.Addr()})
+		defer node.Close()
+		info, err := node.Info(t.Context(), "errorstats").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := regexp.MustCompile(`errorstat_MOVED:count=(\d+)`).FindStringSubmatch(info)
+		if m == nil {
+			return 0
+		}
+		n, _ := strconv.Atoi(m[1])
+		return n
+	}
+	c.MoveSlot("ssehub:{moved}state", to)
+	before := movedReplies()
+	io.WriteString(stdin, "\n")
+	moved := answer()
+	if movedReplies() == before {
+		t.Errorf("the old master of the moved slot answered no MOVED: the Publisher did not use its old map")
+	}
+
+	master := c.MasterOf("ssehub:{frozen}state")
+	master.Freeze()
+	io.WriteString(stdin, "\n")
+	code := answer()
+	master.Thaw()
+	io.WriteString(stdin, "\n")
+	last := answer()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("python: %v\n%s", err, stderr.String())
+	}
+	if len(warm) != 2 || len(moved) != 1 || moved[0] <= warm[0] {
+		t.Fatalf("warm-up ids %q, then after the move %q; want a later id", warm, moved)
+	}
+	if len(code) != 1 || code[0] != "publish_outcome_unknown" {
+		t.Fatalf("publish on a frozen master: %q; want publish_outcome_unknown", code)
+	}
+	if len(last) != 2 || last[0] != last[1] || last[0] <= warm[1] {
+		t.Fatalf("sent again with its key: ids %q after %s; want one id twice, after it", last, warm[1])
+	}
+	// Each history holds the message once, under its id.
+	cc := newClusterClient(t, c)
+	for ch, id := range map[string]string{"moved": moved[0], "frozen": last[0]} {
+		entries, err := cc.XRange(t.Context(), "ssehub:{"+ch+"}stream:"+ch, "-", "+").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, e := range entries {
+			env, _ := e.Values["e"].(string)
+			if strings.HasPrefix(env, `{"data":{"n":1},`) {
+				got = append(got, env)
+			}
+		}
+		seq, _ := strconv.ParseUint(id, 10, 64)
+		if len(got) != 1 || !strings.HasSuffix(got[0], fmt.Sprintf(`"ssehub_seq":%d}`, seq)) {
+			t.Errorf("the history of %s holds the message %d times: %q; want once, as %s", ch, len(got), got, id)
 		}
 	}
 }

@@ -12,7 +12,9 @@ Configuration, read when the app starts:
 
 - ``SSE_REDIS_URL``, as in invenio-sse (default
   ``redis://localhost:6379/0``), or ``REDIS_URL``, as in flask-sse: events
-  go straight into that Redis, which the hubs use.
+  go straight into that Redis, which the hubs use; a
+  ``redis-cluster://HOST:PORT[,HOST:PORT...]`` URL names a Redis Cluster,
+  as for the hubs.
 - ``SSEHUB_URL``: when set (``http(s)://hub``), events go through that hub's
   /publish instead, with ``SSEHUB_TOKEN`` as the bearer token.
 - ``SSEHUB_HISTORY_SIZE``, ``SSEHUB_HISTORY_AGE`` (seconds),

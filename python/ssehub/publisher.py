@@ -3,8 +3,10 @@
 import base64
 import hashlib
 import json
+import logging
 import os
 import re
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -33,6 +35,16 @@ MAX_ID_LEN = 256
 MAX_TYPE_LEN = 256
 
 _CHANNEL_RE = re.compile(r"[A-Za-z0-9_\-.:@/]{1,%d}\Z" % MAX_CHANNEL_LEN)
+
+# A URL naming the nodes of a Redis Cluster, as `ssehub serve --broker` takes it.
+CLUSTER_SCHEME = "redis-cluster://"
+_CLUSTER_FORM = "redis-cluster://[user:password@]HOST:PORT[,HOST:PORT...]"
+# How many MOVED or ASK redirections a publish follows, as go-redis's
+# ClusterOptions.MaxRedirects.
+_MAX_REDIRECTS = 3
+_DURATION_RE = re.compile(r"((?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|\u00b5s|ms|s|m|h))+\Z")
+_DURATION_PART_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 class PublishError(Exception):
@@ -125,6 +137,243 @@ def _encode_data(data):
         return json.dumps(data, separators=(",", ":"), allow_nan=False).encode("ascii")
 
 
+def _split_host_port(addr):
+    """HOST:PORT or [IPv6]:PORT as (host, port), or None."""
+    if addr.startswith("["):
+        host, sep, port = addr[1:].partition("]:")
+        if not sep:
+            return None
+    else:
+        host, sep, port = addr.rpartition(":")
+        if not sep or ":" in host:
+            return None
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host, int(port)
+
+
+def _duration(value):
+    """A go-redis timeout in seconds: a whole number of seconds, or a Go
+    duration such as 500ms or 1m30s. None when value is neither."""
+    if value.isdigit():
+        return float(value)
+    if not _DURATION_RE.match(value):
+        return None
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART_RE.findall(value))
+
+
+def parse_cluster_url(url):
+    """Read a redis-cluster:// URL as ``ssehub serve --broker`` does.
+
+    Returns the nodes as (host, port) pairs and a dict of redis-py client
+    options: ``username`` and ``password`` when the URL has them, and the
+    timeouts its ``dial_timeout`` and ``read_timeout`` parameters set.
+    Raises ValueError, with the password left out of the message, on a URL
+    of another form.
+    """
+    rest = url[len(CLUSTER_SCHEME):] if url.startswith(CLUSTER_SCHEME) else None
+    if rest is None:
+        raise ValueError("ssehub: url %r: want %s" % (url, _CLUSTER_FORM))
+    userinfo, at, hosts = rest.rpartition("@")
+    cut = min((i for i in (hosts.find("/"), hosts.find("?")) if i >= 0), default=len(hosts))
+    hosts, query = hosts[:cut], hosts[cut:]
+    shown = CLUSTER_SCHEME
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        shown += (user + ":xxxxx@") if colon else (userinfo + "@")
+    shown += hosts + query
+
+    def bad(why):
+        return ValueError("ssehub: url %r: %s; want %s" % (shown, why, _CLUSTER_FORM))
+
+    path, _, q = query.partition("?")
+    if path not in ("", "/"):
+        raise bad("a cluster has no database number")
+    nodes = []
+    for addr in hosts.split(","):
+        node = _split_host_port(addr)
+        if node is None:
+            raise bad("%r is not HOST:PORT" % addr)
+        nodes.append(node)
+    options = {}
+    if at:
+        user, colon, password = userinfo.partition(":")
+        if re.search(r"%(?![0-9A-Fa-f]{2})", userinfo):
+            raise bad("the user or password is not URL-encoded")
+        if user:
+            options["username"] = urllib.parse.unquote(user)
+        if colon:
+            options["password"] = urllib.parse.unquote(password)
+    timeouts = {"dial_timeout": "socket_connect_timeout", "read_timeout": "socket_timeout"}
+    for name, value in urllib.parse.parse_qsl(q, keep_blank_values=True):
+        if name not in timeouts:
+            raise bad("query parameter %r: the Python publisher takes only dial_timeout and read_timeout" % name)
+        seconds = _duration(value)
+        if not seconds:
+            raise bad("%s=%s is not a duration such as 3s or 500ms" % (name, value))
+        options[timeouts[name]] = seconds
+    return nodes, options
+
+
+def _refused(err):
+    """Whether a Redis Cluster error reply says the script did not run: the
+    slot is elsewhere or unserved, or the node cannot take writes now."""
+    import redis.exceptions as rx
+
+    if isinstance(err, (rx.ClusterDownError, rx.TryAgainError, rx.AskError, rx.ReadOnlyError,
+                        rx.BusyLoadingError, rx.ClusterCrossSlotError)):
+        return True
+    code = str(err).split(" ", 1)[0]
+    return code in ("CLUSTERDOWN", "TRYAGAIN", "MOVED", "ASK", "LOADING", "READONLY", "MASTERDOWN")
+
+
+def _error_text(err):
+    """err as Redis said it: redis-py leaves the code out of the message of
+    the errors it has a class for."""
+    import redis.exceptions as rx
+
+    codes = [(rx.MovedError, "MOVED"), (rx.AskError, "ASK"), (rx.TryAgainError, "TRYAGAIN"),
+             (rx.MasterDownError, "MASTERDOWN"), (rx.ClusterDownError, "CLUSTERDOWN"),
+             (rx.ReadOnlyError, "READONLY"), (rx.BusyLoadingError, "LOADING"), (rx.ClusterCrossSlotError, "CROSSSLOT")]
+    text = str(err).strip()
+    for cls, code in codes:
+        if isinstance(err, cls):
+            return text if text.startswith(code) else "%s %s" % (code, text)
+    return text
+
+
+class _NotRun(Exception):
+    """The script did not run: no connection, or the cluster refused it."""
+
+    def __init__(self, cause):
+        super().__init__(_error_text(cause))
+        self.cause = cause
+
+
+class _Script:
+    def __init__(self, name):
+        self.text = _load_script(name)
+        self.sha = hashlib.sha1(self.text.encode("utf-8")).hexdigest()
+
+
+class _Cluster:
+    """A Redis Cluster as the Publisher uses it: each script goes to the
+    master of its keys' slot, once. redis-py's RedisCluster would send a
+    command again after a timeout or a broken connection, up to five
+    times; a publish whose answer is lost is settled with fence.lua
+    instead, as the Go broker does. So the cluster client only keeps the
+    slot map and the nodes' connections, and scripts are sent on a
+    connection of the node itself. MOVED and ASK, which say the script did
+    not run, are followed, as go-redis follows them.
+    """
+
+    def __init__(self, nodes, options):
+        self._nodes = nodes
+        self._options = options
+        self._client = None
+        self._stale = False
+        self._lock = threading.Lock()
+
+    def _cluster(self):
+        """The cluster client, made on first use, with its slot map read
+        again after an error: a master may have failed over."""
+        from redis.cluster import ClusterNode, RedisCluster
+
+        with self._lock:
+            try:
+                if self._client is None:
+                    # redis-py logs every node it cannot reach, with a
+                    # traceback; with no logging set up, Python would print
+                    # them on stderr. An app that sets up logging sees them.
+                    log = logging.getLogger("redis.cluster")
+                    if not any(isinstance(h, logging.NullHandler) for h in log.handlers):
+                        log.addHandler(logging.NullHandler())
+                    self._client = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in self._nodes],
+                                                cluster_error_retry_attempts=1, **self._options)
+                elif self._stale:
+                    self._client.nodes_manager.initialize()
+                self._stale = False
+            except Exception as e:  # redis-py raises RedisClusterException, ConnectionError, ...
+                raise _NotRun(e) from None
+            return self._client
+
+    def run(self, script, keys, args):
+        """Run script on the master of keys[0]'s slot and return its answer.
+
+        Raises _NotRun when the script surely did not run, redis-py's
+        ConnectionError or TimeoutError when its answer was lost, and
+        ResponseError for an error the script returned.
+        """
+        import redis.exceptions as rx
+        from redis.crc import key_slot
+
+        rc = self._cluster()
+        slot = key_slot(keys[0].encode("utf-8"))
+        asking = None
+        err = None
+        for _ in range(_MAX_REDIRECTS + 1):
+            try:
+                node = rc.get_node(node_name=asking) if asking else rc.nodes_manager.get_node_from_slot(slot)
+                if node is None:
+                    raise _NotRun(err)
+                client = rc.get_redis_connection(node)
+                return self._send(client, script, keys, args, asking is not None)
+            except rx.MovedError as e:
+                err, asking = e, None
+                rc.nodes_manager.update_moved_exception(e)
+            except rx.AskError as e:
+                err, asking = e, "%s:%s" % (e.host, e.port)
+            except rx.RedisClusterException as e:  # the slot is not served
+                self._stale = True
+                raise _NotRun(e) from None
+            except rx.ResponseError as e:
+                if _refused(e):
+                    self._stale = True
+                    raise _NotRun(e) from None
+                raise
+            except (_NotRun, rx.ConnectionError, rx.TimeoutError):
+                self._stale = True
+                raise
+        self._stale = True
+        raise _NotRun(err)
+
+    @staticmethod
+    def _send(client, script, keys, args, asking):
+        import redis.exceptions as rx
+
+        pool = client.connection_pool
+        try:
+            conn = pool.get_connection("EVALSHA")
+        except (rx.ConnectionError, rx.TimeoutError) as e:
+            raise _NotRun(e) from None
+        try:
+            for command, body in (("EVALSHA", script.sha), ("EVAL", script.text)):
+                if asking:
+                    try:
+                        conn.send_command("ASKING")
+                        client.parse_response(conn, "ASKING")
+                    except (rx.ConnectionError, rx.TimeoutError) as e:
+                        conn.disconnect()
+                        raise _NotRun(e) from None
+                try:
+                    conn.send_command(command, body, len(keys), *keys, *args)
+                    return client.parse_response(conn, command)
+                except rx.NoScriptError:
+                    continue  # not run: send the script itself
+                except (rx.ConnectionError, rx.TimeoutError) as e:
+                    conn.disconnect()
+                    if isinstance(e, rx.BusyLoadingError):
+                        raise _NotRun(e) from None
+                    raise
+        finally:
+            pool.release(conn)
+
+    def close(self):
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+
+
 class Publisher:
     """Publishes events to ssehub.
 
@@ -139,6 +388,16 @@ class Publisher:
       the shape of the message on the channel for Python readers of the
       same Redis, as the hubs' ``--redis-envelope``: "invenio" (the
       default) or "flask-sse".
+    - ``redis-cluster://[user:password@]HOST:PORT[,HOST:PORT...]``: straight
+      into a Redis Cluster, as the hubs' ``--broker redis-cluster://...``
+      lays it out: every key of a channel in the channel's hash slot, with
+      its own counter, history bound and idempotency keys, the script run
+      on the channel's master, and the event sent with SPUBLISH. A few
+      nodes suffice; the query may set ``dial_timeout`` and
+      ``read_timeout`` (such as ``?dial_timeout=3s``) in place of
+      ``timeout``. ``history_bytes`` bounds each channel, as on the hubs;
+      ``prefix`` must not hold ``{`` or ``}``, and the "flask-sse"
+      envelope is refused: its readers do not subscribe sharded channels.
     - ``http://`` or ``https://``: a POST to the hub's /publish, with
       ``token`` as a bearer token when given.
 
@@ -157,7 +416,21 @@ class Publisher:
         self.url = url
         self.timeout = timeout
         self.max_message_bytes = max_message_bytes
-        if scheme in ("redis", "rediss", "unix"):
+        self._redis = self._cluster = None
+        if url.startswith(CLUSTER_SCHEME):
+            nodes, options = parse_cluster_url(url)
+            if envelope == "flask-sse":
+                raise ValueError("ssehub: envelope 'flask-sse': on Redis Cluster events go out on sharded channels, "
+                                 "which flask-sse's readers do not subscribe")
+            if "{" in prefix or "}" in prefix:
+                raise ValueError("ssehub: prefix %r: on Redis Cluster each channel has its own hash slot, so the "
+                                 "prefix must not hold a hash tag ({ or })" % (prefix,))
+            options = dict({"socket_timeout": timeout, "socket_connect_timeout": timeout}, **options)
+            # No retries by redis-py: see _Cluster.
+            self._cluster = _Cluster(nodes, dict(options, retry_on_timeout=False))
+            self._script = _Script("publish.lua")
+            self._fence = _Script("fence.lua")
+        elif scheme in ("redis", "rediss", "unix"):
             import redis
 
             # No retries by redis-py: a publish whose answer is lost is
@@ -166,6 +439,7 @@ class Publisher:
                                                retry_on_timeout=False)
             self._script = self._redis.register_script(_load_script("publish.lua"))
             self._fence = self._redis.register_script(_load_script("fence.lua"))
+        if self._redis is not None or self._cluster is not None:
             self._size = int(history_size)
             self._age_us = int(history_age * 1_000_000) if history_age > 0 else 0
             self._bytes = int(history_bytes)
@@ -176,11 +450,10 @@ class Publisher:
             self._prefix = prefix
             self._http = None
         elif scheme in ("http", "https"):
-            self._redis = None
             self._http = url.rstrip("/") + "/publish"
             self._token = token
         else:
-            raise ValueError("ssehub: url %r: use redis://, rediss:// or http(s)://" % url)
+            raise ValueError("ssehub: url %r: use redis://, rediss://, redis-cluster:// or http(s)://" % url)
 
     def publish(self, data, type_=None, id_=None, retry=None, channel=DEFAULT_CHANNEL, idempotency_key=None,
                 **kwargs):
@@ -227,7 +500,7 @@ class Publisher:
         body = _encode_data(data)
         if len(body) > self.max_message_bytes:
             raise PublishError("too_large", "%d bytes of data, limit %d" % (len(body), self.max_message_bytes))
-        if self._redis is not None:
+        if self._http is None:
             return self._publish_redis(channel, body, typ, ident, ms, key)
         return self._publish_http(channel, body, typ, ident, ms, key)
 
@@ -241,7 +514,7 @@ class Publisher:
     def _publish_redis(self, channel, body, typ, ident, retry, key):
         import redis
 
-        p = self._prefix
+        p = self._keyprefix(channel)
         keys = [p + "state", p + "active", p + "evicted", p + "stream:" + channel, p + "ids:" + channel,
                 p + "first", p + "bytes", p + "keys", p + "keyq"]
         idjson = go_json_string(ident).encode("utf-8") if ident else b""
@@ -262,15 +535,22 @@ class Publisher:
             if typ:
                 tail += b', "type": ' + go_json_string(typ).encode("utf-8")
             args += ["f", b'{"data": ' + body + b', "id": ', tail + b"}"]
+        elif self._cluster is not None:
+            args += ["", "", "", "s"]
         try:
-            seq, _, status = self._script(keys=keys, args=args)
+            if self._cluster is not None:
+                seq, _, status = self._cluster.run(self._script, keys, args)
+            else:
+                seq, _, status = self._script(keys=keys, args=args)
+        except _NotRun as e:
+            raise PublishError("unavailable", "publish on %r: %s" % (channel, e)) from None
         except redis.ResponseError as e:
             if str(e).startswith("SSEHUB_KEY_REUSED"):
                 raise PublishError("idempotency_key_reused", "idempotency key %r was used for another message" % key,
                                    422) from None
             raise PublishError("unavailable", "publish on %r: %s" % (channel, e)) from None
         except (redis.TimeoutError, redis.ConnectionError) as e:
-            if "connecting to" in str(e):
+            if self._cluster is None and "connecting to" in str(e):
                 # No connection could be made: the script never ran.
                 raise PublishError("unavailable", "publish on %r: %s" % (channel, e)) from None
             # The script may have run, or may still run: settle it.
@@ -282,15 +562,28 @@ class Publisher:
             raise PublishError("unavailable", "publish on %r: not published" % channel)
         return ident or "%016d" % int(seq)
 
+    def _keyprefix(self, channel):
+        """The prefix of channel's keys, as the Go broker's keysOf makes it:
+        on one Redis the keys but the stream and the id index are shared by
+        all channels; on a cluster each channel has its own, in its hash
+        slot, which the hash tag "{channel}" after the prefix selects."""
+        if self._cluster is not None:
+            return self._prefix + "{" + channel + "}"
+        return self._prefix
+
     def _settle(self, key, attempt, fp, window, channel, cause):
         """Ask Redis whether key was published; if not, close it to the
         attempt still on its way. Returns the seq it was published as."""
         import redis
 
-        p = self._prefix
+        p = self._keyprefix(channel)
+        keys, args = [p + "keys", p + "keyq"], [key, attempt, fp, window]
         try:
-            done, seq = self._fence(keys=[p + "keys", p + "keyq"], args=[key, attempt, fp, window])
-        except redis.RedisError:
+            if self._cluster is not None:
+                done, seq = self._cluster.run(self._fence, keys, args)
+            else:
+                done, seq = self._fence(keys=keys, args=args)
+        except (redis.RedisError, _NotRun):
             raise PublishError("publish_outcome_unknown",
                                "publish on %r: Redis did not confirm it; it may be published: %s" % (channel, cause),
                                504) from None
@@ -333,6 +626,8 @@ class Publisher:
         """Release the Redis connections, if any."""
         if self._redis is not None:
             self._redis.close()
+        if self._cluster is not None:
+            self._cluster.close()
 
     def __enter__(self):
         return self

@@ -4,7 +4,7 @@ import unittest
 
 import support
 from ssehub import Publisher, PublishError, mint_token
-from ssehub.publisher import go_json_string
+from ssehub.publisher import go_json_string, parse_cluster_url
 
 
 class RedisPublisherTest(unittest.TestCase):
@@ -210,6 +210,66 @@ class HTTPPublisherTest(unittest.TestCase):
         with self.assertRaises(PublishError) as cm:
             Publisher("http://127.0.0.1:%d" % support.free_port(), timeout=2).publish(1)
         self.assertEqual((cm.exception.code, cm.exception.status), ("unavailable", None))
+
+
+class ClusterURLTest(unittest.TestCase):
+    """Publisher("redis-cluster://...") reads the URL `ssehub serve --broker`
+    takes, and refuses what cannot work on a cluster, before any server is
+    asked."""
+
+    def test_parse(self):
+        cases = [
+            ("redis-cluster://127.0.0.1:7001,127.0.0.1:7002", [("127.0.0.1", 7001), ("127.0.0.1", 7002)], {}),
+            ("redis-cluster://app:p%40ss@h:7001/?dial_timeout=3s&read_timeout=1m30s", [("h", 7001)],
+             dict(username="app", password="p@ss", socket_connect_timeout=3.0, socket_timeout=90.0)),
+            ("redis-cluster://:secret@[::1]:7001?read_timeout=250ms", [("::1", 7001)],
+             dict(password="secret", socket_timeout=0.25)),
+            ("redis-cluster://h:7001?dial_timeout=2", [("h", 7001)], dict(socket_connect_timeout=2.0)),
+        ]
+        for url, nodes, options in cases:
+            with self.subTest(url=url):
+                self.assertEqual(parse_cluster_url(url), (nodes, options))
+
+    def test_bad_urls(self):
+        cases = [
+            ("redis-cluster://", "'' is not HOST:PORT"),
+            ("redis-cluster://h", "'h' is not HOST:PORT"),
+            ("redis-cluster://h:7001,", "'' is not HOST:PORT"),
+            ("redis-cluster://h:70010", "'h:70010' is not HOST:PORT"),
+            ("redis-cluster://h:7001/0", "a cluster has no database number"),
+            ("redis-cluster://app:s%zzret@h:7001", "the user or password is not URL-encoded"),
+            ("redis-cluster://app:secret@h:7001?pool_size=3", "query parameter 'pool_size'"),
+            ("redis-cluster://h:7001?dial_timeout=soon", "dial_timeout=soon is not a duration"),
+            ("redis-cluster://h:7001?read_timeout=0s", "read_timeout=0s is not a duration"),
+        ]
+        for url, why in cases:
+            with self.subTest(url=url):
+                with self.assertRaises(ValueError) as cm:
+                    Publisher(url)
+                msg = str(cm.exception)
+                self.assertIn(why, msg)
+                self.assertIn("want redis-cluster://[user:password@]HOST:PORT[,HOST:PORT...]", msg)
+                self.assertNotIn("secret", msg)
+                self.assertNotIn("\n", msg)
+
+    def test_refusals(self):
+        with self.assertRaisesRegex(ValueError, "flask-sse.*sharded channels"):
+            Publisher("redis-cluster://127.0.0.1:7001", envelope="flask-sse")
+        for prefix in ("{app}:", "app}"):
+            with self.subTest(prefix=prefix):
+                with self.assertRaisesRegex(ValueError, "hash tag"):
+                    Publisher("redis-cluster://127.0.0.1:7001", prefix=prefix)
+        with self.assertRaisesRegex(ValueError, "redis-cluster://"):
+            Publisher("redis-clusters://127.0.0.1:7001")
+
+    def test_unreachable(self):
+        """No node answers: not published, said at once."""
+        with Publisher("redis-cluster://127.0.0.1:%d,127.0.0.1:%d" % (support.free_port(), support.free_port()),
+                       timeout=2) as pub:
+            for _ in range(2):
+                with self.assertRaises(PublishError) as cm:
+                    pub.publish(1)
+                self.assertEqual((cm.exception.code, cm.exception.status), ("unavailable", None))
 
 
 class TokenTest(unittest.TestCase):
