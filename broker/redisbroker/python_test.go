@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -409,5 +410,130 @@ print(first, pub.publish({"n": 1}, channel="frozen", idempotency_key="k-frozen")
 		if len(got) != 1 || !strings.HasSuffix(got[0], fmt.Sprintf(`"ssehub_seq":%d}`, seq)) {
 			t.Errorf("the history of %s holds the message %d times: %q; want once, as %s", ch, len(got), got, id)
 		}
+	}
+}
+
+// TestPythonPublisherSentinel: the Python package's
+// Publisher("redis-sentinel://...") publishes into the master the
+// sentinels name, as a hub on the same Sentinel does: the hub streams its
+// events live with the ids publish() returned, and a stream resumed from
+// one of them gets exactly the later events. When the master dies, after
+// its replica copied everything, and Sentinel promotes the replica, the
+// same Publisher publishes on the new master without a restart: an
+// idempotency key sent again returns the id it got before the failover,
+// and new events take ids after every earlier one.
+func TestPythonPublisherSentinel(t *testing.T) {
+	t.Parallel()
+	set := redistest.StartSentinel(t)
+	th := newHubOn(t, newSentinelBroker(t, set, redisbroker.Options{}), ssehub.Config{})
+	live := openStream(t, th.srv.URL, []string{"py"}, "")
+	cmd := pythonCmd(t, `
+import sys, time
+from ssehub import Publisher, PublishError
+pub = Publisher(sys.argv[1])
+def step(*answer):
+    print(*answer, flush=True)
+    sys.stdin.readline()
+step(pub.publish({"n": 1}, channel="py"), pub.publish("two", type_="cool", channel="py"),
+     pub.publish({"job": 1}, channel="py", idempotency_key="job-1"),
+     pub.publish({"job": 1}, channel="py", idempotency_key="job-1"))
+# After the failover. A sentinel that has not yet heard of it may still
+# name the dead master: that publish is refused as not published, and is
+# sent again.
+refused = 0
+def publish(data, **kwargs):
+    global refused
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            return pub.publish(data, channel="py", **kwargs)
+        except PublishError as e:
+            if e.code != "unavailable" or time.monotonic() > deadline:
+                raise
+            refused += 1
+            time.sleep(0.05)
+print(publish({"job": 1}, idempotency_key="job-1"), publish([3], retry=6000), refused, flush=True)
+`, set.URL())
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := bufio.NewScanner(stdout)
+	answer := func() []string {
+		t.Helper()
+		if !lines.Scan() {
+			cmd.Wait()
+			t.Fatalf("python ended: %s", stderr.String())
+		}
+		return strings.Fields(lines.Text())
+	}
+	before := answer()
+	if len(before) != 4 || before[2] != before[3] {
+		t.Fatalf("python printed %q; want 3 ids, the last twice", before)
+	}
+	ids := before[:3]
+	for _, id := range ids {
+		if !regexp.MustCompile(`^\d{16}$`).MatchString(id) {
+			t.Fatalf("ids %q", ids)
+		}
+	}
+	want := []struct{ typ, data string }{{"message", `{"n":1}`}, {"cool", `"two"`}, {"message", `{"job":1}`}}
+	for i, id := range ids {
+		if e := live.next(); e.LastEventID != id || e.Type != want[i].typ || e.Data != want[i].data {
+			t.Fatalf("live event %+v; want id %s %+v", e, id, want[i])
+		}
+	}
+	s := openStream(t, th.srv.URL, []string{"py"}, ids[0])
+	s.expect(ids[1:]...)
+	s.close()
+
+	// The replica has every event and key before the master dies.
+	master := set.Master()
+	mc := redis.NewClient(&redis.Options{Addr: master.Addr(), MaxRetries: -1})
+	defer mc.Close()
+	if n, err := mc.Wait(t.Context(), 1, 10*time.Second).Result(); err != nil || n != 1 {
+		t.Fatalf("WAIT for the replica: %d, %v", n, err)
+	}
+	master.Kill()
+	promoted := set.WaitFailover(master, failoverTimeout)
+	io.WriteString(stdin, "\n")
+	after := answer()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("python: %v\n%s", err, stderr.String())
+	}
+	if len(after) != 3 {
+		t.Fatalf("python printed %q after the failover", after)
+	}
+	t.Logf("publishes refused while the sentinels caught up: %s", after[2])
+	if after[0] != ids[2] {
+		t.Fatalf("the idempotency key sent again after the failover returned %s; want %s, its id before", after[0], ids[2])
+	}
+	order := append(slices.Clone(ids), after[1], th.publish(t, "py", 4))
+	if !slices.IsSorted(order) || len(slices.Compact(slices.Clone(order))) != len(order) {
+		t.Fatalf("ids in publish order: %q; want increasing", order)
+	}
+	if e := live.next(); e.LastEventID != after[1] || e.Data != "[3]" || e.Retry != 6000 {
+		t.Fatalf("live event after the failover %+v; want id %s, data [3], retry 6000", e, after[1])
+	}
+	live.expect(order[4])
+	for from := range order[:len(order)-1] {
+		s := openStream(t, th.srv.URL, []string{"py"}, order[from])
+		s.expect(order[from+1:]...)
+		s.close()
+	}
+	// The new master holds each event once.
+	pc := redis.NewClient(&redis.Options{Addr: promoted.Addr(), MaxRetries: -1})
+	defer pc.Close()
+	if n, err := pc.XLen(t.Context(), "ssehub:stream:py").Result(); err != nil || n != int64(len(order)) {
+		t.Fatalf("the new master's stream holds %d events, %v; want %d", n, err, len(order))
 	}
 }

@@ -42,6 +42,15 @@ _CLUSTER_FORM = "redis-cluster://[user:password@]HOST:PORT[,HOST:PORT...]"
 # How many MOVED or ASK redirections a publish follows, as go-redis's
 # ClusterOptions.MaxRedirects.
 _MAX_REDIRECTS = 3
+# A URL naming the sentinels of a Redis master, as `ssehub serve --broker`
+# takes it.
+SENTINEL_SCHEME = "redis-sentinel://"
+_SENTINEL_FORM = ("redis-sentinel://[user:password@]HOST:PORT[,HOST:PORT...]/MASTER_NAME"
+                  "[?db=N&password=...&sentinel_password=...]")
+_SENTINEL_PARAMS = ("db", "password", "sentinel_username", "sentinel_password", "dial_timeout", "read_timeout",
+                    "write_timeout")
+# A % not followed by two hex digits: the text is not URL-encoded.
+_BAD_ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _DURATION_RE = re.compile(r"((?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|\u00b5s|ms|s|m|h))+\Z")
 _DURATION_PART_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|ms|s|m|h)")
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -152,10 +161,11 @@ def _split_host_port(addr):
     return host, int(port)
 
 
-def _duration(value):
-    """A go-redis timeout in seconds: a whole number of seconds, or a Go
-    duration such as 500ms or 1m30s. None when value is neither."""
-    if value.isdigit():
+def _duration(value, bare_seconds=True):
+    """A go-redis timeout in seconds: a Go duration such as 500ms or 1m30s,
+    or, when bare_seconds, a whole number of seconds, as go-redis's URL
+    parsers take it. None when value is neither."""
+    if bare_seconds and value.isdigit():
         return float(value)
     if not _DURATION_RE.match(value):
         return None
@@ -198,7 +208,7 @@ def parse_cluster_url(url):
     options = {}
     if at:
         user, colon, password = userinfo.partition(":")
-        if re.search(r"%(?![0-9A-Fa-f]{2})", userinfo):
+        if _BAD_ESCAPE_RE.search(userinfo):
             raise bad("the user or password is not URL-encoded")
         if user:
             options["username"] = urllib.parse.unquote(user)
@@ -213,6 +223,85 @@ def parse_cluster_url(url):
             raise bad("%s=%s is not a duration such as 3s or 500ms" % (name, value))
         options[timeouts[name]] = seconds
     return nodes, options
+
+
+def parse_sentinel_url(url):
+    """Read a redis-sentinel:// URL as ``ssehub serve --broker`` does.
+
+    Returns the sentinels as (host, port) pairs, the master's name, a dict
+    of redis-py options for the master (``username``, ``password``, ``db``
+    and the timeouts, when the URL sets them) and one for the sentinels
+    (``username`` and ``password`` from ``sentinel_username`` and
+    ``sentinel_password``). Raises ValueError, with the passwords left out
+    of the message, on a URL of another form.
+    """
+    if not url.startswith(SENTINEL_SCHEME):
+        raise ValueError("ssehub: url %r: want %s" % (url, _SENTINEL_FORM))
+    rest, _, query = url[len(SENTINEL_SCHEME):].partition("?")
+    hosts, _, name = rest.partition("/")
+    userinfo, _, hosts = hosts.rpartition("@")
+    options, sentinel_options = {}, {}
+    if userinfo:
+        if _BAD_ESCAPE_RE.search(userinfo):
+            raise ValueError("ssehub: url: the user part of the Sentinel URL is not valid; want %s" % _SENTINEL_FORM)
+        user, colon, password = userinfo.partition(":")
+        if user:
+            options["username"] = urllib.parse.unquote(user)
+        if password:
+            options["password"] = urllib.parse.unquote(password)
+    if _BAD_ESCAPE_RE.search(query) or ";" in query:
+        raise ValueError("ssehub: url: the query of the Sentinel URL is not valid; want %s" % _SENTINEL_FORM)
+    params = urllib.parse.parse_qsl(query, keep_blank_values=True)
+    # The URL as messages show it: passwords replaced.
+    shown = SENTINEL_SCHEME
+    if options:
+        shown += userinfo.partition(":")[0] + (":xxxxx" if "password" in options else "") + "@"
+    shown += hosts + "/" + name
+    shown_query = {}
+    for k, v in params:
+        shown_query.setdefault(k, []).append("xxxxx" if k.endswith("password") else v)
+    if shown_query:
+        shown += "?" + urllib.parse.urlencode(sorted(shown_query.items()), doseq=True)
+
+    def bad(why):
+        return ValueError("ssehub: url %r: %s; want %s" % (shown, why, _SENTINEL_FORM))
+
+    if not hosts:
+        raise bad("no sentinel HOST:PORT")
+    sentinels = []
+    for addr in hosts.split(","):
+        sentinel = _split_host_port(addr)
+        if sentinel is None:
+            raise bad("sentinel %r is not HOST:PORT" % addr)
+        sentinels.append(sentinel)
+    master = urllib.parse.unquote(name)
+    if _BAD_ESCAPE_RE.search(name) or not master or "/" in master:
+        raise bad("no master name")
+    timeouts = {}
+    for k, v in dict(params).items():  # the last value of each, as Go takes it
+        if k == "db":
+            if not re.fullmatch(r"[0-9]+", v):
+                raise bad("invalid database %r" % v)
+            options["db"] = int(v)
+        elif k == "password":
+            options["password"] = v
+        elif k in ("sentinel_username", "sentinel_password"):
+            sentinel_options[k[len("sentinel_"):]] = v
+        elif k in ("dial_timeout", "read_timeout", "write_timeout"):
+            seconds = _duration(v, bare_seconds=False)
+            if not seconds:
+                raise bad("%s %r is not a duration such as 3s" % (k, v))
+            timeouts[k] = seconds
+        else:
+            raise bad("unknown parameter %r (use %s or %s)" % (k, ", ".join(_SENTINEL_PARAMS[:-1]),
+                                                                _SENTINEL_PARAMS[-1]))
+    if "dial_timeout" in timeouts:
+        options["socket_connect_timeout"] = timeouts["dial_timeout"]
+    # redis-py has one timeout for sending and for waiting for the answer:
+    # the longer of the two the URL sets.
+    if "read_timeout" in timeouts or "write_timeout" in timeouts:
+        options["socket_timeout"] = max(timeouts.get("read_timeout", 0), timeouts.get("write_timeout", 0))
+    return sentinels, master, options, sentinel_options
 
 
 def _refused(err):
@@ -254,6 +343,41 @@ class _Script:
     def __init__(self, name):
         self.text = _load_script(name)
         self.sha = hashlib.sha1(self.text.encode("utf-8")).hexdigest()
+
+
+def _send(client, script, keys, args, asking=False):
+    """Send script on a connection of client's pool, once, and return its
+    answer. Raises _NotRun when no connection could be made or Redis is
+    still loading its data, redis-py's ConnectionError or TimeoutError when
+    the answer was lost, and ResponseError for an error reply."""
+    import redis.exceptions as rx
+
+    pool = client.connection_pool
+    try:
+        conn = pool.get_connection("EVALSHA")
+    except (rx.ConnectionError, rx.TimeoutError) as e:
+        raise _NotRun(e) from None
+    try:
+        for command, body in (("EVALSHA", script.sha), ("EVAL", script.text)):
+            if asking:
+                try:
+                    conn.send_command("ASKING")
+                    client.parse_response(conn, "ASKING")
+                except (rx.ConnectionError, rx.TimeoutError) as e:
+                    conn.disconnect()
+                    raise _NotRun(e) from None
+            try:
+                conn.send_command(command, body, len(keys), *keys, *args)
+                return client.parse_response(conn, command)
+            except rx.NoScriptError:
+                continue  # not run: send the script itself
+            except (rx.ConnectionError, rx.TimeoutError) as e:
+                conn.disconnect()
+                if isinstance(e, rx.BusyLoadingError):
+                    raise _NotRun(e) from None
+                raise
+    finally:
+        pool.release(conn)
 
 
 class _Cluster:
@@ -317,7 +441,7 @@ class _Cluster:
                 if node is None:
                     raise _NotRun(err)
                 client = rc.get_redis_connection(node)
-                return self._send(client, script, keys, args, asking is not None)
+                return _send(client, script, keys, args, asking is not None)
             except rx.MovedError as e:
                 err, asking = e, None
                 rc.nodes_manager.update_moved_exception(e)
@@ -337,41 +461,65 @@ class _Cluster:
         self._stale = True
         raise _NotRun(err)
 
-    @staticmethod
-    def _send(client, script, keys, args, asking):
-        import redis.exceptions as rx
-
-        pool = client.connection_pool
-        try:
-            conn = pool.get_connection("EVALSHA")
-        except (rx.ConnectionError, rx.TimeoutError) as e:
-            raise _NotRun(e) from None
-        try:
-            for command, body in (("EVALSHA", script.sha), ("EVAL", script.text)):
-                if asking:
-                    try:
-                        conn.send_command("ASKING")
-                        client.parse_response(conn, "ASKING")
-                    except (rx.ConnectionError, rx.TimeoutError) as e:
-                        conn.disconnect()
-                        raise _NotRun(e) from None
-                try:
-                    conn.send_command(command, body, len(keys), *keys, *args)
-                    return client.parse_response(conn, command)
-                except rx.NoScriptError:
-                    continue  # not run: send the script itself
-                except (rx.ConnectionError, rx.TimeoutError) as e:
-                    conn.disconnect()
-                    if isinstance(e, rx.BusyLoadingError):
-                        raise _NotRun(e) from None
-                    raise
-        finally:
-            pool.release(conn)
-
     def close(self):
         with self._lock:
             if self._client is not None:
                 self._client.close()
+
+
+def _master_connection_class():
+    """redis-py's connection to a master under Sentinel, but for what it
+    does with a READONLY answer: the master was demoted, so the script did
+    not run. redis-py's own closes the connection, so that the next one
+    asks the sentinels again, and raises ConnectionError, which reads as a
+    lost answer; this one closes it too and keeps the ReadOnlyError."""
+    from redis.connection import Connection
+    from redis.exceptions import ReadOnlyError
+    from redis.sentinel import SentinelManagedConnection
+
+    class MasterConnection(SentinelManagedConnection):
+        def read_response(self, *args, **kwargs):
+            try:
+                return Connection.read_response(self, *args, **kwargs)
+            except ReadOnlyError:
+                self.disconnect()
+                raise
+
+    return MasterConnection
+
+
+class _Sentinel:
+    """Redis under Sentinel as the Publisher uses it: the master the
+    sentinels name, asked again whenever a connection to it is made, so
+    that a publish after a failover goes to the promoted replica. Each
+    script is sent once, as on one Redis: no master found, a connection
+    refused or a READONLY answer mean it did not run; a lost answer is
+    settled with fence.lua.
+    """
+
+    def __init__(self, sentinels, master_name, options, sentinel_options):
+        from redis.sentinel import Sentinel
+
+        self._sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_options)
+        self._client = self._sentinel.master_for(master_name, connection_class=_master_connection_class(),
+                                                 retry_on_timeout=False, **options)
+
+    def run(self, script, keys, args):
+        """Run script on the master and return its answer, raising as
+        _Cluster.run does."""
+        import redis.exceptions as rx
+
+        try:
+            return _send(self._client, script, keys, args)
+        except rx.ResponseError as e:
+            if _refused(e):
+                raise _NotRun(e) from None
+            raise
+
+    def close(self):
+        self._client.connection_pool.disconnect()
+        for s in self._sentinel.sentinels:
+            s.connection_pool.disconnect()
 
 
 class Publisher:
@@ -398,6 +546,14 @@ class Publisher:
       ``timeout``. ``history_bytes`` bounds each channel, as on the hubs;
       ``prefix`` must not hold ``{`` or ``}``, and the "flask-sse"
       envelope is refused: its readers do not subscribe sharded channels.
+    - ``redis-sentinel://[user:password@]HOST:PORT[,HOST:PORT...]/MASTER_NAME``:
+      straight into the master the sentinels name, as the hubs' ``--broker
+      redis-sentinel://...`` uses it: the keys are laid out as on one Redis,
+      and after a failover the next publish goes to the promoted replica.
+      The query takes what the hubs' does: ``db``, ``password`` (the
+      master's), ``sentinel_username`` and ``sentinel_password`` (what the
+      sentinels ask for), and ``dial_timeout``, ``read_timeout`` and
+      ``write_timeout`` in place of ``timeout``.
     - ``http://`` or ``https://``: a POST to the hub's /publish, with
       ``token`` as a bearer token when given.
 
@@ -416,7 +572,9 @@ class Publisher:
         self.url = url
         self.timeout = timeout
         self.max_message_bytes = max_message_bytes
-        self._redis = self._cluster = None
+        # _runner sends the scripts on a cluster or under Sentinel, where
+        # the node to send them to is found anew after an error.
+        self._redis = self._cluster = self._runner = None
         if url.startswith(CLUSTER_SCHEME):
             nodes, options = parse_cluster_url(url)
             if envelope == "flask-sse":
@@ -427,7 +585,16 @@ class Publisher:
                                  "prefix must not hold a hash tag ({ or })" % (prefix,))
             options = dict({"socket_timeout": timeout, "socket_connect_timeout": timeout}, **options)
             # No retries by redis-py: see _Cluster.
-            self._cluster = _Cluster(nodes, dict(options, retry_on_timeout=False))
+            self._cluster = self._runner = _Cluster(nodes, dict(options, retry_on_timeout=False))
+            self._script = _Script("publish.lua")
+            self._fence = _Script("fence.lua")
+        elif url.startswith(SENTINEL_SCHEME):
+            sentinels, master, options, sentinel_options = parse_sentinel_url(url)
+            options = dict({"socket_timeout": timeout, "socket_connect_timeout": timeout}, **options)
+            # The sentinels are asked with the master's timeouts, as go-redis
+            # asks them.
+            sentinel_options.update((k, v) for k, v in options.items() if k.startswith("socket_"))
+            self._runner = _Sentinel(sentinels, master, options, sentinel_options)
             self._script = _Script("publish.lua")
             self._fence = _Script("fence.lua")
         elif scheme in ("redis", "rediss", "unix"):
@@ -439,7 +606,7 @@ class Publisher:
                                                retry_on_timeout=False)
             self._script = self._redis.register_script(_load_script("publish.lua"))
             self._fence = self._redis.register_script(_load_script("fence.lua"))
-        if self._redis is not None or self._cluster is not None:
+        if self._redis is not None or self._runner is not None:
             self._size = int(history_size)
             self._age_us = int(history_age * 1_000_000) if history_age > 0 else 0
             self._bytes = int(history_bytes)
@@ -453,7 +620,7 @@ class Publisher:
             self._http = url.rstrip("/") + "/publish"
             self._token = token
         else:
-            raise ValueError("ssehub: url %r: use redis://, rediss://, redis-cluster:// or http(s)://" % url)
+            raise ValueError("ssehub: url %r: use redis://, rediss://, redis-cluster://, redis-sentinel:// or http(s)://" % url)
 
     def publish(self, data, type_=None, id_=None, retry=None, channel=DEFAULT_CHANNEL, idempotency_key=None,
                 **kwargs):
@@ -538,8 +705,8 @@ class Publisher:
         elif self._cluster is not None:
             args += ["", "", "", "s"]
         try:
-            if self._cluster is not None:
-                seq, _, status = self._cluster.run(self._script, keys, args)
+            if self._runner is not None:
+                seq, _, status = self._runner.run(self._script, keys, args)
             else:
                 seq, _, status = self._script(keys=keys, args=args)
         except _NotRun as e:
@@ -550,7 +717,7 @@ class Publisher:
                                    422) from None
             raise PublishError("unavailable", "publish on %r: %s" % (channel, e)) from None
         except (redis.TimeoutError, redis.ConnectionError) as e:
-            if self._cluster is None and "connecting to" in str(e):
+            if self._runner is None and "connecting to" in str(e):
                 # No connection could be made: the script never ran.
                 raise PublishError("unavailable", "publish on %r: %s" % (channel, e)) from None
             # The script may have run, or may still run: settle it.
@@ -579,8 +746,8 @@ class Publisher:
         p = self._keyprefix(channel)
         keys, args = [p + "keys", p + "keyq"], [key, attempt, fp, window]
         try:
-            if self._cluster is not None:
-                done, seq = self._cluster.run(self._fence, keys, args)
+            if self._runner is not None:
+                done, seq = self._runner.run(self._fence, keys, args)
             else:
                 done, seq = self._fence(keys=keys, args=args)
         except (redis.RedisError, _NotRun):
@@ -626,8 +793,8 @@ class Publisher:
         """Release the Redis connections, if any."""
         if self._redis is not None:
             self._redis.close()
-        if self._cluster is not None:
-            self._cluster.close()
+        if self._runner is not None:
+            self._runner.close()
 
     def __enter__(self):
         return self

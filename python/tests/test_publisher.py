@@ -4,7 +4,7 @@ import unittest
 
 import support
 from ssehub import Publisher, PublishError, mint_token
-from ssehub.publisher import go_json_string, parse_cluster_url
+from ssehub.publisher import go_json_string, parse_cluster_url, parse_sentinel_url
 
 
 class RedisPublisherTest(unittest.TestCase):
@@ -270,6 +270,70 @@ class ClusterURLTest(unittest.TestCase):
                 with self.assertRaises(PublishError) as cm:
                     pub.publish(1)
                 self.assertEqual((cm.exception.code, cm.exception.status), ("unavailable", None))
+
+
+class SentinelURLTest(unittest.TestCase):
+    """Publisher("redis-sentinel://...") reads the URL `ssehub serve
+    --broker` takes, with the same refusals, before any server is asked."""
+
+    def test_parse(self):
+        cases = [
+            ("redis-sentinel://127.0.0.1:26379,127.0.0.1:26380/mymaster",
+             [("127.0.0.1", 26379), ("127.0.0.1", 26380)], "mymaster", {}, {}),
+            ("redis-sentinel://app:p%40ss@h:26379/my%20master?db=2&sentinel_username=s&sentinel_password=sp",
+             [("h", 26379)], "my master", dict(username="app", password="p@ss", db=2),
+             dict(username="s", password="sp")),
+            ("redis-sentinel://:secret@[::1]:26379/m?password=other&dial_timeout=500ms&read_timeout=1m30s",
+             [("::1", 26379)], "m", dict(password="other", socket_connect_timeout=0.5, socket_timeout=90.0), {}),
+            # redis-py has one socket timeout for both ways: the longer.
+            ("redis-sentinel://h:26379/m?read_timeout=1s&write_timeout=3s&db=1&db=0", [("h", 26379)], "m",
+             dict(db=0, socket_timeout=3.0), {}),
+        ]
+        for url, sentinels, master, options, sentinel_options in cases:
+            with self.subTest(url=url):
+                self.assertEqual(parse_sentinel_url(url), (sentinels, master, options, sentinel_options))
+
+    def test_bad_urls(self):
+        cases = [
+            ("redis-sentinel:///m", "no sentinel HOST:PORT"),
+            ("redis-sentinel://h/m", "sentinel 'h' is not HOST:PORT"),
+            ("redis-sentinel://h:26379,/m", "sentinel '' is not HOST:PORT"),
+            ("redis-sentinel://h:263790/m", "sentinel 'h:263790' is not HOST:PORT"),
+            ("redis-sentinel://h:26379", "no master name"),
+            ("redis-sentinel://h:26379/", "no master name"),
+            ("redis-sentinel://h:26379/a/b", "no master name"),
+            ("redis-sentinel://h:26379/m?db=x", "invalid database 'x'"),
+            ("redis-sentinel://h:26379/m?db=-1", "invalid database '-1'"),
+            ("redis-sentinel://app:secret@h:26379/m?pool_size=3", "unknown parameter 'pool_size' (use db, password,"),
+            ("redis-sentinel://h:26379/m?password=secret&dial_timeout=soon", "dial_timeout 'soon' is not a duration"),
+            ("redis-sentinel://h:26379/m?sentinel_password=secret&read_timeout=0s", "read_timeout '0s' is not a"),
+            # Go's durations have a unit.
+            ("redis-sentinel://h:26379/m?write_timeout=3", "write_timeout '3' is not a duration"),
+            ("redis-sentinel://app:s%zzret@h:26379/m", "the user part of the Sentinel URL is not valid"),
+            ("redis-sentinel://h:26379/m?password=s%zzret", "the query of the Sentinel URL is not valid"),
+        ]
+        for url, why in cases:
+            with self.subTest(url=url):
+                with self.assertRaises(ValueError) as cm:
+                    Publisher(url)
+                msg = str(cm.exception)
+                self.assertIn(why, msg)
+                self.assertIn("want redis-sentinel://[user:password@]HOST:PORT[,HOST:PORT...]/MASTER_NAME", msg)
+                self.assertNotIn("secret", msg)
+                self.assertNotIn("\n", msg)
+        with self.assertRaisesRegex(ValueError, "redis-sentinel://"):
+            Publisher("redis-sentinels://127.0.0.1:26379/m")
+
+    def test_unreachable(self):
+        """No sentinel answers: no master found, not published, said at
+        once, each time."""
+        url = "redis-sentinel://127.0.0.1:%d,127.0.0.1:%d/m" % (support.free_port(), support.free_port())
+        with Publisher(url, timeout=2) as pub:
+            for _ in range(2):
+                with self.assertRaises(PublishError) as cm:
+                    pub.publish(1, idempotency_key="k")
+                self.assertEqual((cm.exception.code, cm.exception.status), ("unavailable", None))
+                self.assertIn("No master found for 'm'", str(cm.exception))
 
 
 class TokenTest(unittest.TestCase):
