@@ -452,7 +452,13 @@ def publish(data, **kwargs):
                 raise
             refused += 1
             time.sleep(0.05)
-print(publish({"job": 1}, idempotency_key="job-1"), publish([3], retry=6000), refused, flush=True)
+step(publish({"job": 1}, idempotency_key="job-1"), publish([3], retry=6000), refused)
+# The master it is connected to has been made a replica by hand.
+try:
+    pub.publish({"n": 5}, channel="py", idempotency_key="demoted")
+    print("published", flush=True)
+except PublishError as e:
+    print(e.code, e, flush=True)
 `, set.URL())
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -507,9 +513,6 @@ print(publish({"job": 1}, idempotency_key="job-1"), publish([3], retry=6000), re
 	promoted := set.WaitFailover(master, failoverTimeout)
 	io.WriteString(stdin, "\n")
 	after := answer()
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("python: %v\n%s", err, stderr.String())
-	}
 	if len(after) != 3 {
 		t.Fatalf("python printed %q after the failover", after)
 	}
@@ -530,10 +533,35 @@ print(publish({"job": 1}, idempotency_key="job-1"), publish([3], retry=6000), re
 		s.expect(order[from+1:]...)
 		s.close()
 	}
-	// The new master holds each event once.
+
+	// The new master becomes a replica of the old one, which came back,
+	// without the sentinels: the Publisher's connection to it gets
+	// READONLY, which means not published.
+	set.Rejoin(master)
+	oc := redis.NewClient(&redis.Options{Addr: master.Addr(), MaxRetries: -1})
+	defer oc.Close()
 	pc := redis.NewClient(&redis.Options{Addr: promoted.Addr(), MaxRetries: -1})
 	defer pc.Close()
-	if n, err := pc.XLen(t.Context(), "ssehub:stream:py").Result(); err != nil || n != int64(len(order)) {
-		t.Fatalf("the new master's stream holds %d events, %v; want %d", n, err, len(order))
+	if err := oc.SlaveOf(t.Context(), "NO", "ONE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := pc.SlaveOf(t.Context(), "127.0.0.1", strconv.Itoa(master.Port())).Err(); err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(stdin, "\n")
+	demoted := answer()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("python: %v\n%s", err, stderr.String())
+	}
+	if len(demoted) < 2 || demoted[0] != "unavailable" || demoted[1] != "publish" || !slices.Contains(demoted, "READONLY") {
+		t.Fatalf("publish on a demoted master: %q; want unavailable, READONLY", demoted)
+	}
+	// The history holds each event once, and not the refused one.
+	n, err := oc.XLen(t.Context(), "ssehub:stream:py").Result()
+	if err != nil || n != int64(len(order)) {
+		t.Fatalf("the stream holds %d events, %v; want %d", n, err, len(order))
+	}
+	if ok, err := oc.HExists(t.Context(), "ssehub:keys", "demoted").Result(); err != nil || ok {
+		t.Fatalf("the refused publish's idempotency key is recorded: %v, %v", ok, err)
 	}
 }
