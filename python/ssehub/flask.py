@@ -14,7 +14,8 @@ Configuration, read when the app starts:
   ``redis://localhost:6379/0``), or ``REDIS_URL``, as in flask-sse: events
   go straight into that Redis, which the hubs use; a
   ``redis-cluster://HOST:PORT[,HOST:PORT...]`` URL names a Redis Cluster,
-  as for the hubs.
+  and a ``redis-sentinel://HOST:PORT[,HOST:PORT...]/MASTER_NAME`` URL the
+  master of a Redis under Sentinel, as for the hubs.
 - ``SSEHUB_URL``: when set (``http(s)://hub``), events go through that hub's
   /publish instead, with ``SSEHUB_TOKEN`` as the bearer token.
 - ``SSEHUB_HISTORY_SIZE``, ``SSEHUB_HISTORY_AGE`` (seconds),
