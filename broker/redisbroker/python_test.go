@@ -542,10 +542,10 @@ except PublishError as e:
 	defer oc.Close()
 	pc := redis.NewClient(&redis.Options{Addr: promoted.Addr(), MaxRetries: -1})
 	defer pc.Close()
-	if err := oc.SlaveOf(t.Context(), "NO", "ONE").Err(); err != nil {
+	if err := oc.ReplicaOf(t.Context(), "NO", "ONE").Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := pc.SlaveOf(t.Context(), "127.0.0.1", strconv.Itoa(master.Port())).Err(); err != nil {
+	if err := pc.ReplicaOf(t.Context(), "127.0.0.1", strconv.Itoa(master.Port())).Err(); err != nil {
 		t.Fatal(err)
 	}
 	io.WriteString(stdin, "\n")

@@ -305,8 +305,9 @@ def parse_sentinel_url(url):
 
 
 def _refused(err):
-    """Whether a Redis Cluster error reply says the script did not run: the
-    slot is elsewhere or unserved, or the node cannot take writes now."""
+    """Whether an error reply says the script did not run: on a cluster,
+    the slot is elsewhere or unserved; on a cluster or under Sentinel, the
+    node cannot take writes now (it was made a replica, or is loading)."""
     import redis.exceptions as rx
 
     if isinstance(err, (rx.ClusterDownError, rx.TryAgainError, rx.AskError, rx.ReadOnlyError,
@@ -332,7 +333,7 @@ def _error_text(err):
 
 
 class _NotRun(Exception):
-    """The script did not run: no connection, or the cluster refused it."""
+    """The script did not run: no connection, or Redis refused it."""
 
     def __init__(self, cause):
         super().__init__(_error_text(cause))
