@@ -531,7 +531,6 @@ func ping(addr string) error {
 	return nil
 }
 
-// logTail returns the end of the server's log, for error messages.
 // logTail returns the end of the server's log, for error messages. A
 // message repeated on consecutive lines, such as a failing health check
 // polled every few milliseconds, shows once with its count, so that the

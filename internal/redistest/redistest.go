@@ -112,15 +112,17 @@ func StartWith(tb testing.TB, opts Options) *Server {
 }
 
 // tempDir returns a new directory for a process's files, removed when the
-// test ends. It lies in /dev/shm when that is a writable directory: Redis
-// and redis-sentinel fsync their configuration files as they change, and
-// on a busy disk one fsync can stall them for seconds, long enough for a
-// sentinel to stop acting (TILT mode) or a cluster node to be called
-// failed.
+// test ends. It lies in memory (memDir) when the machine has room there:
+// Redis and redis-sentinel fsync their configuration files as they
+// change, and on a busy disk one fsync can stall them for seconds, long
+// enough for a sentinel to stop acting (TILT mode) or a cluster node to be
+// called failed.
 func tempDir(tb testing.TB) string {
-	if d, err := os.MkdirTemp("/dev/shm", "redistest-"); err == nil {
-		tb.Cleanup(func() { os.RemoveAll(d) })
-		return d
+	if m := memDir(); m != "" {
+		if d, err := os.MkdirTemp(m, "redistest-"); err == nil {
+			tb.Cleanup(func() { os.RemoveAll(d) })
+			return d
+		}
 	}
 	return tb.TempDir()
 }
