@@ -565,3 +565,132 @@ except PublishError as e:
 		t.Fatalf("the refused publish's idempotency key is recorded: %v, %v", ok, err)
 	}
 }
+
+// TestPythonPublisherWaitReplicas: a Python Publisher with wait_replicas 1
+// returns once the replica holds the event. With the replica frozen, it
+// raises publish_outcome_unknown (504) with the event's id once WAIT
+// gives up: the event is published all the same, and a hub delivers and
+// replays it. Sent again with its key while the replica is frozen, by
+// another Publisher, it is not confirmed either; after the thaw, it
+// returns the same id and publishes nothing more.
+func TestPythonPublisherWaitReplicas(t *testing.T) {
+	t.Parallel()
+	master := redistest.StartWith(t, redistest.Options{Args: quickSync})
+	replica := startReplica(t, master)
+	rc := newClient(t, replica)
+	// A replica just attached may not confirm writes at once.
+	mc := newClient(t, master)
+	waitFor(t, "the replica to confirm a write", func() bool {
+		pipe := mc.Pipeline()
+		pipe.Set(t.Context(), "pw-probe", 1, 0)
+		n := pipe.Do(t.Context(), "wait", 1, 100)
+		pipe.Exec(t.Context())
+		acked, _ := n.Int64()
+		return acked == 1
+	})
+	th := newHub(t, master, redisbroker.Options{}, ssehub.Config{})
+	live := openStream(t, th.srv.URL, []string{"pw"}, "")
+	cmd := pythonCmd(t, `
+import json, sys, time
+from ssehub import Publisher, PublishError
+url = sys.argv[1]
+pub = Publisher(url, wait_replicas=1, wait_timeout=0.3)
+def step(answer):
+    print(json.dumps(answer), flush=True)
+    sys.stdin.readline()
+def unconfirmed(p):
+    start = time.monotonic()
+    try:
+        return {"published": p.publish({"n": 2}, channel="pw", idempotency_key="w-2")}
+    except PublishError as e:
+        return {"code": e.code, "status": e.status, "id": e.id, "error": str(e), "took": time.monotonic() - start}
+step(pub.publish({"n": 1}, channel="pw", idempotency_key="w-1"))
+# The replica is frozen.
+with Publisher(url, wait_replicas=1, wait_timeout=0.3) as other:
+    step([unconfirmed(pub), unconfirmed(other)])
+# The replica is thawed and has caught up.
+print(json.dumps([pub.publish({"n": 2}, channel="pw", idempotency_key="w-2"), pub.publish({"n": 3}, channel="pw")]))
+`, master.URL())
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := bufio.NewScanner(stdout)
+	answer := func(v any) {
+		t.Helper()
+		if !lines.Scan() {
+			cmd.Wait()
+			t.Fatalf("python ended: %s", stderr.String())
+		}
+		if err := json.Unmarshal(lines.Bytes(), v); err != nil {
+			t.Fatalf("python printed %q: %v", lines.Text(), err)
+		}
+	}
+
+	var first string
+	answer(&first)
+	if !regexp.MustCompile(`^\d{16}$`).MatchString(first) {
+		t.Fatalf("publish with the replica up returned %q", first)
+	}
+	if n := rc.XLen(t.Context(), "ssehub:stream:pw").Val(); n != 1 {
+		t.Fatalf("the replica holds %d events once publish returned, want 1", n)
+	}
+	live.expect(first)
+
+	replica.Freeze()
+	io.WriteString(stdin, "\n")
+	type outcome struct {
+		Published, Code, ID, Error string
+		Status                     int
+		Took                       float64
+	}
+	var frozen []outcome
+	answer(&frozen)
+	for i, o := range frozen {
+		if o.Code != "publish_outcome_unknown" || o.Status != 504 || !regexp.MustCompile(`^\d{16}$`).MatchString(o.ID) ||
+			!strings.Contains(o.Error, "published, but only 0 of 1 replicas confirmed it within 300ms") {
+			t.Fatalf("publish %d with the replica frozen: %+v; want publish_outcome_unknown, 504, an id, only 0 of 1 replicas", i, o)
+		}
+		if o.Took < 0.3 {
+			t.Fatalf("publish %d raised after %.3fs, before the wait timeout", i, o.Took)
+		}
+	}
+	if frozen[1].ID != frozen[0].ID {
+		t.Fatalf("the key sent again by another Publisher got id %s; want %s", frozen[1].ID, frozen[0].ID)
+	}
+	// Published all the same: delivered, and in the history.
+	if e := live.next(); e.LastEventID != frozen[0].ID || e.Data != `{"n":2}` {
+		t.Fatalf("live event %+v; want id %s", e, frozen[0].ID)
+	}
+	s := openStream(t, th.srv.URL, []string{"pw"}, first)
+	s.expect(frozen[0].ID)
+	s.close()
+
+	replica.Thaw()
+	waitFor(t, "the replica to catch up", func() bool { return rc.XLen(t.Context(), "ssehub:stream:pw").Val() == 2 })
+	io.WriteString(stdin, "\n")
+	var after []string
+	answer(&after)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("python: %v\n%s", err, stderr.String())
+	}
+	if len(after) != 2 || after[0] != frozen[0].ID {
+		t.Fatalf("after the thaw python printed %q; want %s sent again, then a new id", after, frozen[0].ID)
+	}
+	live.expect(after[1]) // nothing in between: w-2 was delivered once
+	s = openStream(t, th.srv.URL, []string{"pw"}, first)
+	s.expect(frozen[0].ID, after[1])
+	s.close()
+	if n := mc.XLen(t.Context(), "ssehub:stream:pw").Val(); n != 3 {
+		t.Fatalf("the history holds %d events, want 3", n)
+	}
+}

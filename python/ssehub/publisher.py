@@ -63,13 +63,18 @@ class PublishError(Exception):
     ``too_large``, ``unauthorized``, ``unavailable``, ...), as in its JSON
     error answers; ``status`` the HTTP status, or None when no hub answered.
     An ``unavailable`` or ``timeout`` error may leave the event published
-    all the same; every other one means it was not.
+    all the same; every other one means it was not. A
+    ``publish_outcome_unknown`` error from a Publisher that waits for
+    replicas (``wait_replicas``) whose event was published has its id in
+    ``id``: sent again with the same idempotency key, the message is not
+    published twice, and the Publisher waits for the replicas again.
     """
 
-    def __init__(self, code, message, status=None):
+    def __init__(self, code, message, status=None, id=None):
         super().__init__(message)
         self.code = code
         self.status = status
+        self.id = id
 
 
 def _load_script(name):
@@ -346,11 +351,31 @@ class _Script:
         self.sha = hashlib.sha1(self.text.encode("utf-8")).hexdigest()
 
 
-def _send(client, script, keys, args, asking=False):
+def _go_duration(seconds):
+    """seconds as Go's time.Duration writes it, for the durations a
+    Publisher takes: 300ms, 1s, 1.5s."""
+    if seconds < 1:
+        return "%gms" % round(seconds * 1000, 6)
+    return "%gs" % round(seconds, 9)
+
+
+def _published(answer):
+    """Whether the publish script's answer says the event is published,
+    now or by an earlier publish with the same idempotency key."""
+    return isinstance(answer, list) and len(answer) == 3 and answer[2] in (0, 1) and bool(answer[0])
+
+
+def _send(client, script, keys, args, asking=False, wait=None):
     """Send script on a connection of client's pool, once, and return its
     answer. Raises _NotRun when no connection could be made or Redis is
     still loading its data, redis-py's ConnectionError or TimeoutError when
-    the answer was lost, and ResponseError for an error reply."""
+    the answer was lost, and ResponseError for an error reply.
+
+    With wait, a pair (replicas, timeout in milliseconds), a publish whose
+    answer says published is followed by WAIT on the same connection, as
+    WAIT counts the replicas that hold the writes of its own connection;
+    the answer is then a pair: the script's, and the number of replicas
+    WAIT counted, or the exception that took WAIT's answer."""
     import redis.exceptions as rx
 
     pool = client.connection_pool
@@ -369,7 +394,7 @@ def _send(client, script, keys, args, asking=False):
                     raise _NotRun(e) from None
             try:
                 conn.send_command(command, body, len(keys), *keys, *args)
-                return client.parse_response(conn, command)
+                answer = client.parse_response(conn, command)
             except rx.NoScriptError:
                 continue  # not run: send the script itself
             except (rx.ConnectionError, rx.TimeoutError) as e:
@@ -377,6 +402,17 @@ def _send(client, script, keys, args, asking=False):
                 if isinstance(e, rx.BusyLoadingError):
                     raise _NotRun(e) from None
                 raise
+            if wait is None:
+                return answer
+            if not _published(answer):
+                return answer, 0
+            try:
+                conn.send_command("WAIT", *wait)
+                return answer, int(client.parse_response(conn, "WAIT"))
+            except rx.RedisError as e:
+                if isinstance(e, (rx.ConnectionError, rx.TimeoutError)):
+                    conn.disconnect()
+                return answer, e
     finally:
         pool.release(conn)
 
@@ -422,8 +458,9 @@ class _Cluster:
                 raise _NotRun(e) from None
             return self._client
 
-    def run(self, script, keys, args):
-        """Run script on the master of keys[0]'s slot and return its answer.
+    def run(self, script, keys, args, wait=None):
+        """Run script on the master of keys[0]'s slot and return its answer,
+        with WAIT after it as _send sends it.
 
         Raises _NotRun when the script surely did not run, redis-py's
         ConnectionError or TimeoutError when its answer was lost, and
@@ -442,7 +479,7 @@ class _Cluster:
                 if node is None:
                     raise _NotRun(err)
                 client = rc.get_redis_connection(node)
-                return _send(client, script, keys, args, asking is not None)
+                return _send(client, script, keys, args, asking is not None, wait)
             except rx.MovedError as e:
                 err, asking = e, None
                 rc.nodes_manager.update_moved_exception(e)
@@ -505,13 +542,13 @@ class _Sentinel:
         self._client = self._sentinel.master_for(master_name, connection_class=_master_connection_class(),
                                                  retry_on_timeout=False, **options)
 
-    def run(self, script, keys, args):
+    def run(self, script, keys, args, wait=None):
         """Run script on the master and return its answer, raising as
         _Cluster.run does."""
         import redis.exceptions as rx
 
         try:
-            return _send(self._client, script, keys, args)
+            return _send(self._client, script, keys, args, wait=wait)
         except rx.ResponseError as e:
             if _refused(e):
                 raise _NotRun(e) from None
@@ -521,6 +558,22 @@ class _Sentinel:
         self._client.connection_pool.disconnect()
         for s in self._sentinel.sentinels:
             s.connection_pool.disconnect()
+
+
+class _Single:
+    """One Redis, when the Publisher waits for replicas: the script and the
+    WAIT after it go on one connection, which redis-py's Script cannot
+    do. Each script is sent once, as by Script."""
+
+    def __init__(self, client):
+        self._client = client
+
+    def run(self, script, keys, args, wait=None):
+        """Run script and return its answer, raising as _Cluster.run does."""
+        return _send(self._client, script, keys, args, wait=wait)
+
+    def close(self):
+        pass  # the Publisher closes the client
 
 
 class Publisher:
@@ -558,6 +611,16 @@ class Publisher:
     - ``http://`` or ``https://``: a POST to the hub's /publish, with
       ``token`` as a bearer token when given.
 
+    With a Redis URL, ``wait_replicas`` N makes each publish wait until N
+    replicas confirm that they hold the event, as the hubs'
+    ``--redis-wait-replicas``: the Publisher sends ``WAIT`` after the
+    publish script on the same connection, for at most ``wait_timeout``
+    seconds (less than ``timeout``). With fewer replicas, publish() raises
+    PublishError ``publish_outcome_unknown`` (status 504), with the event's
+    id in ``id``: the event is published and delivered, but a failover now
+    may lose it. Sent again with the same idempotency key, it is not
+    published twice, and the Publisher waits for the replicas again.
+
     A Publisher is safe to share between threads.
     """
 
@@ -565,16 +628,26 @@ class Publisher:
                  history_age=DEFAULT_HISTORY_AGE, prefix=DEFAULT_PREFIX,
                  max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES, envelope="invenio",
                  history_bytes=DEFAULT_HISTORY_BYTES, channel_history_bytes=None,
-                 idempotency_window=DEFAULT_IDEMPOTENCY_WINDOW):
+                 idempotency_window=DEFAULT_IDEMPOTENCY_WINDOW, wait_replicas=0, wait_timeout=1.0):
         if envelope not in ("invenio", "flask-sse"):
             raise ValueError("ssehub: envelope %r: use 'invenio' or 'flask-sse'" % (envelope,))
+        if isinstance(wait_replicas, bool) or not isinstance(wait_replicas, int) or wait_replicas < 0:
+            raise ValueError("ssehub: wait_replicas %r: want a whole number, 0 or more" % (wait_replicas,))
+        if isinstance(wait_timeout, bool) or not isinstance(wait_timeout, (int, float)) or not wait_timeout >= 0:
+            raise ValueError("ssehub: wait_timeout %r: want seconds, 0 or more" % (wait_timeout,))
+        if wait_replicas and wait_timeout < 0.001:
+            # WAIT with a timeout of 0 would wait for ever.
+            raise ValueError("ssehub: wait_timeout %r: want 0.001 (1 ms) or more" % (wait_timeout,))
+        self._wait = (wait_replicas, max(int(round(wait_timeout * 1000)), 1)) if wait_replicas else None
+        self._wait_timeout = wait_timeout
         self.envelope = envelope
         scheme = urllib.parse.urlsplit(url).scheme
         self.url = url
         self.timeout = timeout
         self.max_message_bytes = max_message_bytes
         # _runner sends the scripts on a cluster or under Sentinel, where
-        # the node to send them to is found anew after an error.
+        # the node to send them to is found anew after an error, and on one
+        # Redis when each publish is followed by WAIT.
         self._redis = self._cluster = self._runner = None
         if url.startswith(CLUSTER_SCHEME):
             nodes, options = parse_cluster_url(url)
@@ -605,8 +678,24 @@ class Publisher:
             # settled with fence.lua, as the Go broker does.
             self._redis = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
                                                retry_on_timeout=False)
-            self._script = self._redis.register_script(_load_script("publish.lua"))
-            self._fence = self._redis.register_script(_load_script("fence.lua"))
+            if self._wait:
+                self._runner = _Single(self._redis)
+                self._script = _Script("publish.lua")
+                self._fence = _Script("fence.lua")
+            else:
+                self._script = self._redis.register_script(_load_script("publish.lua"))
+                self._fence = self._redis.register_script(_load_script("fence.lua"))
+        if self._wait and (self._redis is not None or self._runner is not None):
+            # WAIT's answer must come before the read timeout, or it would
+            # read as lost.
+            if self._redis is not None:
+                read_timeout = self._redis.connection_pool.connection_kwargs.get("socket_timeout")
+            else:
+                read_timeout = options.get("socket_timeout")
+            if read_timeout and wait_timeout >= read_timeout:
+                self.close()
+                raise ValueError("ssehub: wait_timeout %g: want less than the read timeout, %g s"
+                                 % (wait_timeout, read_timeout))
         if self._redis is not None or self._runner is not None:
             self._size = int(history_size)
             self._age_us = int(history_age * 1_000_000) if history_age > 0 else 0
@@ -618,6 +707,9 @@ class Publisher:
             self._prefix = prefix
             self._http = None
         elif scheme in ("http", "https"):
+            if self._wait:
+                raise ValueError("ssehub: wait_replicas is for a Redis URL; a hub waits for its Redis's replicas "
+                                 "with its own --redis-wait-replicas")
             self._http = url.rstrip("/") + "/publish"
             self._token = token
         else:
@@ -705,8 +797,11 @@ class Publisher:
             args += ["f", b'{"data": ' + body + b', "id": ', tail + b"}"]
         elif self._cluster is not None:
             args += ["", "", "", "s"]
+        acked = None
         try:
-            if self._runner is not None:
+            if self._wait:
+                (seq, _, status), acked = self._runner.run(self._script, keys, args, self._wait)
+            elif self._runner is not None:
                 seq, _, status = self._runner.run(self._script, keys, args)
             else:
                 seq, _, status = self._script(keys=keys, args=args)
@@ -723,12 +818,27 @@ class Publisher:
                 raise PublishError("unavailable", "publish on %r: %s" % (channel, e)) from None
             # The script may have run, or may still run: settle it.
             seq = self._settle(key, attempt, fp, max(window, self._window_us), channel, e)
+            if self._wait:
+                # Published, but the WAIT that would confirm it was to
+                # follow on the lost connection.
+                raise PublishError("publish_outcome_unknown",
+                                   "publish on %r: published, but the replicas' confirmation did not come: %s"
+                                   % (channel, e), 504, ident or "%016d" % seq) from None
             return ident or "%016d" % seq
         except redis.RedisError as e:
             raise PublishError("unavailable", "publish on %r: %s" % (channel, e)) from None
         if status == 2 or not seq:
             raise PublishError("unavailable", "publish on %r: not published" % channel)
-        return ident or "%016d" % int(seq)
+        event_id = ident or "%016d" % int(seq)
+        if isinstance(acked, Exception):
+            raise PublishError("publish_outcome_unknown",
+                               "publish on %r: published, but the replicas' confirmation did not come: %s"
+                               % (channel, _error_text(acked)), 504, event_id)
+        if self._wait and acked < self._wait[0]:
+            raise PublishError("publish_outcome_unknown",
+                               "publish on %r: published, but only %d of %d replicas confirmed it within %s"
+                               % (channel, acked, self._wait[0], _go_duration(self._wait_timeout)), 504, event_id)
+        return event_id
 
     def _keyprefix(self, channel):
         """The prefix of channel's keys, as the Go broker's keysOf makes it:
