@@ -1,5 +1,6 @@
 import json
 import os
+import time
 import unittest
 
 import support
@@ -117,6 +118,54 @@ class RedisPublisherTest(unittest.TestCase):
             first = pub.publish({"n": 1}, channel="frozen", idempotency_key="k-frozen")
             self.assertEqual(pub.publish({"n": 1}, channel="frozen", idempotency_key="k-frozen"), first)
         self.assertEqual(self.redis.client.xlen("ssehub:stream:frozen"), 2)
+
+    def test_wait_replicas(self):
+        """With no replica to confirm it, a publish that waits for one is
+        published, and raises publish_outcome_unknown with its id; sent
+        again with its key, it is not published twice."""
+        with Publisher(self.redis.url, wait_replicas=1, wait_timeout=0.05) as pub:
+            for _ in range(2):
+                with self.assertRaises(PublishError) as cm:
+                    pub.publish({"n": 1}, channel="wait", idempotency_key="k-wait")
+                e = cm.exception
+                self.assertEqual((e.code, e.status), ("publish_outcome_unknown", 504))
+                self.assertIn("published, but only 0 of 1 replicas confirmed it within 50ms", str(e))
+                self.assertRegex(e.id, r"^\d{16}$")
+                self.assertEqual(self.redis.client.xrange("ssehub:stream:wait")[-1][0].decode().split("-")[0],
+                                 str(int(e.id)))
+            with self.assertRaises(PublishError) as cm:
+                pub.publish(1, channel="wait", id_="own-id")
+            self.assertEqual((cm.exception.code, cm.exception.id), ("publish_outcome_unknown", "own-id"))
+        self.assertEqual(self.redis.client.xlen("ssehub:stream:wait"), 2)
+
+    def test_wait_answer_lost(self):
+        """The connection breaks while WAIT waits: the event is published,
+        but unconfirmed, and the error says so with its id."""
+        import threading
+
+        def kill_waiting():
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                for c in self.redis.client.client_list():
+                    if c.get("cmd") == "wait":
+                        self.redis.client.client_kill_filter(_id=c["id"])
+                        return
+                time.sleep(0.005)
+            raise AssertionError("no client waited")
+
+        with Publisher(self.redis.url, wait_replicas=1, wait_timeout=5) as pub:
+            killer = threading.Thread(target=kill_waiting)
+            killer.start()
+            try:
+                with self.assertRaises(PublishError) as cm:
+                    pub.publish({"n": 1}, channel="wait-lost", idempotency_key="k-lost")
+            finally:
+                killer.join()
+            e = cm.exception
+            self.assertEqual((e.code, e.status), ("publish_outcome_unknown", 504))
+            self.assertIn("published, but the replicas' confirmation did not come", str(e))
+            self.assertRegex(e.id, r"^\d{16}$")
+        self.assertEqual(self.redis.client.xlen("ssehub:stream:wait-lost"), 1)
 
     def test_history_bounds(self):
         """history_size trims the channel's stream as the hubs do."""
@@ -270,6 +319,35 @@ class ClusterURLTest(unittest.TestCase):
                 with self.assertRaises(PublishError) as cm:
                     pub.publish(1)
                 self.assertEqual((cm.exception.code, cm.exception.status), ("unavailable", None))
+
+
+class WaitReplicasArgumentsTest(unittest.TestCase):
+    """wait_replicas and wait_timeout as Publisher takes them: no server is
+    asked."""
+
+    def test_refusals(self):
+        for url in ("redis://127.0.0.1:1/0", "redis-cluster://127.0.0.1:1",
+                    "redis-sentinel://127.0.0.1:1/mymaster"):
+            with self.subTest(url=url):
+                with self.assertRaisesRegex(ValueError, "wait_replicas -1"):
+                    Publisher(url, wait_replicas=-1)
+                with self.assertRaisesRegex(ValueError, "wait_replicas"):
+                    Publisher(url, wait_replicas=1.5)
+                with self.assertRaisesRegex(ValueError, "wait_timeout -1"):
+                    Publisher(url, wait_replicas=1, wait_timeout=-1)
+                with self.assertRaisesRegex(ValueError, "wait_timeout -1"):
+                    Publisher(url, wait_timeout=-1)
+                with self.assertRaisesRegex(ValueError, r"0.001 \(1 ms\) or more"):
+                    Publisher(url, wait_replicas=1, wait_timeout=0)
+                with self.assertRaisesRegex(ValueError, "less than the read timeout, 2 s"):
+                    Publisher(url, timeout=2, wait_replicas=1, wait_timeout=2)
+                Publisher(url, wait_replicas=2, wait_timeout=0.5).close()
+                Publisher(url, wait_timeout=30).close()  # not waiting: no bound
+        with self.assertRaisesRegex(ValueError, "less than the read timeout, 0.5 s"):
+            Publisher("redis-sentinel://127.0.0.1:1/mymaster?read_timeout=500ms", wait_replicas=1)
+        with self.assertRaisesRegex(ValueError, "wait_replicas is for a Redis URL"):
+            Publisher("http://127.0.0.1:1", wait_replicas=1)
+        Publisher("http://127.0.0.1:1", wait_replicas=0)
 
 
 class SentinelURLTest(unittest.TestCase):
