@@ -577,6 +577,26 @@ func TestPythonPublisherWaitReplicas(t *testing.T) {
 	t.Parallel()
 	master := redistest.StartWith(t, redistest.Options{Args: quickSync})
 	replica := startReplica(t, master)
+	pythonWaitReplicas(t, master.URL(), master, replica, newHub(t, master, redisbroker.Options{}, ssehub.Config{}))
+}
+
+// TestPythonPublisherSentinelWaitReplicas is TestPythonPublisherWaitReplicas
+// through redis-sentinel://: the WAIT goes to the master the sentinels
+// name, on the publish's connection.
+func TestPythonPublisherSentinelWaitReplicas(t *testing.T) {
+	t.Parallel()
+	set := redistest.StartSentinel(t)
+	master, replica := set.Nodes()[0], set.Nodes()[1]
+	if set.Master() != master {
+		t.Fatalf("the sentinels name %s as the master, not %s", set.Master().Addr(), master.Addr())
+	}
+	pythonWaitReplicas(t, set.URL(), master, replica, newHubOn(t, newSentinelBroker(t, set, redisbroker.Options{}), ssehub.Config{}))
+}
+
+// pythonWaitReplicas runs a Python Publisher with wait_replicas 1 on url,
+// whose master has one replica, and checks what it returns with the
+// replica up, frozen and thawed, and what th delivers and replays.
+func pythonWaitReplicas(t *testing.T, url string, master, replica *redistest.Server, th *testHub) {
 	rc := newClient(t, replica)
 	// A replica just attached may not confirm writes at once.
 	mc := newClient(t, master)
@@ -588,7 +608,6 @@ func TestPythonPublisherWaitReplicas(t *testing.T) {
 		acked, _ := n.Int64()
 		return acked == 1
 	})
-	th := newHub(t, master, redisbroker.Options{}, ssehub.Config{})
 	live := openStream(t, th.srv.URL, []string{"pw"}, "")
 	cmd := pythonCmd(t, `
 import json, sys, time
@@ -610,7 +629,7 @@ with Publisher(url, wait_replicas=1, wait_timeout=0.3) as other:
     step([unconfirmed(pub), unconfirmed(other)])
 # The replica is thawed and has caught up.
 print(json.dumps([pub.publish({"n": 2}, channel="pw", idempotency_key="w-2"), pub.publish({"n": 3}, channel="pw")]))
-`, master.URL())
+`, url)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
