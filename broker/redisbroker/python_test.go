@@ -2,6 +2,7 @@ package redisbroker_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -577,7 +578,8 @@ func TestPythonPublisherWaitReplicas(t *testing.T) {
 	t.Parallel()
 	master := redistest.StartWith(t, redistest.Options{Args: quickSync})
 	replica := startReplica(t, master)
-	pythonWaitReplicas(t, master.URL(), master, replica, newHub(t, master, redisbroker.Options{}, ssehub.Config{}))
+	th := newHub(t, master, redisbroker.Options{}, ssehub.Config{})
+	pythonWaitReplicas(t, master.URL(), "ssehub:stream:pw", master, newClient(t, replica), replica, th)
 }
 
 // TestPythonPublisherSentinelWaitReplicas is TestPythonPublisherWaitReplicas
@@ -590,19 +592,37 @@ func TestPythonPublisherSentinelWaitReplicas(t *testing.T) {
 	if set.Master() != master {
 		t.Fatalf("the sentinels name %s as the master, not %s", set.Master().Addr(), master.Addr())
 	}
-	pythonWaitReplicas(t, set.URL(), master, replica, newHubOn(t, newSentinelBroker(t, set, redisbroker.Options{}), ssehub.Config{}))
+	th := newHubOn(t, newSentinelBroker(t, set, redisbroker.Options{}), ssehub.Config{})
+	pythonWaitReplicas(t, set.URL(), "ssehub:stream:pw", master, newClient(t, replica), replica, th)
+}
+
+// TestPythonPublisherClusterWaitReplicas is TestPythonPublisherWaitReplicas
+// through redis-cluster://: the WAIT goes to the channel's master, and
+// counts that master's replica.
+func TestPythonPublisherClusterWaitReplicas(t *testing.T) {
+	t.Parallel()
+	c := redistest.StartCluster(t)
+	const stream = "ssehub:{pw}stream:pw"
+	master := c.MasterOf(stream)
+	replica := c.ReplicaOf(master)
+	// A replica answers reads of its slots after READONLY.
+	rc := redis.NewClient(&redis.Options{Addr: replica.Addr(), MaxRetries: -1,
+		OnConnect: func(ctx context.Context, cn *redis.Conn) error { return cn.ReadOnly(ctx).Err() }})
+	t.Cleanup(func() { rc.Close() })
+	th := newHubOn(t, newClusterBroker(t, c, redisbroker.Options{}), ssehub.Config{})
+	pythonWaitReplicas(t, c.URL(), stream, master, rc, replica, th)
 }
 
 // pythonWaitReplicas runs a Python Publisher with wait_replicas 1 on url,
-// whose master has one replica, and checks what it returns with the
-// replica up, frozen and thawed, and what th delivers and replays.
-func pythonWaitReplicas(t *testing.T, url string, master, replica *redistest.Server, th *testHub) {
-	rc := newClient(t, replica)
+// where channel pw's master has one replica, which rc reads, and checks
+// what it returns with the replica up, frozen and thawed, and what th
+// delivers and replays. stream is the key of pw's history.
+func pythonWaitReplicas(t *testing.T, url, stream string, master *redistest.Server, rc *redis.Client, replica *redistest.Server, th *testHub) {
 	// A replica just attached may not confirm writes at once.
 	mc := newClient(t, master)
 	waitFor(t, "the replica to confirm a write", func() bool {
 		pipe := mc.Pipeline()
-		pipe.Set(t.Context(), "pw-probe", 1, 0)
+		pipe.Set(t.Context(), "{pw}probe", 1, 0) // in pw's slot on a cluster
 		n := pipe.Do(t.Context(), "wait", 1, 100)
 		pipe.Exec(t.Context())
 		acked, _ := n.Int64()
@@ -660,7 +680,7 @@ print(json.dumps([pub.publish({"n": 2}, channel="pw", idempotency_key="w-2"), pu
 	if !regexp.MustCompile(`^\d{16}$`).MatchString(first) {
 		t.Fatalf("publish with the replica up returned %q", first)
 	}
-	if n := rc.XLen(t.Context(), "ssehub:stream:pw").Val(); n != 1 {
+	if n := rc.XLen(t.Context(), stream).Val(); n != 1 {
 		t.Fatalf("the replica holds %d events once publish returned, want 1", n)
 	}
 	live.expect(first)
@@ -695,7 +715,7 @@ print(json.dumps([pub.publish({"n": 2}, channel="pw", idempotency_key="w-2"), pu
 	s.close()
 
 	replica.Thaw()
-	waitFor(t, "the replica to catch up", func() bool { return rc.XLen(t.Context(), "ssehub:stream:pw").Val() == 2 })
+	waitFor(t, "the replica to catch up", func() bool { return rc.XLen(t.Context(), stream).Val() == 2 })
 	io.WriteString(stdin, "\n")
 	var after []string
 	answer(&after)
@@ -709,7 +729,7 @@ print(json.dumps([pub.publish({"n": 2}, channel="pw", idempotency_key="w-2"), pu
 	s = openStream(t, th.srv.URL, []string{"pw"}, first)
 	s.expect(frozen[0].ID, after[1])
 	s.close()
-	if n := mc.XLen(t.Context(), "ssehub:stream:pw").Val(); n != 3 {
+	if n := mc.XLen(t.Context(), stream).Val(); n != 3 {
 		t.Fatalf("the history holds %d events, want 3", n)
 	}
 }
