@@ -615,7 +615,8 @@ class Publisher:
     replicas confirm that they hold the event, as the hubs'
     ``--redis-wait-replicas``: the Publisher sends ``WAIT`` after the
     publish script on the same connection, for at most ``wait_timeout``
-    seconds (less than ``timeout``). With fewer replicas, publish() raises
+    seconds (less than the read timeout: ``timeout``, or the URL's
+    ``read_timeout``). With fewer replicas, publish() raises
     PublishError ``publish_outcome_unknown`` (status 504), with the event's
     id in ``id``: the event is published and delivered, but a failover now
     may lose it. Sent again with the same idempotency key, it is not
