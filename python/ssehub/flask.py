@@ -21,6 +21,10 @@ Configuration, read when the app starts:
 - ``SSEHUB_HISTORY_SIZE``, ``SSEHUB_HISTORY_AGE`` (seconds),
   ``SSEHUB_PREFIX`` and ``SSEHUB_REDIS_ENVELOPE``: with Redis, the hubs'
   values, when not their defaults.
+- ``SSEHUB_REDIS_WAIT_REPLICAS`` and ``SSEHUB_REDIS_WAIT_TIMEOUT``
+  (seconds, default 1): with Redis, each publish waits until that many
+  replicas hold it, as the hubs' ``--redis-wait-replicas``; fewer in time
+  raise PublishError ``publish_outcome_unknown`` with the event's id.
 
 The browser's stream is served by the hub, not by the app: route the app's
 /sse (or /stream) path to the hub in the proxy in front of both, or point
@@ -47,6 +51,8 @@ def _publisher(app):
         history_age=cfg.get("SSEHUB_HISTORY_AGE", DEFAULT_HISTORY_AGE),
         prefix=cfg.get("SSEHUB_PREFIX", DEFAULT_PREFIX),
         envelope=cfg.get("SSEHUB_REDIS_ENVELOPE", "invenio"),
+        wait_replicas=cfg.get("SSEHUB_REDIS_WAIT_REPLICAS", 0),
+        wait_timeout=cfg.get("SSEHUB_REDIS_WAIT_TIMEOUT", 1.0),
     )
 
 

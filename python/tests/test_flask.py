@@ -74,6 +74,27 @@ class FlaskExtensionTest(unittest.TestCase):
         finally:
             s.close()
 
+    def test_wait_replicas(self):
+        """SSEHUB_REDIS_WAIT_REPLICAS makes each publish wait for replicas:
+        this Redis has none, so the event is published and the error says
+        so, with its id, after SSEHUB_REDIS_WAIT_TIMEOUT."""
+        from ssehub import PublishError
+        from ssehub.flask import SSEHub, current_sse
+
+        app = flask.Flask("wait_app")
+        app.config.update(SSE_REDIS_URL=self.redis.url, SSEHUB_REDIS_WAIT_REPLICAS=1, SSEHUB_REDIS_WAIT_TIMEOUT=0.1)
+        SSEHub(app)
+        s = support.Stream(self.hub.url, "waited")
+        try:
+            with app.app_context(), self.assertRaises(PublishError) as cm:
+                current_sse.publish("w", channel="waited")
+            e = cm.exception
+            self.assertEqual((e.code, e.status), ("publish_outcome_unknown", 504))
+            self.assertIn("only 0 of 1 replicas", str(e))
+            self.assertEqual(s.next(), ("message", '"w"', e.id))
+        finally:
+            s.close()
+
 
 if __name__ == "__main__":
     unittest.main()
