@@ -55,6 +55,73 @@ func pythonCmd(t *testing.T, program string, args ...string) *exec.Cmd {
 	return cmd
 }
 
+// pythonSession is a Python program a test talks with while it runs: the
+// program waits for a line on stdin between its steps and prints one line
+// of answer for each.
+type pythonSession struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	lines  *bufio.Scanner
+	stderr strings.Builder
+}
+
+// startPython starts program as pythonCmd does.
+func startPython(t *testing.T, program string, args ...string) *pythonSession {
+	t.Helper()
+	p := &pythonSession{t: t, cmd: pythonCmd(t, program, args...)}
+	var err error
+	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := p.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Stderr = &p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p.lines = bufio.NewScanner(stdout)
+	return p
+}
+
+// step lets the program go on to its next step.
+func (p *pythonSession) step() { io.WriteString(p.stdin, "\n") }
+
+// line returns the program's next line, failing the test if it ended.
+func (p *pythonSession) line() []byte {
+	p.t.Helper()
+	if !p.lines.Scan() {
+		p.cmd.Wait()
+		p.t.Fatalf("python ended: %s", p.stderr.String())
+	}
+	return p.lines.Bytes()
+}
+
+// fields returns the words of the program's next line.
+func (p *pythonSession) fields() []string {
+	p.t.Helper()
+	return strings.Fields(string(p.line()))
+}
+
+// json decodes the program's next line into v.
+func (p *pythonSession) json(v any) {
+	p.t.Helper()
+	b := p.line()
+	if err := json.Unmarshal(b, v); err != nil {
+		p.t.Fatalf("python printed %q: %v", b, err)
+	}
+}
+
+// wait waits for the program to end, failing the test unless it ends well.
+func (p *pythonSession) wait() {
+	p.t.Helper()
+	if err := p.cmd.Wait(); err != nil {
+		p.t.Fatalf("python: %v\n%s", err, p.stderr.String())
+	}
+}
+
 func exitStderr(err error) string {
 	if ee, ok := err.(*exec.ExitError); ok {
 		return string(ee.Stderr)
@@ -289,7 +356,7 @@ print(json.dumps(ids))
 func TestPythonPublisherClusterFollows(t *testing.T) {
 	t.Parallel()
 	c := redistest.StartCluster(t)
-	cmd := pythonCmd(t, `
+	py := startPython(t, `
 import sys, time
 from ssehub import Publisher, PublishError
 # pub waits long enough for any answer under load: an error would make it
@@ -319,29 +386,7 @@ while True:
         time.sleep(0.05)
 print(first, pub.publish({"n": 1}, channel="frozen", idempotency_key="k-frozen"), flush=True)
 `, c.URL())
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lines := bufio.NewScanner(stdout)
-	answer := func() []string {
-		t.Helper()
-		if !lines.Scan() {
-			cmd.Wait()
-			t.Fatalf("python ended: %s", stderr.String())
-		}
-		return strings.Fields(lines.Text())
-	}
-	warm := answer()
+	warm := py.fields()
 
 	// The slot of "moved" goes to another master: the Publisher's map is
 	// out of date, and the old master answers MOVED.
@@ -368,22 +413,20 @@ print(first, pub.publish({"n": 1}, channel="frozen", idempotency_key="k-frozen")
 	}
 	c.MoveSlot("ssehub:{moved}state", to)
 	before := movedReplies()
-	io.WriteString(stdin, "\n")
-	moved := answer()
+	py.step()
+	moved := py.fields()
 	if movedReplies() == before {
 		t.Errorf("the old master of the moved slot answered no MOVED: the Publisher did not use its old map")
 	}
 
 	master := c.MasterOf("ssehub:{frozen}state")
 	master.Freeze()
-	io.WriteString(stdin, "\n")
-	code := answer()
+	py.step()
+	code := py.fields()
 	master.Thaw()
-	io.WriteString(stdin, "\n")
-	last := answer()
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("python: %v\n%s", err, stderr.String())
-	}
+	py.step()
+	last := py.fields()
+	py.wait()
 	if len(warm) != 2 || len(moved) != 1 || moved[0] <= warm[0] {
 		t.Fatalf("warm-up ids %q, then after the move %q; want a later id", warm, moved)
 	}
@@ -428,7 +471,7 @@ func TestPythonPublisherSentinel(t *testing.T) {
 	set := redistest.StartSentinel(t)
 	th := newHubOn(t, newSentinelBroker(t, set, redisbroker.Options{}), ssehub.Config{})
 	live := openStream(t, th.srv.URL, []string{"py"}, "")
-	cmd := pythonCmd(t, `
+	py := startPython(t, `
 import sys, time
 from ssehub import Publisher, PublishError
 pub = Publisher(sys.argv[1])
@@ -461,29 +504,7 @@ try:
 except PublishError as e:
     print(e.code, e, flush=True)
 `, set.URL())
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lines := bufio.NewScanner(stdout)
-	answer := func() []string {
-		t.Helper()
-		if !lines.Scan() {
-			cmd.Wait()
-			t.Fatalf("python ended: %s", stderr.String())
-		}
-		return strings.Fields(lines.Text())
-	}
-	before := answer()
+	before := py.fields()
 	if len(before) != 4 || before[2] != before[3] {
 		t.Fatalf("python printed %q; want 3 ids, the last twice", before)
 	}
@@ -512,8 +533,8 @@ except PublishError as e:
 	}
 	master.Kill()
 	promoted := set.WaitFailover(master, failoverTimeout)
-	io.WriteString(stdin, "\n")
-	after := answer()
+	py.step()
+	after := py.fields()
 	if len(after) != 3 {
 		t.Fatalf("python printed %q after the failover", after)
 	}
@@ -549,11 +570,9 @@ except PublishError as e:
 	if err := pc.ReplicaOf(t.Context(), "127.0.0.1", strconv.Itoa(master.Port())).Err(); err != nil {
 		t.Fatal(err)
 	}
-	io.WriteString(stdin, "\n")
-	demoted := answer()
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("python: %v\n%s", err, stderr.String())
-	}
+	py.step()
+	demoted := py.fields()
+	py.wait()
 	if len(demoted) < 2 || demoted[0] != "unavailable" || demoted[1] != "publish" || !slices.Contains(demoted, "READONLY") {
 		t.Fatalf("publish on a demoted master: %q; want unavailable, READONLY", demoted)
 	}
@@ -629,7 +648,7 @@ func pythonWaitReplicas(t *testing.T, url, stream string, master *redistest.Serv
 		return acked == 1
 	})
 	live := openStream(t, th.srv.URL, []string{"pw"}, "")
-	cmd := pythonCmd(t, `
+	py := startPython(t, `
 import json, sys, time
 from ssehub import Publisher, PublishError
 url = sys.argv[1]
@@ -650,33 +669,9 @@ with Publisher(url, wait_replicas=1, wait_timeout=0.3) as other:
 # The replica is thawed and has caught up.
 print(json.dumps([pub.publish({"n": 2}, channel="pw", idempotency_key="w-2"), pub.publish({"n": 3}, channel="pw")]))
 `, url)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lines := bufio.NewScanner(stdout)
-	answer := func(v any) {
-		t.Helper()
-		if !lines.Scan() {
-			cmd.Wait()
-			t.Fatalf("python ended: %s", stderr.String())
-		}
-		if err := json.Unmarshal(lines.Bytes(), v); err != nil {
-			t.Fatalf("python printed %q: %v", lines.Text(), err)
-		}
-	}
 
 	var first string
-	answer(&first)
+	py.json(&first)
 	if !regexp.MustCompile(`^\d{16}$`).MatchString(first) {
 		t.Fatalf("publish with the replica up returned %q", first)
 	}
@@ -686,14 +681,14 @@ print(json.dumps([pub.publish({"n": 2}, channel="pw", idempotency_key="w-2"), pu
 	live.expect(first)
 
 	replica.Freeze()
-	io.WriteString(stdin, "\n")
+	py.step()
 	type outcome struct {
 		Published, Code, ID, Error string
 		Status                     int
 		Took                       float64
 	}
 	var frozen []outcome
-	answer(&frozen)
+	py.json(&frozen)
 	for i, o := range frozen {
 		if o.Code != "publish_outcome_unknown" || o.Status != 504 || !regexp.MustCompile(`^\d{16}$`).MatchString(o.ID) ||
 			!strings.Contains(o.Error, "published, but only 0 of 1 replicas confirmed it within 300ms") {
@@ -716,12 +711,10 @@ print(json.dumps([pub.publish({"n": 2}, channel="pw", idempotency_key="w-2"), pu
 
 	replica.Thaw()
 	waitFor(t, "the replica to catch up", func() bool { return rc.XLen(t.Context(), stream).Val() == 2 })
-	io.WriteString(stdin, "\n")
+	py.step()
 	var after []string
-	answer(&after)
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("python: %v\n%s", err, stderr.String())
-	}
+	py.json(&after)
+	py.wait()
 	if len(after) != 2 || after[0] != frozen[0].ID {
 		t.Fatalf("after the thaw python printed %q; want %s sent again, then a new id", after, frozen[0].ID)
 	}

@@ -8,6 +8,20 @@ from ssehub import Publisher, PublishError, mint_token
 from ssehub.publisher import go_json_string, parse_cluster_url, parse_sentinel_url
 
 
+def assert_refused(test, cases, form):
+    """Each (url, why) of cases is refused with one line that says why and
+    the form wanted, and does not show the password ("secret")."""
+    for url, why in cases:
+        with test.subTest(url=url):
+            with test.assertRaises(ValueError) as cm:
+                Publisher(url)
+            msg = str(cm.exception)
+            test.assertIn(why, msg)
+            test.assertIn("want " + form, msg)
+            test.assertNotIn("secret", msg)
+            test.assertNotIn("\n", msg)
+
+
 class RedisPublisherTest(unittest.TestCase):
     """Publisher("redis://...") against a real redis-server and hub."""
 
@@ -291,15 +305,7 @@ class ClusterURLTest(unittest.TestCase):
             ("redis-cluster://h:7001?dial_timeout=soon", "dial_timeout=soon is not a duration"),
             ("redis-cluster://h:7001?read_timeout=0s", "read_timeout=0s is not a duration"),
         ]
-        for url, why in cases:
-            with self.subTest(url=url):
-                with self.assertRaises(ValueError) as cm:
-                    Publisher(url)
-                msg = str(cm.exception)
-                self.assertIn(why, msg)
-                self.assertIn("want redis-cluster://[user:password@]HOST:PORT[,HOST:PORT...]", msg)
-                self.assertNotIn("secret", msg)
-                self.assertNotIn("\n", msg)
+        assert_refused(self, cases, "redis-cluster://[user:password@]HOST:PORT[,HOST:PORT...]")
 
     def test_refusals(self):
         with self.assertRaisesRegex(ValueError, "flask-sse.*sharded channels"):
@@ -390,15 +396,7 @@ class SentinelURLTest(unittest.TestCase):
             ("redis-sentinel://app:s%zzret@h:26379/m", "the user part of the Sentinel URL is not valid"),
             ("redis-sentinel://h:26379/m?password=s%zzret", "the query of the Sentinel URL is not valid"),
         ]
-        for url, why in cases:
-            with self.subTest(url=url):
-                with self.assertRaises(ValueError) as cm:
-                    Publisher(url)
-                msg = str(cm.exception)
-                self.assertIn(why, msg)
-                self.assertIn("want redis-sentinel://[user:password@]HOST:PORT[,HOST:PORT...]/MASTER_NAME", msg)
-                self.assertNotIn("secret", msg)
-                self.assertNotIn("\n", msg)
+        assert_refused(self, cases, "redis-sentinel://[user:password@]HOST:PORT[,HOST:PORT...]/MASTER_NAME")
         with self.assertRaisesRegex(ValueError, "redis-sentinel://"):
             Publisher("redis-sentinels://127.0.0.1:26379/m")
 
