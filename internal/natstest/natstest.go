@@ -33,6 +33,13 @@ import (
 // ready.
 const startTimeout = 30 * time.Second
 
+// restartTimeout bounds how long a cluster that was down entirely may take
+// to be ready again. Its streams' replicas must elect leaders anew once
+// the metadata leader is back; on a loaded two-core machine a stream was
+// seen to stay "not current" (and log "has NO quorum, stalled") for over
+// 25 s after the metadata leader took 8 s.
+const restartTimeout = 90 * time.Second
+
 // Server is one nats-server process that a test owns. Its methods are
 // safe for concurrent use; Kill, Stop and Start must not overlap for one
 // server.
@@ -259,7 +266,7 @@ func (c *Cluster) Start() {
 	}
 	// The servers wait together: one that exits at once must be launched
 	// again while the others wait for it to elect a leader.
-	deadline := time.Now().Add(startTimeout)
+	deadline := time.Now().Add(restartTimeout)
 	errs := make([]error, len(stopped))
 	var wg sync.WaitGroup
 	for i, s := range stopped {
